@@ -1,0 +1,102 @@
+//! Builds the guest plugins in `plugins/` (their own cargo workspace, target
+//! wasm32-wasip2) and hands their paths to the host crate, which embeds them
+//! as built-in plugins with `include_bytes!`.
+//!
+//! The wasm32-wasip2 target is installed with rustup when it is missing, so
+//! a fresh machine needs nothing but `cargo`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// Built-in plugins: (crate directory under plugins/, artifact stem, env var).
+const PLUGINS: &[(&str, &str, &str)] =
+    &[("http", "seedgate_plugin_http", "SEEDGATE_PLUGIN_HTTP_WASM")];
+
+fn main() {
+    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let plugins = root.join("plugins");
+    println!("cargo:rerun-if-changed=wit");
+    println!("cargo:rerun-if-changed=plugins/Cargo.toml");
+    println!("cargo:rerun-if-changed=plugins/Cargo.lock");
+    for (dir, _, _) in PLUGINS {
+        println!("cargo:rerun-if-changed=plugins/{dir}");
+    }
+
+    ensure_target();
+
+    // Keep plugin builds beside, not inside, the host's target dir: the outer
+    // cargo holds a lock on its own build directory.
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    let target_dir = out
+        .ancestors()
+        .nth(4)
+        .map(|t| t.join("wasm-plugins"))
+        .unwrap_or_else(|| root.join("target/wasm-plugins"));
+
+    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&plugins)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
+        .arg(&target_dir);
+    // The host's flags (coverage, sanitizers, target-cpu) mean nothing to a
+    // wasm guest and some break it.
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_PRIMARY_PACKAGE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let status = cmd.status().expect("failed to run cargo for the plugins");
+    assert!(
+        status.success(),
+        "building the plugins in {} failed",
+        plugins.display()
+    );
+
+    for (_, stem, var) in PLUGINS {
+        let wasm = target_dir
+            .join(TARGET)
+            .join("release")
+            .join(format!("{stem}.wasm"));
+        assert!(wasm.exists(), "plugin artifact {} missing", wasm.display());
+        println!("cargo:rustc-env={var}={}", wasm.display());
+    }
+}
+
+/// Installs the wasm32-wasip2 standard library with rustup when it is absent.
+fn ensure_target() {
+    let rustc = env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let installed = sysroot
+        .as_deref()
+        .map(|s| Path::new(s).join("lib/rustlib").join(TARGET).exists())
+        .unwrap_or(false);
+    if installed {
+        return;
+    }
+    println!("cargo:warning=installing the {TARGET} target with rustup");
+    let status = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .expect("the wasm32-wasip2 target is missing and rustup could not be run to install it");
+    assert!(status.success(), "rustup target add {TARGET} failed");
+}

@@ -1,0 +1,436 @@
+//! The seedgate configuration file (TOML).
+//!
+//! Every struct denies unknown keys, every default is a named function whose
+//! doc comment says the value, and [`Config::validate`] reports *all*
+//! problems at once, each with its key path. `config/seedgate.toml` documents
+//! every key for operators.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+use url::Url;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub download: DownloadConfig,
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
+    #[serde(default)]
+    pub origins: BTreeMap<String, OriginConfig>,
+}
+
+/// `[server]`: the HTTP gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+/// 127.0.0.1:8080: loopback only until an operator opens it up.
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// `[storage]`: where pieces and records live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_metadata_cache")]
+    pub metadata_cache: ByteSize,
+}
+
+/// `./data`, relative to the working directory.
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// 64 MiB of page cache for the sled metadata store.
+fn default_metadata_cache() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            metadata_cache: default_metadata_cache(),
+        }
+    }
+}
+
+/// `[download]`: how the host fetches pieces from origins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownloadConfig {
+    #[serde(default = "default_piece_concurrency")]
+    pub piece_concurrency: usize,
+    /// Fixed piece length; unset uses Dragonfly's rule (length / 500, next
+    /// power of two, 4–64 MiB). A fixed length becomes part of task ids.
+    #[serde(default)]
+    pub piece_length: Option<ByteSize>,
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+}
+
+/// 4 pieces of one object in flight at once.
+fn default_piece_concurrency() -> usize {
+    4
+}
+
+/// 5 seconds to open a connection to an origin.
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// 30 seconds without a byte fails a piece fetch.
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        Self {
+            piece_concurrency: default_piece_concurrency(),
+            piece_length: None,
+            connect_timeout: default_connect_timeout(),
+            idle_timeout: default_idle_timeout(),
+        }
+    }
+}
+
+/// `[plugins]`: the WebAssembly host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// A directory of custom plugins: `NAME.wasm` is loaded as plugin `NAME`
+    /// (a custom plugin named like a built-in one replaces it).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default = "default_call_timeout", with = "humantime_serde")]
+    pub call_timeout: Duration,
+    #[serde(default = "default_memory_limit")]
+    pub memory_limit: ByteSize,
+    #[serde(default = "default_http_timeout", with = "humantime_serde")]
+    pub http_timeout: Duration,
+    #[serde(default = "default_http_body_limit")]
+    pub http_body_limit: ByteSize,
+    #[serde(default = "default_log_lines_per_second")]
+    pub log_lines_per_second: u32,
+}
+
+/// 2 seconds for one plugin call, host http included.
+fn default_call_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+
+/// 64 MiB of linear memory per plugin instance.
+fn default_memory_limit() -> ByteSize {
+    ByteSize::mib(64)
+}
+
+/// 10 seconds for one http request a plugin makes (capped by the call timeout).
+fn default_http_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// 1 MiB of response body per plugin http request.
+fn default_http_body_limit() -> ByteSize {
+    ByteSize::mib(1)
+}
+
+/// 50 log lines per second per plugin; the rest are dropped and counted.
+fn default_log_lines_per_second() -> u32 {
+    50
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            call_timeout: default_call_timeout(),
+            memory_limit: default_memory_limit(),
+            http_timeout: default_http_timeout(),
+            http_body_limit: default_http_body_limit(),
+            log_lines_per_second: default_log_lines_per_second(),
+        }
+    }
+}
+
+/// `[origins.NAME]`: one named origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginConfig {
+    /// The plugin serving it: a built-in (`http`) or a custom plugin's name.
+    pub plugin: String,
+    /// Object URLs are `base_url` + key.
+    pub base_url: String,
+    /// Hosts the plugin and its plans may reach besides `base_url`'s host:
+    /// names (`cdn.example`, `*.example`) and addresses or networks
+    /// (`10.0.0.0/8`). A name resolving to a private, loopback or link-local
+    /// address is refused unless a network entry covers that address.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Client request headers passed to the plugin (e.g. `authorization`).
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    /// The plugin's own table. String values `env:NAME` are replaced by the
+    /// environment variable `NAME` when the config is loaded.
+    #[serde(default)]
+    pub config: toml::Table,
+}
+
+/// A problem found in a config file, with the key path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: {} problem(s):\n{}", .problems.len(), .problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+/// Names of the plugins built into the binary.
+pub const BUILTIN_PLUGINS: &[&str] = &["http"];
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem of the config, each with its key path.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut bad = |key: String, message: String| problems.push(Problem { key, message });
+        if self.download.piece_concurrency == 0 {
+            bad(
+                "download.piece_concurrency".into(),
+                "must be at least 1".into(),
+            );
+        }
+        if let Some(len) = self.download.piece_length {
+            let len = len.as_u64();
+            if !(crate::task::MIN_PIECE_LENGTH..=crate::task::MAX_PIECE_LENGTH).contains(&len) {
+                bad(
+                    "download.piece_length".into(),
+                    format!("{} is outside 4 MiB..=64 MiB", ByteSize(len)),
+                );
+            }
+        }
+        if self.plugins.call_timeout.is_zero() {
+            bad(
+                "plugins.call_timeout".into(),
+                "must be more than zero".into(),
+            );
+        }
+        if self.plugins.memory_limit.as_u64() < ByteSize::mib(1).as_u64() {
+            bad(
+                "plugins.memory_limit".into(),
+                "must be at least 1 MiB".into(),
+            );
+        }
+        if self.plugins.memory_limit.as_u64() > ByteSize::gib(4).as_u64() {
+            bad(
+                "plugins.memory_limit".into(),
+                "must be at most 4 GiB (32-bit linear memory)".into(),
+            );
+        }
+        for (name, origin) in &self.origins {
+            let key = |k: &str| format!("origins.{name}.{k}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                bad(
+                    format!("origins.{name}"),
+                    "origin names use letters, digits, '-' and '_'".into(),
+                );
+            }
+            let custom_dir = self.plugins.dir.is_some();
+            if !BUILTIN_PLUGINS.contains(&origin.plugin.as_str()) && !custom_dir {
+                bad(
+                    key("plugin"),
+                    format!(
+                        "unknown plugin '{}': built-ins are {:?}, and no plugins.dir is set for custom ones",
+                        origin.plugin, BUILTIN_PLUGINS
+                    ),
+                );
+            }
+            match Url::parse(&origin.base_url) {
+                Ok(url) if !matches!(url.scheme(), "http" | "https") && origin.plugin == "http" => {
+                    bad(
+                        key("base_url"),
+                        format!("scheme '{}' is not http or https", url.scheme()),
+                    );
+                }
+                Ok(url) if url.host_str().is_none() => bad(key("base_url"), "has no host".into()),
+                Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+                    bad(key("base_url"), "must not carry a query or fragment".into())
+                }
+                Ok(_) => {}
+                Err(e) => bad(
+                    key("base_url"),
+                    format!("'{}' is not a URL: {e}", origin.base_url),
+                ),
+            }
+            for (i, entry) in origin.allowed_hosts.iter().enumerate() {
+                if let Err(e) = crate::origin::policy::Entry::parse(entry) {
+                    bad(format!("origins.{name}.allowed_hosts[{i}]"), e);
+                }
+            }
+            for (i, h) in origin.forward_headers.iter().enumerate() {
+                if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    bad(
+                        format!("origins.{name}.forward_headers[{i}]"),
+                        format!("'{h}' is not a header name"),
+                    );
+                }
+            }
+            for (k, v) in &origin.config {
+                if let Some(var) = v.as_str().and_then(|s| s.strip_prefix("env:"))
+                    && std::env::var(var).is_err()
+                {
+                    bad(
+                        format!("origins.{name}.config.{k}"),
+                        format!("environment variable {var} is not set"),
+                    );
+                }
+            }
+        }
+        problems
+    }
+}
+
+impl OriginConfig {
+    /// The plugin's table as strings, with `env:NAME` values resolved.
+    pub fn resolved_plugin_config(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .map(|(k, v)| {
+                let value = match v {
+                    toml::Value::String(s) => match s.strip_prefix("env:") {
+                        Some(var) => std::env::var(var).unwrap_or_default(),
+                        None => s.clone(),
+                    },
+                    other => other.to_string(),
+                };
+                (k.clone(), value)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/seedgate.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.origins.contains_key("demo"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            [download]
+            piece_concurrency = 0
+            [origins.a]
+            plugin = "nope"
+            base_url = "not a url"
+            allowed_hosts = ["10.0.0.0/33"]
+        "#;
+        let err = Config::parse(text, Path::new("x.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected invalid, got {err}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "download.piece_concurrency",
+                "origins.a.plugin",
+                "origins.a.base_url",
+                "origins.a.allowed_hosts[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = Config::parse(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("listne"), "{err}");
+    }
+}

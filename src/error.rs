@@ -1,0 +1,89 @@
+//! The one error type requests fail with.
+//!
+//! As in pingora, what the resilience layers need is data on the error: its
+//! [`ErrorKind`] says whom to blame and whether to retry, negative-cache or
+//! count against a breaker. Nothing downstream matches on message text. The
+//! gateway maps a kind to a status in one place (`gateway::error`).
+
+use std::fmt;
+use std::time::Duration;
+
+/// What failed, in the terms of DESIGN.md's error taxonomy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The object does not exist at the origin.
+    NotFound,
+    /// The origin refused our credentials.
+    Forbidden,
+    /// The request, the origin's answer or a config is wrong; retrying won't help.
+    Invalid,
+    /// The origin failed in a way that may pass.
+    Transient,
+    /// The origin did not answer in time.
+    Timeout,
+    /// A plugin trapped, ran out of memory or broke its contract.
+    PluginFailed,
+    /// A plugin call exceeded its deadline and was killed.
+    PluginTimeout,
+    /// A host-side failure (disk, metadata store).
+    Internal,
+}
+
+impl ErrorKind {
+    /// Whether trying again later could succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::Transient | ErrorKind::Timeout)
+    }
+}
+
+/// A failure with its kind and a one-line reason naming the cause.
+#[derive(Debug, Clone)]
+pub struct Error {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub upstream_status: Option<u16>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Error {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            upstream_status: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// Prefixes the message with context, keeping the kind.
+    pub fn context(mut self, what: impl fmt::Display) -> Self {
+        self.message = format!("{what}: {}", self.message);
+        self
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(status) = self.upstream_status
+            && !self.message.contains(&status.to_string())
+        {
+            write!(f, " (upstream {status})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<crate::storage::StorageError> for Error {
+    fn from(e: crate::storage::StorageError) -> Self {
+        Error::internal(e.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

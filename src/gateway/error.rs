@@ -1,0 +1,79 @@
+//! Maps an error's kind to an HTTP status, in one place. The body is the
+//! one-line reason; `Retry-After` is passed on when the origin gave one.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{Error, ErrorKind};
+
+/// An error as the gateway answers it.
+#[derive(Debug)]
+pub struct AppError {
+    pub status: StatusCode,
+    pub message: String,
+    pub headers: Vec<(header::HeaderName, HeaderValue)>,
+}
+
+impl AppError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn unsatisfiable(range: &str, length: u64) -> Self {
+        Self {
+            status: StatusCode::RANGE_NOT_SATISFIABLE,
+            message: format!("Range '{range}' is outside the object's {length} bytes"),
+            headers: vec![(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{length}"))
+                    .expect("digits are a valid header"),
+            )],
+        }
+    }
+
+    pub fn from_error(e: Error) -> Self {
+        let status = match e.kind {
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            ErrorKind::Transient => match e.upstream_status {
+                Some(429 | 503) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            },
+            ErrorKind::Timeout | ErrorKind::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::PluginFailed => StatusCode::BAD_GATEWAY,
+            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut headers = Vec::new();
+        if let Some(after) = e.retry_after {
+            let secs = after.as_secs_f64().ceil().max(1.0) as u64;
+            headers.push((header::RETRY_AFTER, HeaderValue::from(secs)));
+        }
+        Self {
+            status,
+            message: e.to_string(),
+            headers,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::warn!(status = %self.status, "{}", self.message);
+        } else {
+            tracing::debug!(status = %self.status, "{}", self.message);
+        }
+        let mut line = self.message.replace(['\n', '\r'], " ");
+        line.push('\n');
+        let mut resp = (self.status, line).into_response();
+        for (k, v) in self.headers {
+            resp.headers_mut().insert(k, v);
+        }
+        resp
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP gateway (axum).
+//!
+//! - `GET|HEAD /o/{origin}/{key...}`: an object of a named origin, with
+//!   `Content-Length`, `ETag`, `Last-Modified`, `Accept-Ranges` and single
+//!   `Range` requests (206, 416). `HEAD` never starts a download.
+//! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
+//!
+//! Errors are mapped from their kind to a status in one place
+//! ([`error`]) and carry a one-line reason in the body.
+
+mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use error::AppError;
+
+use crate::error::Error;
+use crate::origin::OriginRouter;
+use crate::task::{ObjectInfo, TaskManager};
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub tasks: Arc<TaskManager>,
+    pub origins: Arc<OriginRouter>,
+}
+
+/// The gateway's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/o/{origin}/{*key}", get(get_object).head(head_object))
+        .with_state(state)
+}
+
+/// What a `Range` header asks for, once checked against the length.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeAsk {
+    /// No range, or one the server chooses to ignore (several ranges).
+    Whole,
+    /// Bytes `start..=end`.
+    Part(u64, u64),
+}
+
+fn parse_range(headers: &HeaderMap, length: u64) -> Result<RangeAsk, AppError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(RangeAsk::Whole);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| AppError::bad_request("Range header is not ASCII"))?;
+    let parsed = http_range_header::parse_range_header(text)
+        .map_err(|_| AppError::bad_request(format!("malformed Range header '{text}'")))?;
+    let ranges = parsed
+        .validate(length)
+        .map_err(|_| AppError::unsatisfiable(text, length))?;
+    match ranges.as_slice() {
+        [one] => Ok(RangeAsk::Part(*one.start(), *one.end())),
+        // Multiple ranges: answering the whole object is allowed (RFC 9110 §14.2).
+        _ => Ok(RangeAsk::Whole),
+    }
+}
+
+fn object_headers(info: &ObjectInfo) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let etag = info
+        .etag
+        .clone()
+        .unwrap_or_else(|| format!("\"{}\"", &info.task_id[..32.min(info.task_id.len())]));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Some(v) = info
+        .last_modified
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    let ctype = info
+        .content_type
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ctype);
+    if let Ok(v) = HeaderValue::from_str(&info.task_id) {
+        h.insert("x-seedgate-task", v);
+    }
+    h.insert(
+        "x-seedgate-cache",
+        HeaderValue::from_static(if info.cached { "hit" } else { "miss" }),
+    );
+    h
+}
+
+async fn head_object(
+    State(state): State<AppState>,
+    Path((origin, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let origin = state.origins.get(&origin)?;
+    let url = origin.object_url(&key)?;
+    let info = state.tasks.head(&origin, &url, &headers).await?;
+    let mut h = object_headers(&info);
+    let (status, length) = match parse_range(&headers, info.content_length)? {
+        RangeAsk::Whole => (StatusCode::OK, info.content_length),
+        RangeAsk::Part(start, end) => {
+            h.insert(
+                header::CONTENT_RANGE,
+                content_range(start, end, info.content_length),
+            );
+            (StatusCode::PARTIAL_CONTENT, end - start + 1)
+        }
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    Ok((status, h).into_response())
+}
+
+fn content_range(start: u64, end: u64, total: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("bytes {start}-{end}/{total}"))
+        .expect("digits are a valid header")
+}
+
+async fn get_object(
+    State(state): State<AppState>,
+    Path((origin, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let origin = state.origins.get(&origin)?;
+    let url = origin.object_url(&key)?;
+    let object = state.tasks.open(&origin, &url, &headers).await?;
+    let mut info = ObjectInfo::from(&object.record);
+    info.cached = object.cached();
+    let length = info.content_length;
+    let mut h = object_headers(&info);
+    let (status, start, end) = match parse_range(&headers, length)? {
+        RangeAsk::Whole => (StatusCode::OK, 0, length),
+        RangeAsk::Part(start, end) => {
+            h.insert(header::CONTENT_RANGE, content_range(start, end, length));
+            (StatusCode::PARTIAL_CONTENT, start, end + 1)
+        }
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let body = Body::from_stream(state.tasks.read(&object, start, end));
+    Ok((status, h, body).into_response())
+}
+
+impl From<Error> for AppError {
+    fn from(e: Error) -> Self {
+        AppError::from_error(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(range: &str, len: u64) -> Result<RangeAsk, StatusCode> {
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        parse_range(&h, len).map_err(|e| e.status)
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(ask("bytes=0-0", 10), Ok(RangeAsk::Part(0, 0)));
+        assert_eq!(ask("bytes=5-", 10), Ok(RangeAsk::Part(5, 9)));
+        assert_eq!(ask("bytes=-3", 10), Ok(RangeAsk::Part(7, 9)));
+        assert_eq!(ask("bytes=2-100", 10), Ok(RangeAsk::Part(2, 9)));
+        assert_eq!(ask("bytes=0-1,4-5", 10), Ok(RangeAsk::Whole));
+        assert_eq!(ask("bytes=10-", 10), Err(StatusCode::RANGE_NOT_SATISFIABLE));
+        assert_eq!(ask("bytes=0-0", 0), Err(StatusCode::RANGE_NOT_SATISFIABLE));
+        assert_eq!(ask("bytes=x-1", 10), Err(StatusCode::BAD_REQUEST));
+        assert_eq!(ask("lines=1-2", 10), Err(StatusCode::BAD_REQUEST));
+    }
+}

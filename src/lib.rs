@@ -1,0 +1,64 @@
+//! seedgate: a seed peer and origin gateway for P2P file distribution.
+//!
+//! Data flows one way: [`gateway`] → [`task`] → [`origin`] → [`plugin`],
+//! with bytes landing in [`storage`]. [`serve`] wires them together.
+
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod origin;
+pub mod plugin;
+pub mod storage;
+pub mod task;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::Config;
+
+/// A running gateway's pieces, ready to be served.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+}
+
+impl Server {
+    /// Opens storage, loads the plugins, binds the origins and the listener.
+    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        let storage = storage::Storage::open(
+            &config.storage.data_dir,
+            config.storage.metadata_cache.as_u64(),
+        )
+        .with_context(|| format!("opening storage in {}", config.storage.data_dir.display()))?;
+        let host =
+            plugin::PluginHost::new(config.plugins.clone()).context("starting the plugin host")?;
+        let plugins = host.load_all(config.plugins.dir.as_deref())?;
+        for p in plugins.values() {
+            tracing::info!(plugin = %p.info.name, builtin = p.info.builtin, digest = %&p.info.digest[..16], "plugin ready");
+        }
+        let origins = Arc::new(origin::OriginRouter::new(config, &plugins)?);
+        let tasks = task::TaskManager::new(Arc::new(storage), config.download.clone());
+        let app = gateway::router(gateway::AppState { tasks, origins });
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        Ok(Self { listener, app })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("serving")
+    }
+}

@@ -1,0 +1,128 @@
+//! The `seedgate` command: `serve` runs the gateway; `config check` reports
+//! every problem of a config file.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use seedgate::config::{Config, ConfigError};
+
+#[derive(Parser)]
+#[command(
+    name = "seedgate",
+    version,
+    about = "Seed peer and origin gateway with WebAssembly origin plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file.
+        #[arg(
+            short,
+            long,
+            default_value = "config/seedgate.toml",
+            env = "SEEDGATE_CONFIG"
+        )]
+        config: PathBuf,
+        /// Listen address, overriding `server.listen` (port 0 picks one).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Data directory, overriding `storage.data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Work with config files.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Report every problem of a config file, each with its key path.
+    Check { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SEEDGATE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+        } => {
+            let mut cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(
+                    e @ (ConfigError::Read { .. }
+                    | ConfigError::Parse { .. }
+                    | ConfigError::Invalid { .. }),
+                ) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            if let Some(listen) = listen {
+                cfg.server.listen = listen;
+            }
+            if let Some(dir) = data_dir {
+                cfg.storage.data_dir = dir;
+            }
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(serve(cfg)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("seedgate: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let server = seedgate::Server::bind(&config).await?;
+    let addr = server.local_addr()?;
+    tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), origins = config.origins.len(), "seedgate serving");
+    // A stable line on stdout for scripts and tests to wait on.
+    println!("seedgate listening on http://{addr}");
+    server.run(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

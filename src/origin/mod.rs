@@ -1,0 +1,328 @@
+//! Origins: routing a name and key to a plugin, and executing the request
+//! plans the plugin returns.
+//!
+//! A plugin decides *what* to fetch; this module moves the bytes with a
+//! pooled native HTTP client whose resolver enforces the origin's
+//! allowlist, so a plan (or a redirect) can only reach vetted addresses.
+
+pub mod policy;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderMap;
+use url::Url;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::plugin::bindings::seedgate::plugin::types as wit;
+use crate::plugin::{CallEnv, Plugin};
+use policy::{AllowList, PolicyResolver};
+
+/// One configured origin.
+#[derive(Debug)]
+pub struct Origin {
+    pub name: String,
+    pub base_url: Url,
+    pub plugin: Arc<Plugin>,
+    pub env: Arc<CallEnv>,
+    /// Client that executes plans.
+    data: reqwest::Client,
+    forward_headers: Vec<http::HeaderName>,
+}
+
+/// Origins by name.
+#[derive(Debug, Default)]
+pub struct OriginRouter {
+    origins: BTreeMap<String, Arc<Origin>>,
+}
+
+/// A client that connects only where `allow` permits, follows redirects only
+/// there, and ignores proxy environment variables (which would bypass it).
+fn client(
+    allow: &Arc<AllowList>,
+    connect: Duration,
+    idle: Option<Duration>,
+) -> reqwest::Result<reqwest::Client> {
+    let redirect_allow = allow.clone();
+    let policy = reqwest::redirect::Policy::custom(move |attempt| {
+        if attempt.previous().len() >= 5 {
+            attempt.error("more than 5 redirects")
+        } else if let Err(denied) = redirect_allow.check_url(attempt.url()) {
+            attempt.error(format!("redirect refused: {denied}"))
+        } else {
+            attempt.follow()
+        }
+    });
+    let mut builder = reqwest::Client::builder()
+        .dns_resolver(Arc::new(PolicyResolver::new(allow.clone())))
+        .no_proxy()
+        .redirect(policy)
+        .connect_timeout(connect)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .user_agent(concat!("seedgate/", env!("CARGO_PKG_VERSION")));
+    if let Some(idle) = idle {
+        builder = builder.read_timeout(idle);
+    }
+    builder.build()
+}
+
+impl OriginRouter {
+    /// Binds every configured origin to its loaded plugin.
+    pub fn new(config: &Config, plugins: &BTreeMap<String, Arc<Plugin>>) -> anyhow::Result<Self> {
+        let mut origins = BTreeMap::new();
+        for (name, oc) in &config.origins {
+            let plugin = plugins.get(&oc.plugin).cloned().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "origins.{name}.plugin: no plugin named '{}' is loaded (have: {})",
+                    oc.plugin,
+                    plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            })?;
+            let mut base_url = Url::parse(&oc.base_url)?;
+            if !base_url.path().ends_with('/') {
+                let path = format!("{}/", base_url.path());
+                base_url.set_path(&path);
+            }
+            let allow =
+                Arc::new(AllowList::new(&base_url, &oc.allowed_hosts).map_err(anyhow::Error::msg)?);
+            let d = &config.download;
+            let env = Arc::new(CallEnv {
+                origin: name.clone(),
+                config: oc.resolved_plugin_config(),
+                http: client(&allow, d.connect_timeout, None)?,
+                allow: allow.clone(),
+                http_timeout: config.plugins.http_timeout.min(config.plugins.call_timeout),
+                http_body_limit: config.plugins.http_body_limit.as_u64(),
+            });
+            let forward_headers = oc
+                .forward_headers
+                .iter()
+                .map(|h| http::HeaderName::from_bytes(h.as_bytes()))
+                .collect::<Result<_, _>>()?;
+            let origin = Origin {
+                name: name.clone(),
+                base_url,
+                plugin,
+                env,
+                data: client(&allow, d.connect_timeout, Some(d.idle_timeout))?,
+                forward_headers,
+            };
+            origins.insert(name.clone(), Arc::new(origin));
+        }
+        Ok(Self { origins })
+    }
+
+    /// The origin called `name`.
+    pub fn get(&self, name: &str) -> Result<Arc<Origin>> {
+        self.origins.get(name).cloned().ok_or_else(|| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "unknown origin '{name}' (configured: {})",
+                    self.origins.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &String> {
+        self.origins.keys()
+    }
+}
+
+/// What a plan request yields, checked against what was asked.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect {
+    /// Object offset of the first byte.
+    pub offset: u64,
+    pub length: u64,
+    pub total: u64,
+}
+
+impl Origin {
+    /// The object URL of `key`. Keys are paths relative to `base_url`;
+    /// empty, `.` and `..` segments are refused so a key cannot climb out.
+    pub fn object_url(&self, key: &str) -> Result<Url> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::Invalid,
+                format!("key '{key}' for origin '{}': {why}", self.name),
+            )
+        };
+        if key.is_empty() {
+            return Err(bad("empty key"));
+        }
+        let mut url = self.base_url.clone();
+        {
+            let mut segments = url
+                .path_segments_mut()
+                .map_err(|_| bad("origin URL cannot take a path"))?;
+            segments.pop_if_empty();
+            for segment in key.split('/') {
+                match segment {
+                    "" => return Err(bad("empty path segment")),
+                    "." | ".." => return Err(bad("'.' and '..' segments are not allowed")),
+                    s if s.chars().any(|c| c.is_control()) => {
+                        return Err(bad("control characters"));
+                    }
+                    s => {
+                        segments.push(s);
+                    }
+                }
+            }
+        }
+        Ok(url)
+    }
+
+    /// The context a plugin sees: the URL and the forwardable client headers.
+    pub fn context(&self, url: &Url, headers: &HeaderMap) -> wit::RequestContext {
+        let headers = self
+            .forward_headers
+            .iter()
+            .flat_map(|name| {
+                headers.get_all(name).iter().filter_map(|v| {
+                    v.to_str().ok().map(|v| wit::Header {
+                        name: name.as_str().to_string(),
+                        value: v.to_string(),
+                    })
+                })
+            })
+            .collect();
+        wit::RequestContext {
+            url: url.to_string(),
+            headers,
+        }
+    }
+
+    /// Executes a plan for `expect`'s bytes. With `ranged`, the host adds a
+    /// `Range` header; the answer's status and `Content-Range` must match,
+    /// so an origin that ignores or misreports ranges is caught here.
+    pub async fn send(
+        &self,
+        plan: &wit::RequestPlan,
+        expect: Expect,
+        ranged: bool,
+    ) -> Result<reqwest::Response> {
+        let url = Url::parse(&plan.url).map_err(|e| {
+            Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plugin '{}' planned a malformed URL '{}': {e}",
+                    self.plugin.info.name, plan.url
+                ),
+            )
+        })?;
+        self.env.allow.check_url(&url).map_err(|d| {
+            Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plan of plugin '{}' for origin '{}' denied: {d}",
+                    self.plugin.info.name, self.name
+                ),
+            )
+        })?;
+        let method = reqwest::Method::from_bytes(plan.method.as_bytes()).map_err(|_| {
+            Error::new(
+                ErrorKind::PluginFailed,
+                format!("planned method '{}' is not HTTP", plan.method),
+            )
+        })?;
+        let mut req = self.data.request(method, url.clone());
+        for h in &plan.headers {
+            req = req.header(h.name.as_str(), h.value.as_str());
+        }
+        if ranged {
+            let last = expect.offset + expect.length - 1;
+            req = req.header(
+                http::header::RANGE,
+                format!("bytes={}-{last}", expect.offset),
+            );
+        }
+        if let Some(tag) = &plan.if_match {
+            req = req.header(http::header::IF_MATCH, tag.as_str());
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| fetch_error(&self.name, &url, e))?;
+        let status = resp.status().as_u16();
+        let fail = |kind, what: String| {
+            let mut e = Error::new(kind, format!("origin '{}': {url}: {what}", self.name));
+            e.upstream_status = Some(status);
+            Err(e)
+        };
+        match status {
+            200 if !ranged || expect.length == expect.total => {
+                if let Some(len) = resp.content_length()
+                    && len != expect.length
+                {
+                    return fail(
+                        ErrorKind::Transient,
+                        format!(
+                            "Content-Length {len} where {} bytes were expected",
+                            expect.length
+                        ),
+                    );
+                }
+                Ok(resp)
+            }
+            200 => fail(
+                ErrorKind::Transient,
+                "the origin ignored the Range header".into(),
+            ),
+            206 if ranged => {
+                let want = format!(
+                    "bytes {}-{}/{}",
+                    expect.offset,
+                    expect.offset + expect.length - 1,
+                    expect.total
+                );
+                let got = resp
+                    .headers()
+                    .get(http::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if got != want {
+                    return fail(
+                        ErrorKind::Transient,
+                        format!("Content-Range '{got}' where '{want}' was asked"),
+                    );
+                }
+                Ok(resp)
+            }
+            412 => fail(
+                ErrorKind::Transient,
+                "the object changed during the download (If-Match failed)".into(),
+            ),
+            404 | 410 => fail(ErrorKind::NotFound, "object not found".into()),
+            401 | 403 => fail(ErrorKind::Forbidden, "access refused".into()),
+            408 | 504 => fail(ErrorKind::Timeout, "upstream timed out".into()),
+            429 | 500..=599 => fail(ErrorKind::Transient, "upstream failure".into()),
+            _ => fail(ErrorKind::Transient, format!("unexpected status {status}")),
+        }
+    }
+}
+
+/// Maps a transport failure onto an error kind, keeping the deepest cause.
+pub fn fetch_error(origin: &str, url: &Url, e: reqwest::Error) -> Error {
+    let kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else {
+        ErrorKind::Transient
+    };
+    let mut cause = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        cause = s.to_string();
+        source = s.source();
+    }
+    let kind = if cause.contains("allowlist") {
+        ErrorKind::Invalid
+    } else {
+        kind
+    };
+    Error::new(kind, format!("origin '{origin}': {url}: {cause}"))
+}

@@ -1,0 +1,373 @@
+//! The WebAssembly plugin host (wasmtime 48).
+//!
+//! Each plugin is a component implementing `wit/origin.wit`'s
+//! `origin-plugin` world, compiled once and pre-linked ([`InstancePre`]).
+//! Every call gets a fresh instance in a fresh store (~10 µs with the
+//! pooling allocator), so a trap or a leak never outlives its call, with:
+//! - an epoch deadline (a ticker thread bumps the engine's epoch every
+//!   [`EPOCH_TICK`]) that bounds guest CPU, and a tokio timeout around the
+//!   whole call, because epochs do not interrupt host calls;
+//! - a memory cap (`StoreLimits`, growth beyond it traps);
+//! - a WASI context that grants nothing: no files, sockets, environment,
+//!   arguments or stdio. The guest reaches the world only through the
+//!   `log`, `config`, `clock` and allowlisted, capped `http` imports.
+
+mod imports;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, Trap,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::PluginsConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::origin::policy::AllowList;
+
+pub use imports::LogLimiter;
+
+/// Generated bindings of the `origin-plugin` world.
+pub mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "origin-plugin",
+        imports: {
+            "seedgate:plugin/http.send": async,
+        },
+        exports: { default: async },
+    });
+}
+
+use bindings::seedgate::plugin::types as wit;
+use bindings::{OriginPlugin, OriginPluginPre};
+
+/// How often the epoch advances; a runaway guest is stopped within one tick
+/// of its deadline.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Instances the pooling allocator keeps slots for, across all plugins.
+const POOL_INSTANCES: u32 = 256;
+
+/// The built-in plugins, compiled by build.rs.
+pub const BUILTINS: &[(&str, &[u8])] =
+    &[("http", include_bytes!(env!("SEEDGATE_PLUGIN_HTTP_WASM")))];
+
+/// Per-call state of a store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    env: Arc<CallEnv>,
+    plugin: Arc<PluginInfo>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// What a call may use: set up once per origin, shared by its calls.
+#[derive(Debug)]
+pub struct CallEnv {
+    /// The origin's name, for logs and errors.
+    pub origin: String,
+    /// The plugin's own config table, secrets resolved.
+    pub config: BTreeMap<String, String>,
+    /// Client for the `http` import; its resolver enforces `allow`.
+    pub http: reqwest::Client,
+    pub allow: Arc<AllowList>,
+    pub http_timeout: Duration,
+    pub http_body_limit: u64,
+}
+
+/// Identity and counters of a loaded plugin.
+#[derive(Debug)]
+pub struct PluginInfo {
+    pub name: String,
+    /// sha256 of the component bytes.
+    pub digest: String,
+    pub builtin: bool,
+    pub log: LogLimiter,
+}
+
+/// A compiled, pre-linked plugin.
+pub struct Plugin {
+    pub info: Arc<PluginInfo>,
+    pre: OriginPluginPre<HostState>,
+    engine: Engine,
+    memory_limit: usize,
+    call_timeout: Duration,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The engine and linker shared by all plugins.
+pub struct PluginHost {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: PluginsConfig,
+}
+
+impl PluginHost {
+    /// Builds the engine (epochs, pooling, no component-model concurrency)
+    /// and starts its epoch ticker.
+    pub fn new(limits: PluginsConfig) -> anyhow::Result<Self> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(POOL_INSTANCES)
+            .total_core_instances(POOL_INSTANCES * 4)
+            .total_memories(POOL_INSTANCES * 2)
+            .total_tables(POOL_INSTANCES * 4)
+            .max_memory_size(limits.memory_limit.as_u64() as usize);
+        let mut config = wasmtime::Config::new();
+        config
+            .epoch_interruption(true)
+            .wasm_component_model(true)
+            .concurrency_support(false)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        OriginPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
+
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("seedgate-epoch".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })?;
+        Ok(Self {
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    /// Compiles and links a component, checking that it is an origin plugin.
+    pub fn load(&self, name: &str, bytes: &[u8], builtin: bool) -> Result<Plugin, String> {
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| format!("plugin '{name}' does not compile: {e:#}"))?;
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            format!("plugin '{name}' imports what the host does not provide: {e:#}")
+        })?;
+        let pre = OriginPluginPre::new(pre).map_err(|e| {
+            format!("plugin '{name}' does not implement the origin-plugin world: {e:#}")
+        })?;
+        Ok(Plugin {
+            info: Arc::new(PluginInfo {
+                name: name.to_string(),
+                digest: hex::encode(Sha256::digest(bytes)),
+                builtin,
+                log: LogLimiter::new(self.limits.log_lines_per_second),
+            }),
+            pre,
+            engine: self.engine.clone(),
+            memory_limit: self.limits.memory_limit.as_u64() as usize,
+            call_timeout: self.limits.call_timeout,
+        })
+    }
+
+    /// Loads the built-ins, then `NAME.wasm` files from `dir` (which replace
+    /// built-ins of the same name).
+    pub fn load_all(&self, dir: Option<&Path>) -> anyhow::Result<BTreeMap<String, Arc<Plugin>>> {
+        let mut plugins = BTreeMap::new();
+        for (name, bytes) in BUILTINS {
+            let plugin = self.load(name, bytes, true).map_err(anyhow::Error::msg)?;
+            plugins.insert(name.to_string(), Arc::new(plugin));
+        }
+        if let Some(dir) = dir {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| anyhow::anyhow!("plugins.dir {}: {e}", dir.display()))?;
+            for entry in entries {
+                let path = entry?.path();
+                if path.extension().is_none_or(|e| e != "wasm") {
+                    continue;
+                }
+                let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
+                    continue;
+                };
+                let bytes = std::fs::read(&path)?;
+                let plugin = self.load(name, &bytes, false).map_err(anyhow::Error::msg)?;
+                tracing::info!(plugin = name, path = %path.display(), digest = %plugin.info.digest, "loaded custom plugin");
+                plugins.insert(name.to_string(), Arc::new(plugin));
+            }
+        }
+        Ok(plugins)
+    }
+}
+
+impl Plugin {
+    /// Runs `f` against a fresh instance under the call's deadline and
+    /// memory cap, mapping traps and timeouts onto [`ErrorKind`]s.
+    async fn call<R, F>(&self, env: &Arc<CallEnv>, what: &str, f: F) -> Result<R>
+    where
+        F: for<'a> FnOnce(
+            &'a OriginPlugin,
+            &'a mut Store<HostState>,
+        ) -> std::pin::Pin<
+            Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
+        >,
+    {
+        let name = &self.info.name;
+        let state = HostState {
+            // Grants nothing: no preopens, env, args, sockets; stdio closed.
+            wasi: WasiCtx::builder()
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.memory_limit)
+                .trap_on_grow_failure(true)
+                .build(),
+            env: env.clone(),
+            plugin: self.info.clone(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // A new store's deadline is 0: set it before instantiating.
+        let ticks = self
+            .call_timeout
+            .as_millis()
+            .div_ceil(EPOCH_TICK.as_millis()) as u64
+            + 1;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+
+        let run = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            f(&instance, &mut store).await
+        };
+        // Epochs do not interrupt host calls (http), so bound the whole call.
+        let grace = EPOCH_TICK * 2;
+        match tokio::time::timeout(self.call_timeout + grace, run).await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(e)) => Err(self.trap_error(what, &env.origin, e)),
+            Err(_) => Err(Error::new(
+                ErrorKind::PluginTimeout,
+                format!(
+                    "plugin '{name}' {what} for origin '{}' exceeded its {} deadline",
+                    env.origin,
+                    humantime::format_duration(self.call_timeout)
+                ),
+            )),
+        }
+    }
+
+    fn trap_error(&self, what: &str, origin: &str, e: wasmtime::Error) -> Error {
+        let name = &self.info.name;
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Error::new(
+                ErrorKind::PluginTimeout,
+                format!(
+                    "plugin '{name}' {what} for origin '{origin}' was stopped at its {} deadline",
+                    humantime::format_duration(self.call_timeout)
+                ),
+            ),
+            Some(Trap::AllocationTooLarge) => Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plugin '{name}' {what} for origin '{origin}' exceeded its {} B memory cap",
+                    self.memory_limit
+                ),
+            ),
+            _ => {
+                let text = format!("{e:#}");
+                let kind = if text.contains("memory") && text.contains("grow") {
+                    "exceeded its memory cap"
+                } else {
+                    "trapped"
+                };
+                Error::new(
+                    ErrorKind::PluginFailed,
+                    format!(
+                        "plugin '{name}' {what} for origin '{origin}' {kind}: {}",
+                        first_line(&text)
+                    ),
+                )
+            }
+        }
+    }
+
+    /// `stat`: the object's metadata.
+    pub async fn stat(
+        &self,
+        env: &Arc<CallEnv>,
+        ctx: wit::RequestContext,
+    ) -> Result<wit::ObjectMeta> {
+        let r = self
+            .call(env, "stat", move |p, s| {
+                Box::pin(async move { p.seedgate_plugin_origin().call_stat(s, &ctx).await })
+            })
+            .await?;
+        r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
+    }
+
+    /// `plan-read`: request plans yielding `range` (all when none).
+    pub async fn plan_read(
+        &self,
+        env: &Arc<CallEnv>,
+        ctx: wit::RequestContext,
+        meta: wit::ObjectMeta,
+        range: Option<wit::ByteRange>,
+    ) -> Result<Vec<wit::RequestPlan>> {
+        let r = self
+            .call(env, "plan-read", move |p, s| {
+                Box::pin(async move {
+                    p.seedgate_plugin_origin()
+                        .call_plan_read(s, &ctx, &meta, range)
+                        .await
+                })
+            })
+            .await?;
+        r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Maps the plugin's verdict onto the host's error kinds.
+fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
+    let (kind, d) = match e {
+        wit::OriginError::NotFound(d) => (ErrorKind::NotFound, d),
+        wit::OriginError::Forbidden(d) => (ErrorKind::Forbidden, d),
+        wit::OriginError::Transient(d) => (ErrorKind::Transient, d),
+        wit::OriginError::Timeout(d) => (ErrorKind::Timeout, d),
+        wit::OriginError::Invalid(d) => (ErrorKind::Invalid, d),
+    };
+    let mut message = d.message;
+    message.truncate(512);
+    Error {
+        kind,
+        message: if message.is_empty() {
+            format!("origin '{origin}': plugin '{plugin}' gave no reason")
+        } else {
+            format!("origin '{origin}': {message}")
+        },
+        upstream_status: d.upstream_status,
+        retry_after: d.retry_after_ms.map(Duration::from_millis),
+    }
+}

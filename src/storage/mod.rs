@@ -1,0 +1,198 @@
+//! Local storage: piece bytes in content files, records in sled.
+//!
+//! Measured (DESIGN.md §2): sled is slow and bloated for multi-MiB values, so
+//! it only holds small records — tasks and pieces — while the bytes live in
+//! one sparse content file per task, written at each piece's offset. A piece
+//! record is inserted only after its bytes are synced to disk, so a record
+//! never points at bytes that a crash could lose; bytes without a record are
+//! simply fetched again.
+//!
+//! Layout under `data_dir`:
+//! - `metadata/`: the sled database (`tasks`, `pieces` trees);
+//! - `content/<first 3 hex of id>/<task id>`: the object's bytes.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("metadata store: {0}")]
+    Db(#[from] sled::Error),
+    #[error("content file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupt record {key}: {source}")]
+    Corrupt {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Pieces are being fetched; some may be stored.
+    Running,
+    /// Every piece is stored and recorded.
+    Succeeded,
+}
+
+/// One object as stored: its identity, origin metadata and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub url: String,
+    pub content_length: u64,
+    pub piece_length: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub content_type: Option<String>,
+    pub state: TaskState,
+    /// Unix ms when the task was created.
+    pub created_at_ms: u64,
+}
+
+/// One stored piece. Present only once its bytes are durable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PieceRecord {
+    pub number: u32,
+    pub offset: u64,
+    pub length: u64,
+    /// `crc32:<decimal>`, CRC-32/IEEE of the bytes.
+    pub digest: String,
+}
+
+/// The store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Storage {
+    db: sled::Db,
+    tasks: sled::Tree,
+    pieces: sled::Tree,
+    content_dir: PathBuf,
+}
+
+fn piece_key(task_id: &str, number: u32) -> Vec<u8> {
+    let mut key = Vec::with_capacity(task_id.len() + 5);
+    key.extend_from_slice(task_id.as_bytes());
+    key.push(b'/');
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(value).map_err(|source| StorageError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    })
+}
+
+impl Storage {
+    /// Opens (creating) the store under `data_dir`.
+    pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+        let content_dir = data_dir.join("content");
+        std::fs::create_dir_all(&content_dir).map_err(|source| StorageError::Io {
+            path: content_dir.clone(),
+            source,
+        })?;
+        let db = sled::Config::new()
+            .path(data_dir.join("metadata"))
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let tasks = db.open_tree("tasks")?;
+        let pieces = db.open_tree("pieces")?;
+        Ok(Self {
+            db,
+            tasks,
+            pieces,
+            content_dir,
+        })
+    }
+
+    /// Path of a task's content file.
+    pub fn content_path(&self, task_id: &str) -> PathBuf {
+        self.content_dir
+            .join(&task_id[..3.min(task_id.len())])
+            .join(task_id)
+    }
+
+    pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StorageError> {
+        self.tasks
+            .get(id)?
+            .map(|v| decode(id.as_bytes(), &v))
+            .transpose()
+    }
+
+    pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
+        let value = serde_json::to_vec(task).expect("records serialize");
+        self.tasks.insert(task.id.as_bytes(), value)?;
+        Ok(())
+    }
+
+    /// Records a piece whose bytes the caller has already synced.
+    pub fn put_piece(&self, task_id: &str, piece: &PieceRecord) -> Result<(), StorageError> {
+        let value = serde_json::to_vec(piece).expect("records serialize");
+        self.pieces
+            .insert(piece_key(task_id, piece.number), value)?;
+        Ok(())
+    }
+
+    /// The recorded pieces of a task, in order.
+    pub fn pieces(&self, task_id: &str) -> Result<Vec<PieceRecord>, StorageError> {
+        let mut prefix = task_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        self.pieces
+            .scan_prefix(prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Drops a task's piece records (its bytes are overwritten on refetch).
+    pub fn clear_pieces(&self, task_id: &str) -> Result<(), StorageError> {
+        let mut prefix = task_id.as_bytes().to_vec();
+        prefix.push(b'/');
+        let mut batch = sled::Batch::default();
+        for kv in self.pieces.scan_prefix(prefix) {
+            batch.remove(kv?.0);
+        }
+        self.pieces.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Makes every record written so far durable.
+    pub async fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Creates (or reopens) a task's content file at its full length. The
+    /// file is sparse until pieces land.
+    pub fn prepare_content(&self, task_id: &str, length: u64) -> Result<PathBuf, StorageError> {
+        let path = self.content_path(task_id);
+        let io = |source| StorageError::Io {
+            path: path.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        if file.metadata().map_err(io)?.len() != length {
+            file.set_len(length).map_err(io)?;
+        }
+        Ok(path)
+    }
+}
