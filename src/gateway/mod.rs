@@ -59,6 +59,10 @@ fn parse_range(headers: &HeaderMap, length: u64) -> Result<RangeAsk, AppError> {
         .map_err(|_| AppError::bad_request("Range header is not ASCII"))?;
     let parsed = http_range_header::parse_range_header(text)
         .map_err(|_| AppError::bad_request(format!("malformed Range header '{text}'")))?;
+    if length == 0 {
+        // No byte of an empty object can be addressed.
+        return Err(AppError::unsatisfiable(text, length));
+    }
     let ranges = parsed
         .validate(length)
         .map_err(|_| AppError::unsatisfiable(text, length))?;

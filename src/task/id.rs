@@ -136,10 +136,20 @@ pub fn crc32_digest(crc: u32) -> String {
 mod tests {
     use super::*;
 
+    /// url, piece length, tag, application, filtered params, expected id.
+    type Vector = (
+        &'static str,
+        Option<u64>,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static [&'static str],
+        &'static str,
+    );
+
     /// Vectors from dragonfly-client-util 1.5's own tests.
     #[test]
     fn task_ids_match_dragonfly() {
-        let cases: &[(&str, Option<u64>, Option<&str>, Option<&str>, &[&str], &str)] = &[
+        let cases: &[Vector] = &[
             (
                 "https://example.com",
                 None,

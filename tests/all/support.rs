@@ -1,0 +1,232 @@
+//! Test harness: real servers spawned as direct children of the test (so a
+//! kill is never hidden by a zombie), bound to free loopback ports.
+//!
+//! - [`Nginx`]: the HTTP origin from `tests/fixtures/nginx-origin.conf`,
+//!   with its access log as the count of requests the origin saw.
+//! - [`Seedgate`]: the real `seedgate` binary with a config written here.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str, child: &mut Child) {
+    for _ in 0..200 {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited during startup: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("{what} did not listen on {port} within 5 s");
+}
+
+/// Deterministic pseudo-random bytes (xorshift64*), fast even unoptimised.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed | 1;
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// nginx serving `root/www` with the fixture config.
+pub struct Nginx {
+    child: Child,
+    pub port: u16,
+    pub root: PathBuf,
+}
+
+impl Nginx {
+    pub fn start(root: &Path) -> Self {
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("nginx is not installed: run scripts/test (it installs it) or apt-get install nginx");
+        for dir in ["www", "logs", "tmp"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        let port = free_port();
+        let template = include_str!("../fixtures/nginx-origin.conf");
+        let conf = template
+            .replace("__ROOT__", root.to_str().unwrap())
+            .replace("__PORT__", &port.to_string());
+        std::fs::write(root.join("nginx.conf"), conf).unwrap();
+        let mut child = Command::new(nginx)
+            .arg("-p")
+            .arg(root)
+            .args(["-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nginx");
+        wait_for_port(port, "nginx", &mut child);
+        Nginx {
+            child,
+            port,
+            root: root.to_owned(),
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+
+    /// Writes a file the origin serves.
+    pub fn put(&self, name: &str, bytes: &[u8]) {
+        let path = self.root.join("www").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    /// Requests the origin logged for `path` (e.g. "/a.bin"), as
+    /// (method, status) pairs. nginx writes its access log unbuffered.
+    pub fn requests(&self, path: &str) -> Vec<(String, u16)> {
+        let log =
+            std::fs::read_to_string(self.root.join("logs/origin.access.log")).unwrap_or_default();
+        log.lines()
+            .filter_map(|line| {
+                let request = line.split('"').nth(1)?;
+                let mut parts = request.split(' ');
+                let (method, target) = (parts.next()?, parts.next()?);
+                let status = line
+                    .split('"')
+                    .nth(2)?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()?;
+                (target == path).then(|| (method.to_string(), status))
+            })
+            .collect()
+    }
+
+    /// GET requests the origin logged for `path`.
+    pub fn gets(&self, path: &str) -> usize {
+        self.requests(path)
+            .iter()
+            .filter(|(m, _)| m == "GET")
+            .count()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The seedgate binary, serving with a given config and data directory.
+pub struct Seedgate {
+    child: Child,
+    pub addr: SocketAddr,
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Seedgate {
+    /// Writes `config` to `dir/seedgate.toml` and starts seedgate on a free
+    /// port with `dir/data` as its data directory.
+    pub fn start(dir: &Path, config: &str) -> Self {
+        let path = dir.join("seedgate.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::start_with(&path, &dir.join("data"))
+    }
+
+    pub fn start_with(config: &Path, data_dir: &Path) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_seedgate"))
+            .arg("serve")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .env(
+                "SEEDGATE_LOG",
+                std::env::var("SEEDGATE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn seedgate");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("seedgate listening on http://")
+            .unwrap_or_else(|| {
+                panic!(
+                    "seedgate did not start: {line:?} (exit {:?})",
+                    child.try_wait()
+                )
+            })
+            .parse()
+            .unwrap();
+        Seedgate {
+            child,
+            addr,
+            config: config.to_owned(),
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Stops the process at once (SIGKILL) and reaps it.
+    pub fn kill(mut self) -> (PathBuf, PathBuf) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.config.clone(), self.data_dir.clone())
+    }
+}
+
+impl Drop for Seedgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config with one http origin named `www` pointing at `base_url`.
+pub fn http_origin_config(base_url: &str) -> String {
+    format!(
+        r#"
+[origins.www]
+plugin = "http"
+base_url = "{base_url}"
+"#
+    )
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
