@@ -12,8 +12,15 @@ use std::process::Command;
 const TARGET: &str = "wasm32-wasip2";
 
 /// Built-in plugins: (crate directory under plugins/, artifact stem, env var).
-const PLUGINS: &[(&str, &str, &str)] =
-    &[("http", "seedgate_plugin_http", "SEEDGATE_PLUGIN_HTTP_WASM")];
+/// Test components are only used by tests/, through the same env vars.
+const PLUGINS: &[(&str, &str, &str)] = &[
+    ("http", "seedgate_plugin_http", "SEEDGATE_PLUGIN_HTTP_WASM"),
+    (
+        "test-hostile",
+        "seedgate_test_hostile",
+        "SEEDGATE_TEST_HOSTILE_WASM",
+    ),
+];
 
 fn main() {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());

@@ -197,6 +197,40 @@ impl Origin {
         }
     }
 
+    /// Checks a plan before executing it: a well-formed URL on the origin's
+    /// allowlist and an HTTP method.
+    pub fn check_plan(&self, plan: &wit::RequestPlan) -> Result<(Url, reqwest::Method)> {
+        let plugin = &self.plugin.info.name;
+        let url = Url::parse(&plan.url).map_err(|e| {
+            Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plugin '{plugin}' planned a malformed URL '{}': {e}",
+                    plan.url
+                ),
+            )
+        })?;
+        self.env.allow.check_url(&url).map_err(|d| {
+            Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plan of plugin '{plugin}' for origin '{}' denied: {d}",
+                    self.name
+                ),
+            )
+        })?;
+        let method = reqwest::Method::from_bytes(plan.method.as_bytes()).map_err(|_| {
+            Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plugin '{plugin}' planned method '{}', which is not HTTP",
+                    plan.method
+                ),
+            )
+        })?;
+        Ok((url, method))
+    }
+
     /// Executes a plan for `expect`'s bytes. With `ranged`, the host adds a
     /// `Range` header; the answer's status and `Content-Range` must match,
     /// so an origin that ignores or misreports ranges is caught here.
@@ -206,30 +240,7 @@ impl Origin {
         expect: Expect,
         ranged: bool,
     ) -> Result<reqwest::Response> {
-        let url = Url::parse(&plan.url).map_err(|e| {
-            Error::new(
-                ErrorKind::PluginFailed,
-                format!(
-                    "plugin '{}' planned a malformed URL '{}': {e}",
-                    self.plugin.info.name, plan.url
-                ),
-            )
-        })?;
-        self.env.allow.check_url(&url).map_err(|d| {
-            Error::new(
-                ErrorKind::PluginFailed,
-                format!(
-                    "plan of plugin '{}' for origin '{}' denied: {d}",
-                    self.plugin.info.name, self.name
-                ),
-            )
-        })?;
-        let method = reqwest::Method::from_bytes(plan.method.as_bytes()).map_err(|_| {
-            Error::new(
-                ErrorKind::PluginFailed,
-                format!("planned method '{}' is not HTTP", plan.method),
-            )
-        })?;
+        let (url, method) = self.check_plan(plan)?;
         let mut req = self.data.request(method, url.clone());
         for h in &plan.headers {
             req = req.header(h.name.as_str(), h.value.as_str());

@@ -5,8 +5,10 @@
 //! Every call gets a fresh instance in a fresh store (~10 µs with the
 //! pooling allocator), so a trap or a leak never outlives its call, with:
 //! - an epoch deadline (a ticker thread bumps the engine's epoch every
-//!   [`EPOCH_TICK`]) that bounds guest CPU, and a tokio timeout around the
-//!   whole call, because epochs do not interrupt host calls;
+//!   [`EPOCH_TICK`]) that bounds guest CPU — the guest yields to the tokio
+//!   runtime at every tick, so even a spinning plugin never holds a worker
+//!   thread — and a tokio timeout around the whole call, because epochs do
+//!   not interrupt host calls;
 //! - a memory cap (`StoreLimits`, growth beyond it traps);
 //! - a WASI context that grants nothing: no files, sockets, environment,
 //!   arguments or stdio. The guest reaches the world only through the
@@ -23,7 +25,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, Trap,
+    StoreLimitsBuilder, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -246,14 +248,23 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
-        // A new store's deadline is 0: set it before instantiating.
-        let ticks = self
+        // A new store's deadline is 0: set it before instantiating. Every
+        // tick the guest yields to the runtime (so a spinning plugin never
+        // holds a worker thread) until its deadline, when it is interrupted.
+        let deadline_ticks = self
             .call_timeout
             .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64
-            + 1;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+            .div_ceil(EPOCH_TICK.as_millis()) as u64;
+        let mut ticks = 0u64;
+        store.epoch_deadline_callback(move |_| {
+            ticks += 1;
+            Ok(if ticks >= deadline_ticks {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store.set_epoch_deadline(1);
 
         let run = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -370,4 +381,12 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
         upstream_status: d.upstream_status,
         retry_after: d.retry_after_ms.map(Duration::from_millis),
     }
+}
+
+/// Paths of the test components build.rs compiled, for the integration
+/// tests (build-script env vars do not reach them directly). Not embedded.
+#[doc(hidden)]
+pub mod test_components {
+    /// `plugins/test-hostile`: misbehaves on purpose.
+    pub const HOSTILE: &str = env!("SEEDGATE_TEST_HOSTILE_WASM");
 }

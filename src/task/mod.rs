@@ -293,6 +293,20 @@ impl TaskManager {
         self.storage.put_task(&record)?;
         self.storage.prepare_content(&id, record.content_length)?;
 
+        // Plan before answering, so a refused or malformed plan is a clean
+        // error for the client rather than a body cut short.
+        let plan = if done.iter().all(|d| *d) {
+            None
+        } else {
+            let plans = origin
+                .plugin
+                .plan_read(&origin.env, ctx, meta, None)
+                .await?;
+            let plan =
+                whole_object_plan(&plans, &origin.plugin.info.name, record.content_length)?.clone();
+            origin.check_plan(&plan)?;
+            Some(plan)
+        };
         let (progress, _) = watch::channel(Progress {
             done,
             outcome: None,
@@ -301,7 +315,10 @@ impl TaskManager {
         let me = self.clone();
         let dl = download.clone();
         tokio::spawn(async move {
-            let outcome = me.run(&origin, &dl, ctx, meta).await;
+            let outcome = match &plan {
+                Some(plan) => me.run(&origin, &dl, plan).await,
+                None => Ok(()),
+            };
             let outcome = match outcome {
                 Ok(()) => me.finish(&dl).await,
                 Err(e) => Err(e),
@@ -334,14 +351,8 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Fetches every piece not yet recorded.
-    async fn run(
-        &self,
-        origin: &Origin,
-        dl: &Download,
-        ctx: wit::RequestContext,
-        meta: wit::ObjectMeta,
-    ) -> Result<()> {
+    /// Fetches every piece not yet recorded, as `plan` allows.
+    async fn run(&self, origin: &Origin, dl: &Download, plan: &wit::RequestPlan) -> Result<()> {
         let missing: Vec<u32> = dl
             .progress
             .borrow()
@@ -351,14 +362,6 @@ impl TaskManager {
             .filter(|(_, d)| !**d)
             .map(|(n, _)| n as u32)
             .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let plans = origin
-            .plugin
-            .plan_read(&origin.env, ctx, meta, None)
-            .await?;
-        let plan = whole_object_plan(&plans, &origin.plugin.info.name, dl.record.content_length)?;
         if plan.host_may_set_range {
             futures_util::stream::iter(missing)
                 .map(|n| self.fetch_piece(origin, dl, plan, n))

@@ -4,3 +4,4 @@
 mod support;
 
 mod gateway_http_origin;
+mod plugin_sandbox;

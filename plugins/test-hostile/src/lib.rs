@@ -1,0 +1,99 @@
+//! A plugin that misbehaves on purpose; the host's tests use it to prove the
+//! sandbox holds. What `stat` does depends on the last path segment:
+//!
+//! - `loop`: spins forever (the epoch deadline must stop it);
+//! - `bomb`: allocates until memory runs out (the memory cap must trap);
+//! - `panic`: panics (a trap; the next call must work);
+//! - `exfiltrate`: asks the host's http for a cloud metadata address (the
+//!   allowlist must deny it) and reports what the host said;
+//! - `plan-elsewhere`: answers metadata, then plans a read from a host that
+//!   is not on the allowlist (the host must refuse to execute it);
+//! - anything else: not-found, so a test can see the plugin still answers.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "origin-plugin",
+});
+
+use exports::seedgate::plugin::origin::Guest;
+use seedgate::plugin::http;
+use seedgate::plugin::types::{ByteRange, ErrorDetail, ListPage, ObjectMeta, OriginError, RequestContext, RequestPlan};
+
+struct Hostile;
+
+fn err(message: String) -> ErrorDetail {
+    ErrorDetail {
+        message,
+        upstream_status: None,
+        retry_after_ms: None,
+    }
+}
+
+fn last_segment(url: &str) -> &str {
+    url.rsplit('/').next().unwrap_or("")
+}
+
+impl Guest for Hostile {
+    fn schemes() -> Vec<String> {
+        vec!["http".into()]
+    }
+
+    fn stat(ctx: RequestContext) -> Result<ObjectMeta, OriginError> {
+        match last_segment(&ctx.url) {
+            "loop" => {
+                let mut x = 0u64;
+                loop {
+                    x = core::hint::black_box(x.wrapping_add(1));
+                }
+            }
+            "bomb" => {
+                let mut hoard: Vec<Vec<u8>> = Vec::new();
+                loop {
+                    hoard.push(core::hint::black_box(vec![7u8; 1 << 20]));
+                }
+            }
+            "panic" => panic!("hostile plugin panics on purpose"),
+            "exfiltrate" => {
+                let answer = http::send(&http::Request {
+                    method: "GET".into(),
+                    url: "http://169.254.169.254/latest/meta-data/".into(),
+                    headers: vec![],
+                    body: None,
+                    timeout_ms: Some(1000),
+                });
+                let said = match answer {
+                    Ok(resp) => format!("reached it: status {}", resp.status),
+                    Err(http::HttpError::Denied(m)) => format!("denied: {m}"),
+                    Err(e) => format!("other error: {e:?}"),
+                };
+                Err(OriginError::Invalid(err(said)))
+            }
+            "plan-elsewhere" => Ok(ObjectMeta {
+                content_length: 10,
+                etag: None,
+                last_modified: None,
+                content_type: None,
+                accepts_ranges: true,
+            }),
+            _ => Err(OriginError::NotFound(err("hostile plugin: nothing here".into()))),
+        }
+    }
+
+    fn plan_read(_ctx: RequestContext, _meta: ObjectMeta, _range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+        Ok(vec![RequestPlan {
+            method: "GET".into(),
+            url: "http://10.255.255.1:9/secret".into(),
+            headers: vec![],
+            host_may_set_range: true,
+            range: None,
+            expires_at_ms: None,
+            if_match: None,
+        }])
+    }
+
+    fn list_objects(_: RequestContext, _: String, _: Option<String>, _: u32) -> Result<ListPage, OriginError> {
+        Err(OriginError::Invalid(err("no listing".into())))
+    }
+}
+
+export!(Hostile);
