@@ -106,6 +106,29 @@ fn object_headers(info: &ObjectInfo) -> HeaderMap {
     h
 }
 
+/// Status, headers and byte span `start..end` of the answer about `info`
+/// to a request with `req` headers.
+fn answer(
+    req: &HeaderMap,
+    info: &ObjectInfo,
+) -> Result<(StatusCode, HeaderMap, u64, u64), AppError> {
+    let length = info.content_length;
+    let mut h = object_headers(info);
+    let (status, start, end) = match parse_range(req, length)? {
+        RangeAsk::Whole => (StatusCode::OK, 0, length),
+        RangeAsk::Part(start, last) => {
+            let range = format!("bytes {start}-{last}/{length}");
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&range).expect("digits are a valid header"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, last + 1)
+        }
+    };
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    Ok((status, h, start, end))
+}
+
 async fn head_object(
     State(state): State<AppState>,
     Path((origin, key)): Path<(String, String)>,
@@ -114,24 +137,8 @@ async fn head_object(
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
     let info = state.tasks.head(&origin, &url, &headers).await?;
-    let mut h = object_headers(&info);
-    let (status, length) = match parse_range(&headers, info.content_length)? {
-        RangeAsk::Whole => (StatusCode::OK, info.content_length),
-        RangeAsk::Part(start, end) => {
-            h.insert(
-                header::CONTENT_RANGE,
-                content_range(start, end, info.content_length),
-            );
-            (StatusCode::PARTIAL_CONTENT, end - start + 1)
-        }
-    };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    let (status, h, _, _) = answer(&headers, &info)?;
     Ok((status, h).into_response())
-}
-
-fn content_range(start: u64, end: u64, total: u64) -> HeaderValue {
-    HeaderValue::from_str(&format!("bytes {start}-{end}/{total}"))
-        .expect("digits are a valid header")
 }
 
 async fn get_object(
@@ -144,16 +151,7 @@ async fn get_object(
     let object = state.tasks.open(&origin, &url, &headers).await?;
     let mut info = ObjectInfo::from(&object.record);
     info.cached = object.cached();
-    let length = info.content_length;
-    let mut h = object_headers(&info);
-    let (status, start, end) = match parse_range(&headers, length)? {
-        RangeAsk::Whole => (StatusCode::OK, 0, length),
-        RangeAsk::Part(start, end) => {
-            h.insert(header::CONTENT_RANGE, content_range(start, end, length));
-            (StatusCode::PARTIAL_CONTENT, start, end + 1)
-        }
-    };
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    let (status, h, start, end) = answer(&headers, &info)?;
     let body = Body::from_stream(state.tasks.read(&object, start, end));
     Ok((status, h, body).into_response())
 }
