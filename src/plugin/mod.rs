@@ -251,14 +251,11 @@ impl Plugin {
         // A new store's deadline is 0: set it before instantiating. Every
         // tick the guest yields to the runtime (so a spinning plugin never
         // holds a worker thread) until its deadline, when it is interrupted.
-        let deadline_ticks = self
-            .call_timeout
-            .as_millis()
-            .div_ceil(EPOCH_TICK.as_millis()) as u64;
-        let mut ticks = 0u64;
+        // The deadline is wall-clock time, not a tick count: a late ticker
+        // on a loaded machine must not stretch it.
+        let deadline = tokio::time::Instant::now() + self.call_timeout;
         store.epoch_deadline_callback(move |_| {
-            ticks += 1;
-            Ok(if ticks >= deadline_ticks {
+            Ok(if tokio::time::Instant::now() >= deadline {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
