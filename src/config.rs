@@ -60,6 +60,44 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     #[serde(default = "default_metadata_cache")]
     pub metadata_cache: ByteSize,
+    /// Bytes of content seedgate may keep. Unset: the watermarks apply to
+    /// the whole filesystem holding `data_dir` (as Dragonfly's GC does).
+    #[serde(default)]
+    pub quota: Option<ByteSize>,
+    /// Above this fraction of the quota, least-recently-used tasks that no
+    /// reader or download holds are evicted ...
+    #[serde(default = "default_high_watermark")]
+    pub high_watermark: f64,
+    /// ... until usage is at or below this fraction.
+    #[serde(default = "default_low_watermark")]
+    pub low_watermark: f64,
+    /// A task not read for this long is evicted; `0s` keeps tasks forever.
+    #[serde(default = "default_task_ttl", with = "humantime_serde")]
+    pub task_ttl: Duration,
+    /// How often the collector checks TTLs and watermarks (it also runs as
+    /// soon as a stored piece crosses the high watermark).
+    #[serde(default = "default_gc_interval", with = "humantime_serde")]
+    pub gc_interval: Duration,
+}
+
+/// Dragonfly's `gc.policy.distHighThresholdPercent` default, 80 %.
+fn default_high_watermark() -> f64 {
+    0.8
+}
+
+/// Dragonfly's `gc.policy.distLowThresholdPercent` default, 60 %.
+fn default_low_watermark() -> f64 {
+    0.6
+}
+
+/// Dragonfly's `gc.policy.taskTTL` default, 6 hours.
+fn default_task_ttl() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
+/// 30 seconds between collector runs.
+fn default_gc_interval() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// `./data`, relative to the working directory.
@@ -77,6 +115,11 @@ impl Default for StorageConfig {
         Self {
             data_dir: default_data_dir(),
             metadata_cache: default_metadata_cache(),
+            quota: None,
+            high_watermark: default_high_watermark(),
+            low_watermark: default_low_watermark(),
+            task_ttl: default_task_ttl(),
+            gc_interval: default_gc_interval(),
         }
     }
 }
@@ -95,6 +138,23 @@ pub struct DownloadConfig {
     pub connect_timeout: Duration,
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A plan with an expiry (a presigned URL) is re-requested from the
+    /// plugin this long before it expires.
+    #[serde(default = "default_plan_refresh_margin", with = "humantime_serde")]
+    pub plan_refresh_margin: Duration,
+    /// Check each piece's crc32 before serving it; a mismatch drops the
+    /// piece and fetches it again.
+    #[serde(default = "default_verify_on_read")]
+    pub verify_on_read: bool,
+}
+
+/// 10 seconds: a piece fetch never starts on a plan about to expire.
+fn default_plan_refresh_margin() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_verify_on_read() -> bool {
+    true
 }
 
 /// 4 pieces of one object in flight at once.
@@ -119,6 +179,8 @@ impl Default for DownloadConfig {
             piece_length: None,
             connect_timeout: default_connect_timeout(),
             idle_timeout: default_idle_timeout(),
+            plan_refresh_margin: default_plan_refresh_margin(),
+            verify_on_read: default_verify_on_read(),
         }
     }
 }
@@ -282,6 +344,31 @@ impl Config {
                     format!("{} is outside 4 MiB..=64 MiB", ByteSize(len)),
                 );
             }
+        }
+        let (high, low) = (self.storage.high_watermark, self.storage.low_watermark);
+        if !(0.0 < high && high <= 1.0) {
+            bad(
+                "storage.high_watermark".into(),
+                format!("{high} is not a fraction in (0, 1]"),
+            );
+        }
+        if !(0.0 <= low && low < high) {
+            bad(
+                "storage.low_watermark".into(),
+                format!("{low} must be at least 0 and below the high watermark {high}"),
+            );
+        }
+        if self.storage.quota.is_some_and(|q| q.as_u64() == 0) {
+            bad(
+                "storage.quota".into(),
+                "must be more than zero (leave it unset to use the filesystem's size)".into(),
+            );
+        }
+        if self.storage.gc_interval.is_zero() {
+            bad(
+                "storage.gc_interval".into(),
+                "must be more than zero".into(),
+            );
         }
         if self.plugins.call_timeout.is_zero() {
             bad(

@@ -25,6 +25,12 @@ pub enum ErrorKind {
     PluginFailed,
     /// A plugin call exceeded its deadline and was killed.
     PluginTimeout,
+    /// The object changed at the origin while it was being downloaded; the
+    /// task restarts on the new version.
+    Changed,
+    /// The request conflicts with what the task is doing (deleting a task
+    /// that is being read).
+    Conflict,
     /// A host-side failure (disk, metadata store).
     Internal,
 }

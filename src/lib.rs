@@ -39,7 +39,13 @@ impl Server {
             tracing::info!(plugin = %p.info.name, builtin = p.info.builtin, digest = %&p.info.digest[..16], "plugin ready");
         }
         let origins = Arc::new(origin::OriginRouter::new(config, &plugins)?);
-        let tasks = task::TaskManager::new(Arc::new(storage), config.download.clone());
+        let tasks = task::TaskManager::new(
+            Arc::new(storage),
+            config.download.clone(),
+            config.storage.clone(),
+        )
+        .context("reconciling storage")?;
+        tasks.spawn_gc();
         let app = gateway::router(gateway::AppState { tasks, origins });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

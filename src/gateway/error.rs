@@ -46,6 +46,8 @@ impl AppError {
             },
             ErrorKind::Timeout | ErrorKind::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::PluginFailed => StatusCode::BAD_GATEWAY,
+            ErrorKind::Changed => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut headers = Vec::new();

@@ -3,6 +3,8 @@
 //! - `GET|HEAD /o/{origin}/{key...}`: an object of a named origin, with
 //!   `Content-Length`, `ETag`, `Last-Modified`, `Accept-Ranges` and single
 //!   `Range` requests (206, 416). `HEAD` never starts a download.
+//! - `DELETE /api/v1/tasks/{id}`: deletes a stored task (409 while it is
+//!   being read or downloaded).
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -17,7 +19,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 
 pub use error::AppError;
 
@@ -38,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/o/{origin}/{*key}", get(get_object).head(head_object))
+        .route("/api/v1/tasks/{id}", delete(delete_task))
         .with_state(state)
 }
 
@@ -154,6 +157,19 @@ async fn get_object(
     let (status, h, start, end) = answer(&headers, &info)?;
     let body = Body::from_stream(state.tasks.read(&object, start, end));
     Ok((status, h, body).into_response())
+}
+
+/// Deletes a stored task and frees its space at once; 409 while it is read
+/// or downloaded.
+async fn delete_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    let tasks = state.tasks.clone();
+    let freed = tokio::task::spawn_blocking(move || tasks.delete(&id))
+        .await
+        .map_err(|e| Error::internal(format!("delete: {e}")))??;
+    Ok(axum::Json(serde_json::json!({ "freed_bytes": freed })).into_response())
 }
 
 impl From<Error> for AppError {

@@ -305,7 +305,7 @@ impl Origin {
                 Ok(resp)
             }
             412 => fail(
-                ErrorKind::Transient,
+                ErrorKind::Changed,
                 "the object changed during the download (If-Match failed)".into(),
             ),
             404 | 410 => fail(ErrorKind::NotFound, "object not found".into()),

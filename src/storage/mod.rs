@@ -55,6 +55,10 @@ pub struct TaskRecord {
     pub state: TaskState,
     /// Unix ms when the task was created.
     pub created_at_ms: u64,
+    /// Unix ms of the last read, persisted at most once a minute; LRU
+    /// eviction and the TTL go by it.
+    #[serde(default)]
+    pub accessed_at_ms: u64,
 }
 
 /// One stored piece. Present only once its bytes are durable.
@@ -65,6 +69,14 @@ pub struct PieceRecord {
     pub length: u64,
     /// `crc32:<decimal>`, CRC-32/IEEE of the bytes.
     pub digest: String,
+}
+
+/// What [`Storage::reconcile`] repaired.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reconciled {
+    pub tasks_without_bytes: usize,
+    pub pieces_dropped: usize,
+    pub files_deleted: usize,
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -167,15 +179,107 @@ impl Storage {
         Ok(())
     }
 
+    /// Forgets one piece (its bytes failed their digest).
+    pub fn remove_piece(&self, task_id: &str, number: u32) -> Result<(), StorageError> {
+        self.pieces.remove(piece_key(task_id, number))?;
+        Ok(())
+    }
+
+    /// Every task record.
+    pub fn tasks(&self) -> Result<Vec<TaskRecord>, StorageError> {
+        self.tasks
+            .iter()
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode(&k, &v)
+            })
+            .collect()
+    }
+
+    /// Deletes a task: its record first (so a crash never leaves a record
+    /// without bytes), then its pieces, then its content file — whose space
+    /// is free at once, as nothing else links to it.
+    pub fn delete_task(&self, task_id: &str) -> Result<(), StorageError> {
+        self.tasks.remove(task_id)?;
+        self.clear_pieces(task_id)?;
+        let path = self.content_path(task_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(StorageError::Io { path, source }),
+        }
+    }
+
+    /// Brings records and content files back in line after a crash or a
+    /// hand-edited data directory:
+    /// - a task whose content file is gone or has the wrong length loses its
+    ///   piece records (they would point at nothing) and is marked running;
+    /// - piece records of unknown tasks, or beyond their file, are dropped;
+    /// - content files without a task record are deleted.
+    pub fn reconcile(&self) -> Result<Reconciled, StorageError> {
+        let mut out = Reconciled::default();
+        let mut known = std::collections::HashSet::new();
+        for mut task in self.tasks()? {
+            known.insert(task.id.clone());
+            let len = std::fs::metadata(self.content_path(&task.id))
+                .ok()
+                .map(|m| m.len());
+            if len != Some(task.content_length) {
+                let pieces = self.pieces(&task.id)?;
+                if !pieces.is_empty() || task.state == TaskState::Succeeded {
+                    out.tasks_without_bytes += 1;
+                    out.pieces_dropped += pieces.len();
+                    self.clear_pieces(&task.id)?;
+                    task.state = TaskState::Running;
+                    self.put_task(&task)?;
+                }
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for kv in self.pieces.iter() {
+            let (k, _) = kv?;
+            let id = k.split(|b| *b == b'/').next().unwrap_or_default();
+            if !known.contains(std::str::from_utf8(id).unwrap_or_default()) {
+                batch.remove(k);
+                out.pieces_dropped += 1;
+            }
+        }
+        self.pieces.apply_batch(batch)?;
+        let dirs = std::fs::read_dir(&self.content_dir).map_err(|source| StorageError::Io {
+            path: self.content_dir.clone(),
+            source,
+        })?;
+        for dir in dirs.flatten() {
+            let Ok(files) = std::fs::read_dir(dir.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if !known.contains(&name) {
+                    let _ = std::fs::remove_file(file.path());
+                    out.files_deleted += 1;
+                }
+            }
+        }
+        if out != Reconciled::default() {
+            self.db.flush()?;
+        }
+        Ok(out)
+    }
+
     /// Makes every record written so far durable.
     pub async fn flush(&self) -> Result<(), StorageError> {
         self.db.flush_async().await?;
         Ok(())
     }
 
-    /// Creates (or reopens) a task's content file at its full length. The
-    /// file is sparse until pieces land.
-    pub fn prepare_content(&self, task_id: &str, length: u64) -> Result<PathBuf, StorageError> {
+    /// Creates (or reopens) a task's content file at its full length, for
+    /// reading and writing. The file is sparse until pieces land.
+    pub fn prepare_content(
+        &self,
+        task_id: &str,
+        length: u64,
+    ) -> Result<std::fs::File, StorageError> {
         let path = self.content_path(task_id);
         let io = |source| StorageError::Io {
             path: path.clone(),
@@ -187,12 +291,46 @@ impl Storage {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .open(&path)
             .map_err(io)?;
         if file.metadata().map_err(io)?.len() != length {
             file.set_len(length).map_err(io)?;
         }
-        Ok(path)
+        Ok(file)
+    }
+
+    /// Starts a task's content over in a new, empty file. Readers that still
+    /// hold the old file keep reading the old version's bytes.
+    pub fn replace_content(
+        &self,
+        task_id: &str,
+        length: u64,
+    ) -> Result<std::fs::File, StorageError> {
+        let path = self.content_path(task_id);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StorageError::Io { path, source }),
+        }
+        self.prepare_content(task_id, length)
+    }
+
+    /// Opens a complete task's content file for reading.
+    pub fn open_content(&self, task_id: &str) -> Result<std::fs::File, StorageError> {
+        let path = self.content_path(task_id);
+        std::fs::File::open(&path).map_err(|source| StorageError::Io { path, source })
+    }
+
+    /// Total and used bytes of the filesystem holding the content.
+    pub fn filesystem_usage(&self) -> Result<(u64, u64), StorageError> {
+        let st = rustix::fs::statvfs(&self.content_dir).map_err(|e| StorageError::Io {
+            path: self.content_dir.clone(),
+            source: e.into(),
+        })?;
+        let total = st.f_blocks * st.f_frsize;
+        let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
+        Ok((total, used))
     }
 }

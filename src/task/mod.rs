@@ -3,34 +3,46 @@
 //! [`TaskManager::open`] turns a URL into a readable [`Object`]:
 //! - a task whose every piece is recorded is served from disk and the origin
 //!   is not asked at all;
-//! - otherwise one download per task runs in the background (concurrent
-//!   readers share it), fetching the pieces not yet recorded — in parallel
-//!   with one ranged request each when the plan allows ranges, else as one
-//!   sequential stream cut into pieces;
-//! - readers stream each piece as soon as it is recorded.
+//! - otherwise one [`Download`] per task runs in the background and every
+//!   reader, request and job that wants the task shares it, so each origin
+//!   byte is fetched once. With ranges, `piece_concurrency` workers take
+//!   pieces from a queue that readers reorder: the piece a reader waits for
+//!   is fetched next (a Range read of a cold object gets its pieces first).
+//!   Without ranges, one sequential stream is cut into pieces.
+//! - readers stream each piece as soon as it is recorded, after checking its
+//!   crc32 (`download.verify_on_read`): a piece whose bytes no longer match
+//!   is dropped, fetched again and never served.
 //!
-//! A piece is recorded only after its bytes are synced, and a task is
-//! marked succeeded only after all its pieces are, so a restart resumes from
-//! what is durable.
+//! Consistency: a download pins the object's version (ETag, Last-Modified,
+//! length). A piece answered for another version fails the download with
+//! [`ErrorKind::Changed`]; its readers stop (no mixed bytes), and the task
+//! starts over in a new content file, while old readers keep the old file.
+//!
+//! Durability: a piece is recorded only after its bytes are synced, a task
+//! is marked succeeded only after all its pieces are, and
+//! [`Storage::reconcile`] repairs the rest at startup, so a restart resumes
+//! from what is durable. Disk use is bounded by [`gc`].
 
+mod gc;
 mod id;
 
+pub use gc::GcReport;
 pub use id::*;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::fs::File;
 use std::io;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
-use tokio::sync::{Mutex, OnceCell, watch};
+use tokio::sync::{Notify, OnceCell, watch};
 use url::Url;
 
-use crate::config::DownloadConfig;
+use crate::config::{DownloadConfig, StorageConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::origin::{Expect, Origin};
 use crate::plugin::bindings::seedgate::plugin::types as wit;
@@ -38,6 +50,13 @@ use crate::storage::{PieceRecord, Storage, TaskRecord, TaskState};
 
 /// Size of the chunks a reader sends.
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes a piece writer gathers before one positioned write.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// A task whose download keeps seeing a new version gives up after this
+/// many fresh starts.
+const MAX_RESTARTS: u32 = 3;
+/// A task's last-access time is persisted at most this often.
+const ACCESS_PERSIST_MS: u64 = 60_000;
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -46,20 +65,97 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Parses `crc32:<decimal>`.
+fn parse_digest(digest: &str) -> Option<u32> {
+    digest.strip_prefix("crc32:")?.parse().ok()
+}
+
 /// Progress of one download, broadcast to its readers.
 #[derive(Debug, Clone)]
 struct Progress {
-    /// `done[n]`: piece `n` is durable and recorded.
-    done: Vec<bool>,
+    /// `pieces[n]`: crc32 of piece `n` once it is durable and recorded.
+    pieces: Vec<Option<u32>>,
     /// Set once the download ends.
     outcome: Option<Result<(), Error>>,
+}
+
+/// Which pieces a download fetches next: those readers wait for first,
+/// then the rest in order.
+#[derive(Debug, Default)]
+struct Queue {
+    urgent: VecDeque<u32>,
+    pending: BTreeSet<u32>,
+}
+
+/// What a download needs to ask its plugin again (plans expire; a changed
+/// object restarts the task).
+#[derive(Debug)]
+struct Request {
+    origin: Arc<Origin>,
+    url: Url,
+    headers: HeaderMap,
 }
 
 /// A download in flight.
 #[derive(Debug)]
 pub struct Download {
     pub record: TaskRecord,
+    file: Arc<File>,
     progress: watch::Sender<Progress>,
+    queue: parking_lot::Mutex<Queue>,
+    meta: wit::ObjectMeta,
+    plan: tokio::sync::Mutex<Option<wit::RequestPlan>>,
+    request: Arc<Request>,
+    restarts: u32,
+    _lease: Lease,
+}
+
+impl Download {
+    fn next_piece(&self) -> Option<u32> {
+        let mut q = self.queue.lock();
+        while let Some(n) = q.urgent.pop_front() {
+            if q.pending.remove(&n) {
+                return Some(n);
+            }
+        }
+        q.pending.pop_first()
+    }
+
+    /// A reader waits for piece `n`: fetch it next.
+    fn want(&self, n: u32) {
+        let mut q = self.queue.lock();
+        if q.pending.contains(&n) && !q.urgent.contains(&n) {
+            q.urgent.push_back(n);
+        }
+    }
+
+    /// The plan to fetch with, asked again when it is about to expire (or
+    /// when `force`d after the origin refused it).
+    async fn plan(&self, margin: std::time::Duration, force: bool) -> Result<wit::RequestPlan> {
+        let mut plan = self.plan.lock().await;
+        let stale = plan.as_ref().is_none_or(|p| {
+            force
+                || p.expires_at_ms
+                    .is_some_and(|t| now_ms() + margin.as_millis() as u64 >= t)
+        });
+        if stale {
+            let origin = &self.request.origin;
+            let ctx = origin.context(&self.request.url, &self.request.headers);
+            let plans = origin
+                .plugin
+                .plan_read(&origin.env, ctx, self.meta.clone(), None)
+                .await?;
+            let fresh =
+                whole_object_plan(&plans, &origin.plugin.info.name, self.meta.content_length)?
+                    .clone();
+            origin.check_plan(&fresh)?;
+            if plan.is_some() {
+                tracing::debug!(task = %self.record.id, "plan renewed");
+            }
+            *plan = Some(fresh);
+        }
+        Ok(plan.clone().expect("set above"))
+    }
 }
 
 /// A per-task slot that makes concurrent opens share one download.
@@ -71,24 +167,26 @@ struct Slot {
 /// Where an object's bytes come from.
 #[derive(Debug, Clone)]
 enum Source {
-    /// Every piece is on disk.
-    Local,
+    /// Every piece is on disk, with these crc32s.
+    Local(Arc<Vec<u32>>),
     /// Pieces are landing.
     Download(Arc<Download>),
 }
 
-/// An object ready to read.
+/// An object ready to read. While it lives, its task is not evicted.
 #[derive(Debug, Clone)]
 pub struct Object {
     pub record: TaskRecord,
     source: Source,
-    path: PathBuf,
+    file: Arc<File>,
+    request: Option<Arc<Request>>,
+    _lease: Arc<Lease>,
 }
 
 impl Object {
     /// True when every byte was already on disk when the object was opened.
     pub fn cached(&self) -> bool {
-        matches!(self.source, Source::Local)
+        matches!(self.source, Source::Local(_))
     }
 }
 
@@ -116,21 +214,99 @@ impl From<&TaskRecord> for ObjectInfo {
     }
 }
 
-/// Owns every task: opens objects, runs downloads, streams bytes.
+/// In-memory view of what is stored, for eviction: bytes recorded and last
+/// access per task, and who holds it.
+#[derive(Debug, Default)]
+struct Index {
+    tasks: HashMap<String, Usage>,
+    /// Sum of `stored` over all tasks.
+    stored: u64,
+}
+
+#[derive(Debug, Default)]
+struct Usage {
+    stored: u64,
+    accessed_ms: u64,
+    /// Readers and downloads holding the task; never evicted while > 0.
+    leases: usize,
+}
+
+impl Index {
+    fn add(&mut self, id: &str, bytes: u64) {
+        self.tasks.entry(id.to_string()).or_default().stored += bytes;
+        self.stored += bytes;
+    }
+
+    fn clear(&mut self, id: &str) {
+        if let Some(u) = self.tasks.get_mut(id) {
+            self.stored -= u.stored;
+            u.stored = 0;
+        }
+    }
+}
+
+/// Holds a task against eviction until dropped.
+#[derive(Debug)]
+struct Lease {
+    index: Arc<parking_lot::Mutex<Index>>,
+    id: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut index = self.index.lock();
+        if let Some(u) = index.tasks.get_mut(&self.id) {
+            u.leases -= 1;
+            u.accessed_ms = now_ms();
+        }
+    }
+}
+
+/// Owns every task: opens objects, runs downloads, streams bytes, keeps
+/// the disk within its quota.
 #[derive(Debug)]
 pub struct TaskManager {
     storage: Arc<Storage>,
     config: DownloadConfig,
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    gc: StorageConfig,
+    slots: tokio::sync::Mutex<HashMap<String, Arc<Slot>>>,
+    index: Arc<parking_lot::Mutex<Index>>,
+    gc_kick: Notify,
 }
 
 impl TaskManager {
-    pub fn new(storage: Arc<Storage>, config: DownloadConfig) -> Arc<Self> {
-        Arc::new(Self {
+    /// Reconciles storage and builds the in-memory index of what it holds.
+    pub fn new(
+        storage: Arc<Storage>,
+        config: DownloadConfig,
+        gc: StorageConfig,
+    ) -> Result<Arc<Self>> {
+        let fixed = storage.reconcile()?;
+        if fixed != Default::default() {
+            tracing::warn!(
+                tasks_without_bytes = fixed.tasks_without_bytes,
+                pieces_dropped = fixed.pieces_dropped,
+                files_deleted = fixed.files_deleted,
+                "storage reconciled"
+            );
+        }
+        let mut index = Index::default();
+        let tasks = storage.tasks()?;
+        for task in &tasks {
+            let stored = storage.pieces(&task.id)?.iter().map(|p| p.length).sum();
+            index.add(&task.id, stored);
+            index.tasks.get_mut(&task.id).expect("added").accessed_ms =
+                task.accessed_at_ms.max(task.created_at_ms);
+        }
+        tracing::info!(tasks = tasks.len(), bytes = index.stored, "storage opened");
+        Ok(Arc::new(Self {
             storage,
             config,
-            slots: Mutex::new(HashMap::new()),
-        })
+            gc,
+            slots: tokio::sync::Mutex::new(HashMap::new()),
+            index: Arc::new(parking_lot::Mutex::new(index)),
+            gc_kick: Notify::new(),
+        }))
     }
 
     /// The Dragonfly task id of a URL under this configuration.
@@ -143,12 +319,41 @@ impl TaskManager {
         .map_err(|e| Error::new(ErrorKind::Invalid, format!("'{url}' is not a URL: {e}")))
     }
 
-    /// The stored task of `id`, if complete and its content file is there.
-    fn complete(&self, id: &str) -> Result<Option<TaskRecord>> {
-        Ok(self
-            .storage
-            .task(id)?
-            .filter(|r| r.state == TaskState::Succeeded && self.storage.content_path(id).exists()))
+    fn lease(&self, id: &str) -> Lease {
+        let mut index = self.index.lock();
+        let u = index.tasks.entry(id.to_string()).or_default();
+        u.leases += 1;
+        u.accessed_ms = now_ms();
+        Lease {
+            index: self.index.clone(),
+            id: id.to_string(),
+        }
+    }
+
+    /// Bytes of content recorded, over all tasks.
+    pub fn stored_bytes(&self) -> u64 {
+        self.index.lock().stored
+    }
+
+    /// The stored task of `id` with its piece digests, if complete.
+    fn complete(&self, id: &str) -> Result<Option<(TaskRecord, Vec<u32>)>> {
+        let Some(record) = self.storage.task(id)? else {
+            return Ok(None);
+        };
+        if record.state != TaskState::Succeeded {
+            return Ok(None);
+        }
+        let count = piece_count(record.content_length, record.piece_length) as usize;
+        let mut crcs = vec![None; count];
+        for p in self.storage.pieces(id)? {
+            if let Some(slot) = crcs.get_mut(p.number as usize) {
+                *slot = parse_digest(&p.digest);
+            }
+        }
+        Ok(crcs
+            .into_iter()
+            .collect::<Option<Vec<u32>>>()
+            .map(|crcs| (record, crcs)))
     }
 
     /// Metadata without starting a download: from disk, from a running
@@ -160,7 +365,11 @@ impl TaskManager {
         headers: &HeaderMap,
     ) -> Result<ObjectInfo> {
         let id = self.task_id(url)?;
-        if let Some(record) = self.complete(&id)? {
+        if let Some(record) = self
+            .storage
+            .task(&id)?
+            .filter(|r| r.state == TaskState::Succeeded)
+        {
             return Ok(ObjectInfo::from(&record));
         }
         let slot = self.slots.lock().await.get(&id).cloned();
@@ -188,13 +397,46 @@ impl TaskManager {
         url: &Url,
         headers: &HeaderMap,
     ) -> Result<Object> {
-        let id = self.task_id(url)?;
-        let path = self.storage.content_path(&id);
-        if let Some(record) = self.complete(&id)? {
+        let request = Arc::new(Request {
+            origin: origin.clone(),
+            url: url.clone(),
+            headers: headers.clone(),
+        });
+        self.open_request(request, 0).await
+    }
+
+    /// Boxed: a restarted download opens its task again from inside the
+    /// download, which would otherwise be an infinitely sized future.
+    fn open_request(
+        self: &Arc<Self>,
+        request: Arc<Request>,
+        restarts: u32,
+    ) -> futures_util::future::BoxFuture<'static, Result<Object>> {
+        let me = self.clone();
+        Box::pin(async move { me.open_request_inner(request, restarts).await })
+    }
+
+    async fn open_request_inner(
+        self: &Arc<Self>,
+        request: Arc<Request>,
+        restarts: u32,
+    ) -> Result<Object> {
+        let id = self.task_id(&request.url)?;
+        // Leased before looking, so the collector cannot delete what we find.
+        let lease = Arc::new(self.lease(&id));
+        if let Some((mut record, crcs)) = self.complete(&id)? {
+            let file = self.storage.open_content(&id)?;
+            let now = now_ms();
+            if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
+                record.accessed_at_ms = now;
+                self.storage.put_task(&record)?;
+            }
             return Ok(Object {
                 record,
-                source: Source::Local,
-                path,
+                source: Source::Local(Arc::new(crcs)),
+                file: Arc::new(file),
+                request: Some(request),
+                _lease: lease,
             });
         }
         let slot = self
@@ -206,20 +448,16 @@ impl TaskManager {
             .clone();
         let started = slot
             .download
-            .get_or_try_init(|| {
-                self.clone()
-                    .start(origin.clone(), id.clone(), url.clone(), headers.clone())
-            })
+            .get_or_try_init(|| self.clone().start(request.clone(), id.clone(), restarts))
             .await;
         match started {
-            Ok(download) => {
-                let download = download.clone();
-                Ok(Object {
-                    record: download.record.clone(),
-                    source: Source::Download(download),
-                    path,
-                })
-            }
+            Ok(download) => Ok(Object {
+                record: download.record.clone(),
+                source: Source::Download(download.clone()),
+                file: download.file.clone(),
+                request: Some(request),
+                _lease: lease,
+            }),
             Err(e) => {
                 self.release(&id, &slot).await;
                 Err(e)
@@ -239,40 +477,37 @@ impl TaskManager {
     /// spawns the download of the missing pieces.
     async fn start(
         self: Arc<Self>,
-        origin: Arc<Origin>,
+        request: Arc<Request>,
         id: String,
-        url: Url,
-        headers: HeaderMap,
+        restarts: u32,
     ) -> Result<Arc<Download>> {
-        let ctx = origin.context(&url, &headers);
-        let meta = origin.plugin.stat(&origin.env, ctx.clone()).await?;
+        let origin = &request.origin;
+        let ctx = origin.context(&request.url, &request.headers);
+        let meta = origin.plugin.stat(&origin.env, ctx).await?;
         let piece_length = self
             .config
             .piece_length
             .map(|b| b.as_u64())
             .unwrap_or_else(|| piece_length(meta.content_length));
+        let now = now_ms();
         let record = TaskRecord {
             id: id.clone(),
-            url: url.to_string(),
+            url: request.url.to_string(),
             content_length: meta.content_length,
             piece_length,
             etag: meta.etag.clone(),
             last_modified: meta.last_modified.clone(),
             content_type: meta.content_type.clone(),
             state: TaskState::Running,
-            created_at_ms: now_ms(),
+            created_at_ms: now,
+            accessed_at_ms: now,
         };
         let count = piece_count(record.content_length, piece_length) as usize;
-        let mut done = vec![false; count];
+        let mut pieces = vec![None; count];
         // Keep recorded pieces only if they belong to this very version.
         let previous = self.storage.task(&id)?;
-        let same_version = previous.as_ref().is_some_and(|p| {
-            p.content_length == record.content_length
-                && p.piece_length == record.piece_length
-                && p.etag == record.etag
-                && p.last_modified == record.last_modified
-        });
-        if same_version {
+        let same_version = previous.as_ref().is_some_and(|p| same_version(p, &record));
+        let file = if same_version {
             for piece in self.storage.pieces(&id)? {
                 let (offset, length) =
                     piece_span(piece.number, record.content_length, piece_length);
@@ -280,63 +515,93 @@ impl TaskManager {
                     && piece.offset == offset
                     && piece.length == length
                 {
-                    done[piece.number as usize] = true;
+                    pieces[piece.number as usize] = parse_digest(&piece.digest);
                 }
             }
-        } else if previous.is_some() {
-            self.storage.clear_pieces(&id)?;
-        }
-        let kept = done.iter().filter(|d| **d).count();
-        if kept > 0 {
+            self.storage.prepare_content(&id, record.content_length)?
+        } else {
+            if previous.is_some() {
+                tracing::info!(task = %id, "origin object changed since it was stored; starting over");
+                self.storage.clear_pieces(&id)?;
+                self.index.lock().clear(&id);
+            }
+            // A new file: readers of an older version keep theirs.
+            self.storage.replace_content(&id, record.content_length)?
+        };
+        let kept = pieces.iter().filter(|d| d.is_some()).count();
+        if kept > 0 && kept < count {
             tracing::info!(task = %id, kept, of = count, "resuming download from recorded pieces");
         }
         self.storage.put_task(&record)?;
-        self.storage.prepare_content(&id, record.content_length)?;
 
+        let queue = Queue {
+            urgent: VecDeque::new(),
+            pending: (0..count as u32)
+                .filter(|n| pieces[*n as usize].is_none())
+                .collect(),
+        };
+        let download = Arc::new(Download {
+            record,
+            file: Arc::new(file),
+            progress: watch::channel(Progress {
+                pieces,
+                outcome: None,
+            })
+            .0,
+            queue: parking_lot::Mutex::new(queue),
+            meta,
+            plan: tokio::sync::Mutex::new(None),
+            request: request.clone(),
+            restarts,
+            _lease: self.lease(&id),
+        });
         // Plan before answering, so a refused or malformed plan is a clean
         // error for the client rather than a body cut short.
-        let plan = if done.iter().all(|d| *d) {
-            None
-        } else {
-            let plans = origin
-                .plugin
-                .plan_read(&origin.env, ctx, meta, None)
+        let work = !download.queue.lock().pending.is_empty();
+        if work {
+            download
+                .plan(self.config.plan_refresh_margin, false)
                 .await?;
-            let plan =
-                whole_object_plan(&plans, &origin.plugin.info.name, record.content_length)?.clone();
-            origin.check_plan(&plan)?;
-            Some(plan)
-        };
-        let (progress, _) = watch::channel(Progress {
-            done,
-            outcome: None,
-        });
-        let download = Arc::new(Download { record, progress });
+        }
         let me = self.clone();
         let dl = download.clone();
         tokio::spawn(async move {
-            let outcome = match &plan {
-                Some(plan) => me.run(&origin, &dl, plan).await,
-                None => Ok(()),
-            };
+            let outcome = if work { me.run(&dl).await } else { Ok(()) };
             let outcome = match outcome {
                 Ok(()) => me.finish(&dl).await,
                 Err(e) => Err(e),
             };
-            match &outcome {
+            let restart = match &outcome {
                 Ok(()) => {
-                    tracing::info!(task = %dl.record.id, url = %dl.record.url, bytes = dl.record.content_length, "task succeeded")
+                    tracing::info!(task = %dl.record.id, url = %dl.record.url, bytes = dl.record.content_length, "task succeeded");
+                    false
+                }
+                Err(e) if e.kind == ErrorKind::Changed && dl.restarts < MAX_RESTARTS => {
+                    tracing::warn!(task = %dl.record.id, url = %dl.record.url, error = %e, "object changed at the origin; restarting the task");
+                    true
                 }
                 Err(e) => {
-                    tracing::warn!(task = %dl.record.id, url = %dl.record.url, error = %e, "task failed")
+                    tracing::warn!(task = %dl.record.id, url = %dl.record.url, error = %e, "task failed");
+                    false
                 }
-            }
+            };
             dl.progress.send_modify(|p| p.outcome = Some(outcome));
             let slot = me.slots.lock().await.get(&dl.record.id).cloned();
             if let Some(slot) = slot
                 && slot.download.get().is_some_and(|d| Arc::ptr_eq(d, &dl))
             {
                 me.release(&dl.record.id, &slot).await;
+            }
+            if restart {
+                // The pieces of the old version go; the new one starts in a
+                // new file (readers of the old one were told it changed).
+                if let Err(e) = me.storage.clear_pieces(&dl.record.id) {
+                    tracing::warn!(task = %dl.record.id, error = %e, "dropping old pieces");
+                }
+                me.index.lock().clear(&dl.record.id);
+                if let Err(e) = me.open_request(dl.request.clone(), dl.restarts + 1).await {
+                    tracing::warn!(task = %dl.record.id, error = %e, "restarting the task");
+                }
             }
         });
         Ok(download)
@@ -346,41 +611,33 @@ impl TaskManager {
     async fn finish(&self, dl: &Download) -> Result<()> {
         let mut record = dl.record.clone();
         record.state = TaskState::Succeeded;
+        record.accessed_at_ms = now_ms();
         self.storage.put_task(&record)?;
         self.storage.flush().await?;
         Ok(())
     }
 
-    /// Fetches every piece not yet recorded, as `plan` allows.
-    async fn run(&self, origin: &Origin, dl: &Download, plan: &wit::RequestPlan) -> Result<()> {
-        let missing: Vec<u32> = dl
-            .progress
-            .borrow()
-            .done
-            .iter()
-            .enumerate()
-            .filter(|(_, d)| !**d)
-            .map(|(n, _)| n as u32)
-            .collect();
+    /// Fetches every piece not yet recorded, as the plan allows.
+    async fn run(&self, dl: &Download) -> Result<()> {
+        let plan = dl.plan(self.config.plan_refresh_margin, false).await?;
         if plan.host_may_set_range {
-            futures_util::stream::iter(missing)
-                .map(|n| self.fetch_piece(origin, dl, plan, n))
-                .buffer_unordered(self.config.piece_concurrency)
-                .try_collect::<()>()
-                .await
+            let workers = (0..self.config.piece_concurrency.max(1)).map(|_| async {
+                while let Some(n) = dl.next_piece() {
+                    self.fetch_piece(dl, n).await?;
+                }
+                Ok::<_, Error>(())
+            });
+            futures_util::future::try_join_all(workers).await?;
+            Ok(())
         } else {
-            self.fetch_sequential(origin, dl, plan).await
+            self.fetch_sequential(dl, &plan).await
         }
     }
 
-    /// One ranged request for piece `n`, streamed into the content file.
-    async fn fetch_piece(
-        &self,
-        origin: &Origin,
-        dl: &Download,
-        plan: &wit::RequestPlan,
-        n: u32,
-    ) -> Result<()> {
+    /// One ranged request for piece `n`, written at its offset. A plan the
+    /// origin refuses after it expired is renewed once.
+    async fn fetch_piece(&self, dl: &Download, n: u32) -> Result<()> {
+        let origin = &dl.request.origin;
         let r = &dl.record;
         let (offset, length) = piece_span(n, r.content_length, r.piece_length);
         let expect = Expect {
@@ -388,12 +645,20 @@ impl TaskManager {
             length,
             total: r.content_length,
         };
-        let resp = origin.send(plan, expect, true).await?;
+        let margin = self.config.plan_refresh_margin;
+        let mut plan = dl.plan(margin, false).await?;
+        let resp = match origin.send(&plan, expect, true).await {
+            Err(e) if e.kind == ErrorKind::Forbidden && plan.expires_at_ms.is_some() => {
+                plan = dl.plan(margin, true).await?;
+                origin.send(&plan, expect, true).await?
+            }
+            other => other?,
+        };
+        check_version(origin, &plan, r, resp.headers())?;
         let mut body = resp.bytes_stream();
-        let mut writer =
-            PieceWriter::open(&self.storage.content_path(&r.id), n, offset, length).await?;
+        let mut writer = PieceWriter::new(dl.file.clone(), n, offset, length);
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| body_error(origin, plan, e))?;
+            let chunk = chunk.map_err(|e| body_error(origin, &plan, e))?;
             writer.write(&chunk).await?;
         }
         let piece = writer.finish().await?;
@@ -402,12 +667,8 @@ impl TaskManager {
 
     /// One request for the whole object, cut into pieces as it arrives.
     /// Pieces already recorded are read past, not rewritten.
-    async fn fetch_sequential(
-        &self,
-        origin: &Origin,
-        dl: &Download,
-        plan: &wit::RequestPlan,
-    ) -> Result<()> {
+    async fn fetch_sequential(&self, dl: &Download, plan: &wit::RequestPlan) -> Result<()> {
+        let origin = &dl.request.origin;
         let r = &dl.record;
         let expect = Expect {
             offset: 0,
@@ -415,18 +676,14 @@ impl TaskManager {
             total: r.content_length,
         };
         let resp = origin.send(plan, expect, false).await?;
-        let path = self.storage.content_path(&r.id);
+        check_version(origin, plan, r, resp.headers())?;
         let count = piece_count(r.content_length, r.piece_length);
         let mut body = resp.bytes_stream();
         let mut pending = Bytes::new();
         for n in 0..count {
             let (offset, length) = piece_span(n, r.content_length, r.piece_length);
-            let keep = !dl.progress.borrow().done[n as usize];
-            let mut writer = if keep {
-                Some(PieceWriter::open(&path, n, offset, length).await?)
-            } else {
-                None
-            };
+            let keep = dl.progress.borrow().pieces[n as usize].is_none();
+            let mut writer = keep.then(|| PieceWriter::new(dl.file.clone(), n, offset, length));
             let mut remaining = length;
             while remaining > 0 {
                 if pending.is_empty() {
@@ -473,54 +730,176 @@ impl TaskManager {
     /// Records a durable piece and tells the readers.
     fn record_piece(&self, dl: &Download, piece: PieceRecord) -> Result<()> {
         self.storage.put_piece(&dl.record.id, &piece)?;
+        let crc = parse_digest(&piece.digest);
         dl.progress
-            .send_modify(|p| p.done[piece.number as usize] = true);
+            .send_modify(|p| p.pieces[piece.number as usize] = crc);
+        let over = {
+            let mut index = self.index.lock();
+            index.add(&dl.record.id, piece.length);
+            self.gc
+                .quota
+                .is_some_and(|q| index.stored as f64 > q.as_u64() as f64 * self.gc.high_watermark)
+        };
+        if over {
+            self.gc_kick.notify_one();
+        }
         Ok(())
     }
 
-    /// Streams bytes `start..end` of an object, waiting for pieces that are
-    /// still landing. A failed download ends the stream with its error.
+    /// Waits until piece `n` of `object` is recorded; returns its crc32.
+    async fn wait_piece(object: &Object, n: u32) -> Result<u32> {
+        let dl = match &object.source {
+            Source::Local(crcs) => return Ok(crcs[n as usize]),
+            Source::Download(dl) => dl,
+        };
+        dl.want(n);
+        let mut rx = dl.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.pieces[n as usize].is_some() || p.outcome.is_some())
+            .await
+            .map_err(|_| Error::internal("download vanished"))?;
+        if let Some(crc) = p.pieces[n as usize] {
+            return Ok(crc);
+        }
+        Err(match &p.outcome {
+            Some(Err(e)) => e.clone(),
+            _ => Error::internal(format!("download ended without piece {n}")),
+        })
+    }
+
+    /// Drops piece `n` whose bytes failed their digest and has it fetched
+    /// again; `object` then reads from the repairing download.
+    async fn repair(self: &Arc<Self>, object: &mut Object, n: u32) -> Result<()> {
+        let id = object.record.id.clone();
+        let (_, length) = piece_span(n, object.record.content_length, object.record.piece_length);
+        self.storage.remove_piece(&id, n)?;
+        if let Some(mut record) = self.storage.task(&id)? {
+            record.state = TaskState::Running;
+            self.storage.put_task(&record)?;
+        }
+        {
+            let mut index = self.index.lock();
+            if let Some(u) = index.tasks.get_mut(&id) {
+                let drop = length.min(u.stored);
+                u.stored -= drop;
+                index.stored -= drop;
+            }
+        }
+        let request = object
+            .request
+            .clone()
+            .ok_or_else(|| Error::internal(format!("piece {n} of task {id} is corrupt")))?;
+        let fresh = self.open_request(request, 0).await?;
+        if !same_version(&fresh.record, &object.record) {
+            return Err(Error::new(
+                ErrorKind::Changed,
+                format!(
+                    "{}: the object changed at the origin while it was read",
+                    object.record.url
+                ),
+            ));
+        }
+        object.source = fresh.source;
+        object.file = fresh.file;
+        Ok(())
+    }
+
+    /// Reads piece `n` whole, checking its crc32 when configured.
+    async fn read_piece(&self, object: &Object, n: u32, crc: u32) -> Result<Option<Bytes>> {
+        let r = &object.record;
+        let (offset, length) = piece_span(n, r.content_length, r.piece_length);
+        let file = object.file.clone();
+        let verify = self.config.verify_on_read;
+        let id = r.id.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut buf = BytesMut::zeroed(length as usize);
+            file.read_exact_at(&mut buf, offset)
+                .map_err(|e| Error::internal(format!("reading piece {n} of task {id}: {e}")))?;
+            if verify && crc32fast::hash(&buf) != crc {
+                tracing::error!(task = %id, piece = n, "piece bytes do not match their digest; fetching it again");
+                return Ok(None);
+            }
+            Ok(Some(buf.freeze()))
+        })
+        .await
+        .map_err(|e| Error::internal(format!("piece reader: {e}")))?
+    }
+
+    /// Streams bytes `start..end` of an object, each piece as soon as it is
+    /// recorded and checked. A failed download ends the stream with its
+    /// error; a corrupt piece is fetched again before it is sent.
     pub fn read(
-        &self,
+        self: &Arc<Self>,
         object: &Object,
         start: u64,
         end: u64,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
-        let object = object.clone();
+        let mut object = object.clone();
+        let me = self.clone();
         async_stream::try_stream! {
-            let mut progress = match &object.source {
-                Source::Download(dl) => Some(dl.progress.subscribe()),
-                Source::Local => None,
-            };
             let piece_length = object.record.piece_length;
-            let mut file = tokio::fs::File::open(&object.path).await?;
-            file.seek(io::SeekFrom::Start(start)).await?;
             let mut pos = start;
             while pos < end {
-                let piece = (pos / piece_length) as usize;
-                if let Some(rx) = progress.as_mut() {
-                    let failure = match rx.wait_for(|p| p.done[piece] || p.outcome.is_some()).await {
-                        Ok(p) if p.done[piece] => None,
-                        Ok(p) => Some(match &p.outcome {
-                            Some(Err(e)) => e.to_string(),
-                            _ => "download ended without this piece".to_string(),
-                        }),
-                        Err(_) => Some("download vanished".to_string()),
-                    };
-                    if let Some(reason) = failure {
-                        Err(io::Error::other(reason))?;
+                let n = (pos / piece_length) as u32;
+                let mut attempts = 0;
+                let bytes = loop {
+                    let crc = Self::wait_piece(&object, n).await.map_err(io::Error::other)?;
+                    if let Some(bytes) = me.read_piece(&object, n, crc).await.map_err(io::Error::other)? {
+                        break bytes;
                     }
-                }
-                let piece_end = ((piece as u64 + 1) * piece_length).min(end);
-                while pos < piece_end {
-                    let n = ((piece_end - pos) as usize).min(READ_CHUNK);
-                    let mut buf = BytesMut::zeroed(n);
-                    file.read_exact(&mut buf).await?;
-                    pos += n as u64;
-                    yield buf.freeze();
+                    attempts += 1;
+                    if attempts > 2 {
+                        Err(io::Error::other(format!("piece {n} of task {} stays corrupt after refetching", object.record.id)))?;
+                    }
+                    me.repair(&mut object, n).await.map_err(io::Error::other)?;
+                };
+                let offset = n as u64 * piece_length;
+                let mut part = bytes.slice((pos - offset) as usize..((end - offset) as usize).min(bytes.len()));
+                pos += part.len() as u64;
+                while !part.is_empty() {
+                    yield part.split_to(READ_CHUNK.min(part.len()));
                 }
             }
         }
+    }
+}
+
+/// Whether two records describe the same version of an object.
+fn same_version(a: &TaskRecord, b: &TaskRecord) -> bool {
+    a.content_length == b.content_length
+        && a.piece_length == b.piece_length
+        && a.etag == b.etag
+        && a.last_modified == b.last_modified
+}
+
+/// Fails with [`ErrorKind::Changed`] when an answer carries another version
+/// than the one the download pinned.
+fn check_version(
+    origin: &Origin,
+    plan: &wit::RequestPlan,
+    record: &TaskRecord,
+    headers: &reqwest::header::HeaderMap,
+) -> Result<()> {
+    let differs = |name: http::HeaderName, pinned: &Option<String>| {
+        let got = headers.get(&name).and_then(|v| v.to_str().ok());
+        match (pinned, got) {
+            (Some(want), Some(got)) if want != got => {
+                Some(format!("{name} '{got}', pinned '{want}'"))
+            }
+            _ => None,
+        }
+    };
+    let changed = differs(http::header::ETAG, &record.etag)
+        .or_else(|| differs(http::header::LAST_MODIFIED, &record.last_modified));
+    match changed {
+        Some(what) => Err(Error::new(
+            ErrorKind::Changed,
+            format!(
+                "origin '{}': {}: the object changed during the download ({what})",
+                origin.name, plan.url
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -559,39 +938,34 @@ fn body_error(origin: &Origin, plan: &wit::RequestPlan, e: reqwest::Error) -> Er
     crate::origin::fetch_error(&origin.name, &url, e)
 }
 
-/// Writes one piece at its offset, checking its length and computing its
-/// digest; [`PieceWriter::finish`] syncs the bytes before the caller may
-/// record the piece.
+/// Writes one piece at its offset in buffered positioned writes, checking
+/// its length and computing its digest; [`PieceWriter::finish`] syncs the
+/// bytes before the caller may record the piece.
 struct PieceWriter {
-    file: tokio::fs::File,
+    file: Arc<File>,
     number: u32,
     offset: u64,
     length: u64,
     written: u64,
+    buf: BytesMut,
     crc: crc32fast::Hasher,
 }
 
 impl PieceWriter {
-    async fn open(path: &PathBuf, number: u32, offset: u64, length: u64) -> Result<Self> {
-        let io = |e: io::Error| Error::internal(format!("content file {}: {e}", path.display()));
-        let mut file = tokio::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .await
-            .map_err(io)?;
-        file.seek(io::SeekFrom::Start(offset)).await.map_err(io)?;
-        Ok(Self {
+    fn new(file: Arc<File>, number: u32, offset: u64, length: u64) -> Self {
+        Self {
             file,
             number,
             offset,
             length,
             written: 0,
+            buf: BytesMut::with_capacity(WRITE_BUFFER.min(length as usize)),
             crc: crc32fast::Hasher::new(),
-        })
+        }
     }
 
     async fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        if self.written + chunk.len() as u64 > self.length {
+        if self.written + (self.buf.len() + chunk.len()) as u64 > self.length {
             return Err(Error::new(
                 ErrorKind::Transient,
                 format!(
@@ -601,15 +975,32 @@ impl PieceWriter {
             ));
         }
         self.crc.update(chunk);
-        self.file
-            .write_all(chunk)
+        self.buf.extend_from_slice(chunk);
+        if self.buf.len() >= WRITE_BUFFER {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let buf = self.buf.split().freeze();
+        let file = self.file.clone();
+        let at = self.offset + self.written;
+        let len = buf.len() as u64;
+        let n = self.number;
+        tokio::task::spawn_blocking(move || file.write_all_at(&buf, at))
             .await
-            .map_err(|e| Error::internal(format!("writing piece {}: {e}", self.number)))?;
-        self.written += chunk.len() as u64;
+            .map_err(|e| Error::internal(format!("piece writer: {e}")))?
+            .map_err(|e| Error::internal(format!("writing piece {n}: {e}")))?;
+        self.written += len;
         Ok(())
     }
 
     async fn finish(mut self) -> Result<PieceRecord> {
+        self.flush().await?;
         if self.written != self.length {
             return Err(Error::new(
                 ErrorKind::Transient,
@@ -619,12 +1010,12 @@ impl PieceWriter {
                 ),
             ));
         }
-        let sync = async {
-            self.file.flush().await?;
-            self.file.sync_data().await
-        };
-        sync.await
-            .map_err(|e| Error::internal(format!("syncing piece {}: {e}", self.number)))?;
+        let file = self.file.clone();
+        let n = self.number;
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| Error::internal(format!("piece writer: {e}")))?
+            .map_err(|e| Error::internal(format!("syncing piece {n}: {e}")))?;
         Ok(PieceRecord {
             number: self.number,
             offset: self.offset,
