@@ -76,6 +76,18 @@ fn parse_range(headers: &HeaderMap, length: u64) -> Result<RangeAsk, AppError> {
     }
 }
 
+/// The first byte a `Range: bytes=N-…` asks for, before the length is known,
+/// so a cold download can fetch that piece first. Anything else reads from 0.
+fn range_start_hint(headers: &HeaderMap) -> u64 {
+    headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+        .and_then(|v| v.split_once('-'))
+        .and_then(|(start, _)| start.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 fn object_headers(info: &ObjectInfo) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -151,7 +163,10 @@ async fn get_object(
 ) -> Result<Response, AppError> {
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
-    let object = state.tasks.open(&origin, &url, &headers).await?;
+    let object = state
+        .tasks
+        .open(&origin, &url, &headers, range_start_hint(&headers))
+        .await?;
     let mut info = ObjectInfo::from(&object.record);
     info.cached = object.cached();
     let (status, h, start, end) = answer(&headers, &info)?;

@@ -94,6 +94,8 @@ struct Request {
     origin: Arc<Origin>,
     url: Url,
     headers: HeaderMap,
+    /// The first byte the opener will read: its piece is fetched first.
+    first_byte: u64,
 }
 
 /// A download in flight.
@@ -390,17 +392,20 @@ impl TaskManager {
         })
     }
 
-    /// Opens an object for reading, starting (or joining) its download.
+    /// Opens an object for reading, starting (or joining) its download. A
+    /// new download fetches the piece holding `first_byte` first.
     pub async fn open(
         self: &Arc<Self>,
         origin: &Arc<Origin>,
         url: &Url,
         headers: &HeaderMap,
+        first_byte: u64,
     ) -> Result<Object> {
         let request = Arc::new(Request {
             origin: origin.clone(),
             url: url.clone(),
             headers: headers.clone(),
+            first_byte,
         });
         self.open_request(request, 0).await
     }
@@ -534,8 +539,9 @@ impl TaskManager {
         }
         self.storage.put_task(&record)?;
 
+        let first = (request.first_byte / piece_length) as u32;
         let queue = Queue {
-            urgent: VecDeque::new(),
+            urgent: VecDeque::from([first]),
             pending: (0..count as u32)
                 .filter(|n| pieces[*n as usize].is_none())
                 .collect(),

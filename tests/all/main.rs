@@ -3,5 +3,6 @@
 
 mod support;
 
+mod engine;
 mod gateway_http_origin;
 mod plugin_sandbox;

@@ -125,6 +125,24 @@ impl Nginx {
             .collect()
     }
 
+    /// Body bytes the origin sent for `path` over all requests, as logged
+    /// (`$body_bytes_sent`, also for connections cut short).
+    pub fn bytes_sent(&self, path: &str) -> u64 {
+        let log =
+            std::fs::read_to_string(self.root.join("logs/origin.access.log")).unwrap_or_default();
+        log.lines()
+            .filter(|line| line.split('"').nth(1).and_then(|r| r.split(' ').nth(1)) == Some(path))
+            .filter_map(|line| {
+                line.split('"')
+                    .nth(2)?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
     /// GET requests the origin logged for `path`.
     pub fn gets(&self, path: &str) -> usize {
         self.requests(path)
@@ -195,6 +213,14 @@ impl Seedgate {
             config: config.to_owned(),
             data_dir: data_dir.to_owned(),
         }
+    }
+
+    /// The content file of a task under this server's data directory.
+    pub fn content_file(&self, task_id: &str) -> PathBuf {
+        self.data_dir
+            .join("content")
+            .join(&task_id[..3])
+            .join(task_id)
     }
 
     pub fn url(&self, path: &str) -> String {

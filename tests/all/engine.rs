@@ -1,0 +1,458 @@
+//! The piece engine against a real nginx origin: coalescing, streaming,
+//! priority, version pinning, digests, reconciliation, eviction and kill -9.
+
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use crate::support::*;
+
+const MIB: usize = 1024 * 1024;
+
+/// A config with origin `www` on `base`, plus extra TOML sections.
+fn config(base: &str, extra: &str) -> String {
+    format!("{extra}\n{}", http_origin_config(base))
+}
+
+/// 64 concurrent readers of one cold object: every reader gets the
+/// origin's bytes, and the origin sends each byte exactly once (one HEAD,
+/// one ranged GET per piece).
+#[tokio::test]
+async fn concurrent_readers_share_one_fetch_of_each_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(32 * MIB, 11);
+    let want = sha256(&data);
+    nginx.put("shared.bin", &data);
+    let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
+
+    let readers = (0..64).map(|_| {
+        let url = sg.url("/o/www/shared.bin");
+        tokio::spawn(async move {
+            let resp = client().get(url).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            sha256(&resp.bytes().await.unwrap())
+        })
+    });
+    for got in futures_util::future::join_all(readers).await {
+        assert_eq!(got.unwrap(), want);
+    }
+    let seen = nginx.requests("/shared.bin");
+    assert_eq!(
+        seen.iter().filter(|(m, _)| m == "HEAD").count(),
+        1,
+        "{seen:?}"
+    );
+    assert_eq!(
+        nginx.gets("/shared.bin"),
+        8,
+        "one GET per 4 MiB piece: {seen:?}"
+    );
+    assert_eq!(
+        nginx.bytes_sent("/shared.bin"),
+        data.len() as u64,
+        "each origin byte is read once"
+    );
+}
+
+/// On a slow origin (2 MB/s per connection, 2 pieces at a time), a reader
+/// gets its first bytes when the first piece lands — long before the
+/// object is stored — and a Range read of a cold object's tail gets its
+/// piece fetched first instead of after all the pieces before it.
+#[tokio::test]
+async fn cold_reads_stream_and_ranges_fetch_their_pieces_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(64 * MIB, 12);
+    nginx.put("a.bin", &data);
+    nginx.put("b.bin", &data);
+    let base = format!("{}slow/", nginx.base_url());
+    let sg = Seedgate::start(
+        dir.path(),
+        &config(&base, "[download]\npiece_concurrency = 2\n"),
+    );
+
+    // Streaming: at the first body chunk at most the first two pieces have
+    // been answered by the origin (16 pieces in all).
+    let resp = client().get(sg.url("/o/www/a.bin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    let answered = nginx.gets("/slow/a.bin");
+    assert!(answered <= 2, "first bytes waited for {answered} pieces");
+    assert_eq!(&first[..], &data[..first.len()]);
+    drop(body);
+
+    // Priority: the last MiB of a cold object, with 2 workers; only the
+    // last piece (and the one other worker's) may have been fetched.
+    let t = Instant::now();
+    let resp = client()
+        .get(sg.url("/o/www/b.bin"))
+        .header("range", format!("bytes={}-", 63 * MIB))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    let tail = resp.bytes().await.unwrap();
+    assert_eq!(&tail[..], &data[63 * MIB..]);
+    let answered = nginx.gets("/slow/b.bin");
+    assert!(
+        answered <= 2,
+        "the tail waited for {answered} pieces ({:?})",
+        t.elapsed()
+    );
+}
+
+/// The origin replaces the object mid-download: the reader of the old
+/// version is cut off with only old bytes, the task starts over, and the
+/// next read returns exactly the new version.
+#[tokio::test]
+async fn object_changed_mid_download_restarts_without_mixing_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let old = pseudo_random(32 * MIB, 13);
+    let new = pseudo_random(32 * MIB, 14);
+    nginx.put("v.bin", &old);
+    let base = format!("{}slow/", nginx.base_url());
+    let sg = Seedgate::start(
+        dir.path(),
+        &config(&base, "[download]\npiece_concurrency = 2\n"),
+    );
+
+    let resp = client().get(sg.url("/o/www/v.bin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.bytes_stream();
+    let mut got = body.next().await.unwrap().unwrap().to_vec();
+    // Replace it with another version (new mtime, so a new ETag).
+    let path = nginx.root.join("www/v.bin");
+    let tmp = nginx.root.join("www/v.bin.tmp");
+    std::fs::write(&tmp, &new).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&tmp)
+        .unwrap()
+        .set_modified(SystemTime::now() + Duration::from_secs(60))
+        .unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    let mut cut = false;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(c) => got.extend_from_slice(&c),
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the old version's reader must not complete");
+    assert!(got.len() < old.len());
+    assert_eq!(&got[..], &old[..got.len()], "only old bytes were served");
+
+    // The task restarted on the new version by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = client().get(sg.url("/o/www/v.bin")).send().await.unwrap();
+        if resp.status() == 200
+            && let Ok(bytes) = resp.bytes().await
+            && bytes.len() == new.len()
+        {
+            assert_eq!(sha256(&bytes), sha256(&new), "never a mix of versions");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the task never restarted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A byte flipped in a stored piece is caught by its crc32: never served,
+/// that one piece fetched again, then served from disk.
+#[tokio::test]
+async fn corrupt_piece_is_detected_and_refetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(16 * MIB, 15);
+    let want = sha256(&data);
+    nginx.put("c.bin", &data);
+    let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
+    let resp = client().get(sg.url("/o/www/c.bin")).send().await.unwrap();
+    let task = resp.headers()["x-seedgate-task"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(nginx.gets("/c.bin"), 4);
+
+    // Flip one byte in piece 2.
+    let file = sg.content_file(&task);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2 * 4 * MIB + 12345] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let resp = client().get(sg.url("/o/www/c.bin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(
+        nginx.gets("/c.bin"),
+        5,
+        "exactly the corrupt piece is refetched"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), data, "repaired on disk");
+
+    let resp = client().get(sg.url("/o/www/c.bin")).send().await.unwrap();
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(nginx.gets("/c.bin"), 5);
+}
+
+/// Startup reconciles: a content file without a record is deleted; a
+/// record whose content file vanished is fetched again rather than served.
+#[tokio::test]
+async fn startup_reconciles_records_and_content_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(8 * MIB, 16);
+    nginx.put("r.bin", &data);
+    let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
+    let resp = client().get(sg.url("/o/www/r.bin")).send().await.unwrap();
+    let task = resp.headers()["x-seedgate-task"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    let file = sg.content_file(&task);
+    let (config, data_dir) = sg.kill();
+
+    std::fs::remove_file(&file).unwrap();
+    let stray = data_dir
+        .join("content/abc/abc0000000000000000000000000000000000000000000000000000000000000");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::write(&stray, b"bytes without a record").unwrap();
+
+    let sg = Seedgate::start_with(&config, &data_dir);
+    assert!(
+        !stray.exists(),
+        "a file without a record is removed at startup"
+    );
+    let resp = client().get(sg.url("/o/www/r.bin")).send().await.unwrap();
+    assert_eq!(resp.headers()["x-seedgate-cache"], "miss");
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    assert_eq!(nginx.gets("/r.bin"), 4, "both pieces fetched again");
+}
+
+/// Sum of the content files' lengths under a data directory.
+fn content_bytes(sg: &Seedgate) -> u64 {
+    let mut total = 0;
+    for dir in std::fs::read_dir(sg.data_dir.join("content"))
+        .unwrap()
+        .flatten()
+    {
+        for f in std::fs::read_dir(dir.path()).unwrap().flatten() {
+            total += f.metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+/// Under a 64 MiB quota (high 75 %, low 50 %), storing past 48 MiB evicts
+/// the least recently read tasks down to 32 MiB — never the one a reader
+/// is still holding, which then completes with the origin's bytes.
+#[tokio::test]
+async fn eviction_keeps_watermarks_and_spares_tasks_being_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let held = pseudo_random(24 * MIB, 20);
+    nginx.put("held.bin", &held);
+    for name in ["b", "c", "d", "e"] {
+        nginx.put(
+            &format!("{name}.bin"),
+            &pseudo_random(8 * MIB, name.len() as u64 + 21),
+        );
+    }
+    let sg = Seedgate::start(
+        dir.path(),
+        &config(
+            &nginx.base_url(),
+            "[storage]\nquota = \"64 MiB\"\nhigh_watermark = 0.75\nlow_watermark = 0.5\ngc_interval = \"200ms\"\n",
+        ),
+    );
+    // Store `held`, then hold it open: read one chunk and stop reading.
+    let resp = client()
+        .get(sg.url("/o/www/held.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&held));
+    let resp = client()
+        .get(sg.url("/o/www/held.bin"))
+        .send()
+        .await
+        .unwrap();
+    let mut reading = resp.bytes_stream();
+    let mut got = reading.next().await.unwrap().unwrap().to_vec();
+
+    for name in ["b", "c", "d"] {
+        let resp = client()
+            .get(sg.url(&format!("/o/www/{name}.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.bytes().await.unwrap().len(), 8 * MIB);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        content_bytes(&sg),
+        48 * MIB as u64,
+        "at the high watermark, nothing goes"
+    );
+    let resp = client().get(sg.url("/o/www/e.bin")).send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().len(), 8 * MIB);
+
+    // 56 MiB > 48: b, c, d (least recently read, not held) go; 32 MiB left.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while content_bytes(&sg) > 32 * MIB as u64 {
+        assert!(
+            Instant::now() < deadline,
+            "not evicted: {} bytes",
+            content_bytes(&sg)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(content_bytes(&sg), 32 * MIB as u64);
+    for (name, cached) in [("held", "hit"), ("e", "hit"), ("b", "miss"), ("d", "miss")] {
+        let resp = client()
+            .head(sg.url(&format!("/o/www/{name}.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.headers()["x-seedgate-cache"], cached, "{name}");
+    }
+    while let Some(chunk) = reading.next().await {
+        got.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(
+        sha256(&got),
+        sha256(&held),
+        "the held task was never evicted"
+    );
+}
+
+/// A task unread for its TTL is evicted; an explicit delete frees a task
+/// at once, is a 404 for an unknown task and a 409 while it is being read.
+#[tokio::test]
+async fn ttl_and_explicit_delete_free_space_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    nginx.put("t.bin", &pseudo_random(4 * MIB, 30));
+    nginx.put("big.bin", &pseudo_random(32 * MIB, 31));
+    let sg = Seedgate::start(
+        dir.path(),
+        &config(
+            &nginx.base_url(),
+            "[storage]\ntask_ttl = \"1s\"\ngc_interval = \"100ms\"\n",
+        ),
+    );
+    let resp = client().get(sg.url("/o/www/t.bin")).send().await.unwrap();
+    let task = resp.headers()["x-seedgate-task"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    resp.bytes().await.unwrap();
+    assert!(sg.content_file(&task).exists());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sg.content_file(&task).exists() {
+        assert!(Instant::now() < deadline, "TTL never expired the task");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let resp = client().get(sg.url("/o/www/big.bin")).send().await.unwrap();
+    let task = resp.headers()["x-seedgate-task"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let mut reading = resp.bytes_stream();
+    reading.next().await.unwrap().unwrap();
+    let api = sg.url(&format!("/api/v1/tasks/{task}"));
+    let resp = client().delete(&api).send().await.unwrap();
+    assert_eq!(resp.status(), 409, "{}", resp.text().await.unwrap());
+    drop(reading);
+    // The server notices the dropped reader when its write fails.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let resp = loop {
+        let resp = client().delete(&api).send().await.unwrap();
+        if resp.status() != 409 || Instant::now() > deadline {
+            break resp;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    assert!(!sg.content_file(&task).exists(), "space freed at once");
+    let resp = client().delete(&api).send().await.unwrap();
+    assert_eq!(resp.status(), 404);
+}
+
+/// kill -9 at random moments while a large object downloads, restarting on
+/// the same data directory each time: every byte ever served equals the
+/// origin's, the task completes, and finished pieces are never fetched
+/// again (origin bytes stay within one object plus the pieces in flight
+/// at each kill). Loops: `SEEDGATE_KILL_LOOPS` (default 20).
+#[tokio::test]
+async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
+    let loops: usize = std::env::var("SEEDGATE_KILL_LOOPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(128 * MIB, 40);
+    nginx.put("k.bin", &data);
+    let base = format!("{}slow/", nginx.base_url());
+    let mut sg = Seedgate::start(dir.path(), &config(&base, ""));
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
+    let mut served = 0u64;
+    for i in 0..loops {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        // Pieces land after ~2 s (4 MiB at 2 MB/s): kill before, during and
+        // after the first ones.
+        let after = Duration::from_millis(rng % 3000);
+        let url = sg.url("/o/www/k.bin");
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            if let Ok(resp) = client().get(url).send().await {
+                let mut body = resp.bytes_stream();
+                while let Some(Ok(chunk)) = body.next().await {
+                    got.extend_from_slice(&chunk);
+                }
+            }
+            got
+        });
+        tokio::time::sleep(after).await;
+        let (config, data_dir) = sg.kill();
+        let got = reader.await.unwrap();
+        assert_eq!(
+            &got[..],
+            &data[..got.len()],
+            "loop {i}: a served byte differs"
+        );
+        served += got.len() as u64;
+        sg = Seedgate::start_with(&config, &data_dir);
+    }
+    let resp = client().get(sg.url("/o/www/k.bin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    assert!(served > 0, "no kill came after the first bytes were served");
+    let fetched = nginx.bytes_sent("/slow/k.bin");
+    let bound = data.len() as u64 + loops as u64 * 4 * 4 * MIB as u64;
+    assert!(
+        fetched <= bound,
+        "origin sent {fetched} bytes (bound {bound})"
+    );
+    eprintln!(
+        "kill -9 x{loops}: {served} bytes served before kills, origin sent {fetched} for {}",
+        data.len()
+    );
+    let resp = client().get(sg.url("/o/www/k.bin")).send().await.unwrap();
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+}
