@@ -18,7 +18,8 @@
 //! [`ErrorKind::Changed`]; its readers stop (no mixed bytes), and the task
 //! starts over in a new content file, while old readers keep the old file.
 //!
-//! Durability: a piece is recorded only after its bytes are synced, a task
+//! Durability: readers may read a piece as soon as it is written, but it
+//! is recorded only after its bytes are synced, a task
 //! is marked succeeded only after all its pieces are, and
 //! [`Storage::reconcile`] repairs the rest at startup, so a restart resumes
 //! from what is durable. Disk use is bounded by [`gc`].
@@ -55,6 +56,9 @@ const WRITE_BUFFER: usize = 1024 * 1024;
 /// A task whose download keeps seeing a new version gives up after this
 /// many fresh starts.
 const MAX_RESTARTS: u32 = 3;
+/// Landed pieces waiting for their sync and record, at most: bounds what a
+/// crash can cost (they are fetched again) and the dirty bytes in flight.
+const COMMIT_QUEUE: usize = 16;
 /// A task's last-access time is persisted at most this often.
 const ACCESS_PERSIST_MS: u64 = 60_000;
 
@@ -73,10 +77,19 @@ fn parse_digest(digest: &str) -> Option<u32> {
 /// Progress of one download, broadcast to its readers.
 #[derive(Debug, Clone)]
 struct Progress {
-    /// `pieces[n]`: crc32 of piece `n` once it is durable and recorded.
-    pieces: Vec<Option<u32>>,
+    /// `pieces[n]`: set once piece `n` is readable from the content file.
+    pieces: Vec<Option<Landed>>,
     /// Set once the download ends.
     outcome: Option<Result<(), Error>>,
+}
+
+/// A piece readers may read.
+#[derive(Debug, Clone, Copy)]
+struct Landed {
+    crc: u32,
+    /// Written by this download from bytes whose crc it computed, so still
+    /// trusted; pieces found on disk are checked before they are served.
+    fresh: bool,
 }
 
 /// Which pieces a download fetches next: those readers wait for first,
@@ -520,7 +533,8 @@ impl TaskManager {
                     && piece.offset == offset
                     && piece.length == length
                 {
-                    pieces[piece.number as usize] = parse_digest(&piece.digest);
+                    pieces[piece.number as usize] =
+                        parse_digest(&piece.digest).map(|crc| Landed { crc, fresh: false });
                 }
             }
             self.storage.prepare_content(&id, record.content_length)?
@@ -624,25 +638,59 @@ impl TaskManager {
     }
 
     /// Fetches every piece not yet recorded, as the plan allows.
+    ///
+    /// Fetching never waits for the disk: landed pieces go to a committer
+    /// that syncs the file once for every batch and then records the batch
+    /// (group commit). When fetching fails, what landed is still committed.
     async fn run(&self, dl: &Download) -> Result<()> {
         let plan = dl.plan(self.config.plan_refresh_margin, false).await?;
-        if plan.host_may_set_range {
-            let workers = (0..self.config.piece_concurrency.max(1)).map(|_| async {
-                while let Some(n) = dl.next_piece() {
-                    self.fetch_piece(dl, n).await?;
-                }
-                Ok::<_, Error>(())
-            });
-            futures_util::future::try_join_all(workers).await?;
-            Ok(())
-        } else {
-            self.fetch_sequential(dl, &plan).await
+        let (tx, rx) = tokio::sync::mpsc::channel::<PieceRecord>(COMMIT_QUEUE);
+        let fetch = async move {
+            if plan.host_may_set_range {
+                let workers = (0..self.config.piece_concurrency.max(1)).map(|_| {
+                    let tx = tx.clone();
+                    async move {
+                        while let Some(n) = dl.next_piece() {
+                            let piece = self.fetch_piece(dl, n).await?;
+                            tx.send(piece)
+                                .await
+                                .map_err(|_| Error::internal("the piece committer stopped"))?;
+                        }
+                        Ok::<_, Error>(())
+                    }
+                });
+                futures_util::future::try_join_all(workers).await?;
+                Ok(())
+            } else {
+                self.fetch_sequential(dl, &plan, &tx).await
+            }
+        };
+        let (fetched, committed) = tokio::join!(fetch, self.commit(dl, rx));
+        committed.and(fetched)
+    }
+
+    /// Syncs and records landed pieces, in batches.
+    async fn commit(
+        &self,
+        dl: &Download,
+        mut rx: tokio::sync::mpsc::Receiver<PieceRecord>,
+    ) -> Result<()> {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(piece) = rx.try_recv() {
+                batch.push(piece);
+            }
+            sync(&dl.file).await?;
+            for piece in batch {
+                self.record_piece(dl, piece)?;
+            }
         }
+        Ok(())
     }
 
     /// One ranged request for piece `n`, written at its offset. A plan the
     /// origin refuses after it expired is renewed once.
-    async fn fetch_piece(&self, dl: &Download, n: u32) -> Result<()> {
+    async fn fetch_piece(&self, dl: &Download, n: u32) -> Result<PieceRecord> {
         let origin = &dl.request.origin;
         let r = &dl.record;
         let (offset, length) = piece_span(n, r.content_length, r.piece_length);
@@ -668,12 +716,18 @@ impl TaskManager {
             writer.write(&chunk).await?;
         }
         let piece = writer.finish().await?;
-        self.record_piece(dl, piece)
+        self.land(dl, &piece);
+        Ok(piece)
     }
 
     /// One request for the whole object, cut into pieces as it arrives.
     /// Pieces already recorded are read past, not rewritten.
-    async fn fetch_sequential(&self, dl: &Download, plan: &wit::RequestPlan) -> Result<()> {
+    async fn fetch_sequential(
+        &self,
+        dl: &Download,
+        plan: &wit::RequestPlan,
+        commit: &tokio::sync::mpsc::Sender<PieceRecord>,
+    ) -> Result<()> {
         let origin = &dl.request.origin;
         let r = &dl.record;
         let expect = Expect {
@@ -718,7 +772,11 @@ impl TaskManager {
             }
             if let Some(w) = writer {
                 let piece = w.finish().await?;
-                self.record_piece(dl, piece)?;
+                self.land(dl, &piece);
+                commit
+                    .send(piece)
+                    .await
+                    .map_err(|_| Error::internal("the piece committer stopped"))?;
             }
         }
         if !pending.is_empty() || body.next().await.is_some() {
@@ -733,12 +791,19 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Records a durable piece and tells the readers.
+    /// Lets readers read a piece written in full (not yet synced: readers
+    /// need the bytes, only the record needs them durable).
+    fn land(&self, dl: &Download, piece: &PieceRecord) {
+        if let Some(crc) = parse_digest(&piece.digest) {
+            dl.progress.send_modify(|p| {
+                p.pieces[piece.number as usize] = Some(Landed { crc, fresh: true })
+            });
+        }
+    }
+
+    /// Records a durable piece.
     fn record_piece(&self, dl: &Download, piece: PieceRecord) -> Result<()> {
         self.storage.put_piece(&dl.record.id, &piece)?;
-        let crc = parse_digest(&piece.digest);
-        dl.progress
-            .send_modify(|p| p.pieces[piece.number as usize] = crc);
         let over = {
             let mut index = self.index.lock();
             index.add(&dl.record.id, piece.length);
@@ -752,10 +817,16 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Waits until piece `n` of `object` is recorded; returns its crc32.
-    async fn wait_piece(object: &Object, n: u32) -> Result<u32> {
+    /// Waits until piece `n` of `object` can be read; returns its crc32
+    /// and whether it is fresh from this download.
+    async fn wait_piece(object: &Object, n: u32) -> Result<Landed> {
         let dl = match &object.source {
-            Source::Local(crcs) => return Ok(crcs[n as usize]),
+            Source::Local(crcs) => {
+                return Ok(Landed {
+                    crc: crcs[n as usize],
+                    fresh: false,
+                });
+            }
             Source::Download(dl) => dl,
         };
         dl.want(n);
@@ -764,8 +835,8 @@ impl TaskManager {
             .wait_for(|p| p.pieces[n as usize].is_some() || p.outcome.is_some())
             .await
             .map_err(|_| Error::internal("download vanished"))?;
-        if let Some(crc) = p.pieces[n as usize] {
-            return Ok(crc);
+        if let Some(landed) = p.pieces[n as usize] {
+            return Ok(landed);
         }
         Err(match &p.outcome {
             Some(Err(e)) => e.clone(),
@@ -810,22 +881,22 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Reads piece `n` whole, checking its crc32 when configured.
-    async fn read_piece(&self, object: &Object, n: u32, crc: u32) -> Result<Option<Bytes>> {
+    /// Reads piece `n` whole, checking its crc32 when configured (and the
+    /// piece is not fresh from this process's download).
+    async fn read_piece(&self, object: &Object, n: u32, landed: Landed) -> Result<Option<Bytes>> {
         let r = &object.record;
         let (offset, length) = piece_span(n, r.content_length, r.piece_length);
         let file = object.file.clone();
-        let verify = self.config.verify_on_read;
+        let verify = self.config.verify_on_read && !landed.fresh;
         let id = r.id.clone();
         tokio::task::spawn_blocking(move || {
-            let mut buf = BytesMut::zeroed(length as usize);
-            file.read_exact_at(&mut buf, offset)
+            let buf = read_at(&file, offset, length as usize)
                 .map_err(|e| Error::internal(format!("reading piece {n} of task {id}: {e}")))?;
-            if verify && crc32fast::hash(&buf) != crc {
+            if verify && crc32fast::hash(&buf) != landed.crc {
                 tracing::error!(task = %id, piece = n, "piece bytes do not match their digest; fetching it again");
                 return Ok(None);
             }
-            Ok(Some(buf.freeze()))
+            Ok(Some(Bytes::from(buf)))
         })
         .await
         .map_err(|e| Error::internal(format!("piece reader: {e}")))?
@@ -849,8 +920,8 @@ impl TaskManager {
                 let n = (pos / piece_length) as u32;
                 let mut attempts = 0;
                 let bytes = loop {
-                    let crc = Self::wait_piece(&object, n).await.map_err(io::Error::other)?;
-                    if let Some(bytes) = me.read_piece(&object, n, crc).await.map_err(io::Error::other)? {
+                    let landed = Self::wait_piece(&object, n).await.map_err(io::Error::other)?;
+                    if let Some(bytes) = me.read_piece(&object, n, landed).await.map_err(io::Error::other)? {
                         break bytes;
                     }
                     attempts += 1;
@@ -868,6 +939,35 @@ impl TaskManager {
             }
         }
     }
+}
+
+/// Reads `len` bytes at `offset` into a new buffer (no zero-fill first: on
+/// the hot path that is a whole extra pass over the bytes).
+fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let at = offset + done as u64;
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        let (read, _) = rustix::io::pread(file, spare, at)?;
+        if read.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = read.len();
+        // SAFETY: pread initialised the first `n` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(buf)
+}
+
+/// Makes a task's written bytes durable (fdatasync: the file's new blocks
+/// included) before a piece is recorded.
+async fn sync(file: &Arc<File>) -> Result<()> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(|e| Error::internal(format!("piece committer: {e}")))?
+        .map_err(|e| Error::internal(format!("syncing pieces: {e}")))
 }
 
 /// Whether two records describe the same version of an object.
@@ -945,8 +1045,8 @@ fn body_error(origin: &Origin, plan: &wit::RequestPlan, e: reqwest::Error) -> Er
 }
 
 /// Writes one piece at its offset in buffered positioned writes, checking
-/// its length and computing its digest; [`PieceWriter::finish`] syncs the
-/// bytes before the caller may record the piece.
+/// its length and computing its digest. The caller lands the piece for
+/// readers, then syncs the file, and only then records it.
 struct PieceWriter {
     file: Arc<File>,
     number: u32,
@@ -1016,12 +1116,6 @@ impl PieceWriter {
                 ),
             ));
         }
-        let file = self.file.clone();
-        let n = self.number;
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| Error::internal(format!("piece writer: {e}")))?
-            .map_err(|e| Error::internal(format!("syncing piece {n}: {e}")))?;
         Ok(PieceRecord {
             number: self.number,
             offset: self.offset,

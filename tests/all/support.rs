@@ -61,19 +61,37 @@ pub struct Nginx {
 }
 
 impl Nginx {
+    /// The origin: static files under `root/www`.
     pub fn start(root: &Path) -> Self {
+        Self::spawn(root, include_str!("../fixtures/nginx-origin.conf"), &[])
+    }
+
+    /// A caching reverse proxy (proxy_cache, cache lock) in front of the
+    /// origin on `upstream`: what users would run instead of seedgate.
+    #[allow(dead_code)] // used by benches/engine.rs
+    pub fn start_proxy_cache(root: &Path, upstream: u16) -> Self {
+        Self::spawn(
+            root,
+            include_str!("../fixtures/nginx-proxy-cache.conf"),
+            &[("__UPSTREAM__", upstream.to_string())],
+        )
+    }
+
+    fn spawn(root: &Path, template: &str, vars: &[(&str, String)]) -> Self {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
             .expect("nginx is not installed: run scripts/test (it installs it) or apt-get install nginx");
-        for dir in ["www", "logs", "tmp"] {
+        for dir in ["www", "logs", "tmp", "cache"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
         let port = free_port();
-        let template = include_str!("../fixtures/nginx-origin.conf");
-        let conf = template
+        let mut conf = template
             .replace("__ROOT__", root.to_str().unwrap())
             .replace("__PORT__", &port.to_string());
+        for (k, v) in vars {
+            conf = conf.replace(k, v);
+        }
         std::fs::write(root.join("nginx.conf"), conf).unwrap();
         let mut child = Command::new(nginx)
             .arg("-p")
@@ -213,6 +231,12 @@ impl Seedgate {
             config: config.to_owned(),
             data_dir: data_dir.to_owned(),
         }
+    }
+
+    /// The process id (for its peak RSS in /proc).
+    #[allow(dead_code)] // used by benches/engine.rs
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The content file of a task under this server's data directory.

@@ -1,0 +1,225 @@
+//! Side-by-side benchmarks of the piece engine: seedgate against what users
+//! would run instead, in one run, on the same files, on the same machine.
+//!
+//! - cold: the large object through seedgate (empty data dir) against a
+//!   direct download from the same nginx origin;
+//! - hot: the object from seedgate's disk against nginx proxy_cache
+//!   answering HIT;
+//! - many readers: 64 concurrent readers of a cold 256 MiB object, through
+//!   seedgate and through proxy_cache (cache lock on): time, origin bytes;
+//! - peak RSS (VmHWM) of the seedgate process in each.
+//!
+//! Run with `scripts/bench` (see BENCHMARKS.md). Medians of
+//! `SEEDGATE_BENCH_ROUNDS` rounds; the machine is shared, so the ratios are
+//! what to read, not the absolute times.
+
+#[allow(dead_code)]
+#[path = "../tests/all/support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use support::*;
+use tokio::time::Instant;
+
+const MIB: usize = 1024 * 1024;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// GETs `url`, counting body bytes; returns (bytes, time, a header).
+async fn fetch(url: &str, header: &str) -> (u64, Duration, String) {
+    let t = Instant::now();
+    let resp = client().get(url).send().await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    let tag = resp
+        .headers()
+        .get(header)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_string();
+    let mut body = resp.bytes_stream();
+    let mut n = 0u64;
+    while let Some(chunk) = body.next().await {
+        n += chunk.unwrap().len() as u64;
+    }
+    (n, t.elapsed(), tag)
+}
+
+async fn sha_of(url: &str) -> String {
+    let resp = client().get(url).send().await.unwrap();
+    sha256(&resp.bytes().await.unwrap())
+}
+
+/// Peak resident set of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+/// 64 concurrent readers; returns (time, all got `len` bytes).
+async fn many(url: &str, readers: usize, len: usize) -> Duration {
+    let t = Instant::now();
+    let tasks = (0..readers).map(|_| {
+        let url = url.to_string();
+        tokio::spawn(async move { fetch(&url, "x").await.0 })
+    });
+    for got in futures_util::future::join_all(tasks).await {
+        assert_eq!(got.unwrap(), len as u64);
+    }
+    t.elapsed()
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` compatibility
+    }
+    let size = env_or("SEEDGATE_BENCH_MIB", 1024) * MIB;
+    let rounds = env_or("SEEDGATE_BENCH_ROUNDS", 3).max(1);
+    let readers = 64;
+    let many_len = 256 * MIB;
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "seedgate engine benchmark: {} MiB object, {rounds} rounds (median), {} cores",
+        size / MIB,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+
+    let origin = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(size, 7);
+    let want = sha256(&data);
+    origin.put("big.bin", &data);
+    drop(data);
+    let small = pseudo_random(many_len, 8);
+    let want_small = sha256(&small);
+    origin.put("many-sg.bin", &small);
+    origin.put("many-nginx.bin", &small);
+    drop(small);
+    let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
+    let config = http_origin_config(&origin.base_url());
+
+    // Cold: direct vs seedgate with an empty data dir, alternating.
+    let (mut direct, mut cold, mut cold_rss) = (Vec::new(), Vec::new(), 0f64);
+    let mut last = None;
+    for round in 0..rounds {
+        let (n, t, _) = fetch(&format!("{}big.bin", origin.base_url()), "x").await;
+        assert_eq!(n as usize, size);
+        direct.push(t);
+        let sg_dir = dir.path().join(format!("sg-cold-{round}"));
+        std::fs::create_dir_all(&sg_dir).unwrap();
+        if let Some(prev) = last.take() {
+            let (_, data_dir): (_, std::path::PathBuf) = Seedgate::kill(prev);
+            std::fs::remove_dir_all(data_dir).ok();
+        }
+        let sg = Seedgate::start(&sg_dir, &config);
+        let (n, t, cache) = fetch(&sg.url("/o/www/big.bin"), "x-seedgate-cache").await;
+        assert_eq!((n as usize, cache.as_str()), (size, "miss"));
+        cold.push(t);
+        cold_rss = cold_rss.max(peak_rss_mib(sg.pid()));
+        last = Some(sg);
+    }
+    let (direct, cold) = (median(direct), median(cold));
+
+    // Hot: a fresh process on the stored data (its own peak RSS) against
+    // proxy_cache on HIT.
+    let sg = last.take().unwrap();
+    let (config_path, data_dir) = sg.kill();
+    let sg = Seedgate::start_with(&config_path, &data_dir);
+    let proxy_url = format!("{}big.bin", proxy.base_url());
+    let (_, _, status) = fetch(&proxy_url, "x-cache-status").await;
+    assert_eq!(status, "MISS");
+    let (mut nginx_hot, mut sg_hot) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (n, t, status) = fetch(&proxy_url, "x-cache-status").await;
+        assert_eq!((n as usize, status.as_str()), (size, "HIT"));
+        nginx_hot.push(t);
+        let (n, t, cache) = fetch(&sg.url("/o/www/big.bin"), "x-seedgate-cache").await;
+        assert_eq!((n as usize, cache.as_str()), (size, "hit"));
+        sg_hot.push(t);
+    }
+    let hot_rss = peak_rss_mib(sg.pid());
+    assert_eq!(
+        sha_of(&sg.url("/o/www/big.bin")).await,
+        want,
+        "seedgate's bytes"
+    );
+    let (nginx_hot, sg_hot) = (median(nginx_hot), median(sg_hot));
+    drop(sg);
+
+    // Many readers of one cold object.
+    let sg_dir = dir.path().join("sg-many");
+    std::fs::create_dir_all(&sg_dir).unwrap();
+    let sg = Seedgate::start(&sg_dir, &config);
+    let sg_many = many(&sg.url("/o/www/many-sg.bin"), readers, many_len).await;
+    let many_rss = peak_rss_mib(sg.pid());
+    let sg_origin_bytes = origin.bytes_sent("/many-sg.bin");
+    assert_eq!(sha_of(&sg.url("/o/www/many-sg.bin")).await, want_small);
+    let nginx_many = many(
+        &format!("{}many-nginx.bin", proxy.base_url()),
+        readers,
+        many_len,
+    )
+    .await;
+    let nginx_origin_bytes = origin.bytes_sent("/many-nginx.bin");
+
+    let mb = |b: u64| b as f64 / MIB as f64;
+    println!();
+    println!("| scenario | seedgate | baseline | ratio | target |");
+    println!("|---|---|---|---|---|");
+    println!(
+        "| cold {} MiB (time) | {:.2} s ({:.0} MiB/s) | direct from nginx {:.2} s ({:.0} MiB/s) | {:.2}x the direct time | <= 1.25x |",
+        size / MIB,
+        cold.as_secs_f64(),
+        mbps(size, cold),
+        direct.as_secs_f64(),
+        mbps(size, direct),
+        cold.as_secs_f64() / direct.as_secs_f64()
+    );
+    println!(
+        "| hot {} MiB (throughput) | {:.0} MiB/s | nginx proxy_cache HIT {:.0} MiB/s | {:.2}x nginx's throughput | >= 0.8x |",
+        size / MIB,
+        mbps(size, sg_hot),
+        mbps(size, nginx_hot),
+        nginx_hot.as_secs_f64() / sg_hot.as_secs_f64()
+    );
+    println!(
+        "| {readers} readers, cold {} MiB (time) | {:.2} s, origin sent {:.0} MiB | proxy_cache (lock on) {:.2} s, origin sent {:.0} MiB | {:.2}x nginx's time | - |",
+        many_len / MIB,
+        sg_many.as_secs_f64(),
+        mb(sg_origin_bytes),
+        nginx_many.as_secs_f64(),
+        mb(nginx_origin_bytes),
+        sg_many.as_secs_f64() / nginx_many.as_secs_f64()
+    );
+    println!();
+    println!(
+        "peak RSS of seedgate: cold {cold_rss:.0} MiB, hot {hot_rss:.0} MiB, {readers} readers {many_rss:.0} MiB (budget for one 1 GiB object: 150 MiB)"
+    );
+    if size >= 1024 * MIB && cold_rss.max(hot_rss) >= 150.0 {
+        println!(
+            "OVER BUDGET: peak RSS {:.0} MiB >= 150 MiB",
+            cold_rss.max(hot_rss)
+        );
+        std::process::exit(1);
+    }
+}
