@@ -552,6 +552,9 @@ impl TaskManager {
             tracing::info!(task = %id, kept, of = count, "resuming download from recorded pieces");
         }
         self.storage.put_task(&record)?;
+        // Durable now, so a crash early in the download finds a record for
+        // the content file and resumes rather than deleting it.
+        self.storage.flush().await?;
 
         let first = (request.first_byte / piece_length) as u32;
         let queue = Queue {

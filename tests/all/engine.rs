@@ -456,3 +456,63 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
     let resp = client().get(sg.url("/o/www/k.bin")).send().await.unwrap();
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
 }
+
+/// A plugin whose plans expire 1.5 s after it makes them (presigned-URL
+/// style): the host asks for a new plan before one expires, so a download
+/// longer than a plan's life completes with the origin's bytes, its piece
+/// requests carrying several plans.
+#[tokio::test]
+async fn expiring_plans_are_renewed_during_a_download() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    let data = pseudo_random(24 * MIB, 50);
+    nginx.put("e.bin", &data);
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        seedgate::plugin::test_components::HOSTILE,
+        plugins.join("hostile.wasm"),
+    )
+    .unwrap();
+    let config = format!(
+        r#"
+[plugins]
+dir = "{plugins}"
+
+[download]
+piece_concurrency = 2
+plan_refresh_margin = "1s"
+
+[origins.exp]
+plugin = "hostile"
+base_url = "{base}"
+
+[origins.exp.config]
+expiring-url = "{base}slow/e.bin"
+expiring-length = "{len}"
+"#,
+        plugins = plugins.display(),
+        base = nginx.base_url(),
+        len = data.len(),
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let resp = client()
+        .get(sg.url("/o/exp/expiring"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    let log = std::fs::read_to_string(nginx.root.join("logs/origin.access.log")).unwrap();
+    let plans: std::collections::BTreeSet<&str> = log
+        .lines()
+        .filter_map(|l| l.split("GET /slow/e.bin?plan=").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    let gets = log.matches("GET /slow/e.bin?plan=").count();
+    assert_eq!(gets, 6, "one GET per piece");
+    assert!(
+        plans.len() >= 2,
+        "a 6 s download under 1.5 s plans used only {plans:?}"
+    );
+}

@@ -8,6 +8,10 @@
 //!   allowlist must deny it) and reports what the host said;
 //! - `plan-elsewhere`: answers metadata, then plans a read from a host that
 //!   is not on the allowlist (the host must refuse to execute it);
+//! - `expiring`: an honest origin whose plans expire 1.5 s after they are
+//!   made: the object is `config.expiring-url`, `config.expiring-length`
+//!   bytes long, and each plan's URL carries `?plan=<ms>` so the origin's
+//!   log shows when the host asked for a new one;
 //! - anything else: not-found, so a test can see the plugin still answers.
 
 wit_bindgen::generate!({
@@ -16,7 +20,7 @@ wit_bindgen::generate!({
 });
 
 use exports::seedgate::plugin::origin::Guest;
-use seedgate::plugin::http;
+use seedgate::plugin::{clock, config, http};
 use seedgate::plugin::types::{ByteRange, ErrorDetail, ListPage, ObjectMeta, OriginError, RequestContext, RequestPlan};
 
 struct Hostile;
@@ -68,6 +72,15 @@ impl Guest for Hostile {
                 };
                 Err(OriginError::Invalid(err(said)))
             }
+            "expiring" => Ok(ObjectMeta {
+                content_length: config::get("expiring-length")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| OriginError::Invalid(err("expiring-length is not set".into())))?,
+                etag: None,
+                last_modified: None,
+                content_type: None,
+                accepts_ranges: true,
+            }),
             "plan-elsewhere" => Ok(ObjectMeta {
                 content_length: 10,
                 etag: None,
@@ -79,7 +92,21 @@ impl Guest for Hostile {
         }
     }
 
-    fn plan_read(_ctx: RequestContext, _meta: ObjectMeta, _range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+    fn plan_read(ctx: RequestContext, _meta: ObjectMeta, _range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+        if last_segment(&ctx.url) == "expiring" {
+            let now = clock::now_ms();
+            let url = config::get("expiring-url")
+                .ok_or_else(|| OriginError::Invalid(err("expiring-url is not set".into())))?;
+            return Ok(vec![RequestPlan {
+                method: "GET".into(),
+                url: format!("{url}?plan={now}"),
+                headers: vec![],
+                host_may_set_range: true,
+                range: None,
+                expires_at_ms: Some(now + 1500),
+                if_match: None,
+            }]);
+        }
         Ok(vec![RequestPlan {
             method: "GET".into(),
             url: "http://10.255.255.1:9/secret".into(),
