@@ -96,6 +96,15 @@ fn piece_key(task_id: &str, number: u32) -> Vec<u8> {
     key
 }
 
+/// Unlinks a content file; one that is already gone is fine.
+fn remove_content(path: PathBuf) -> Result<(), StorageError> {
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(StorageError::Io { path, source }),
+    }
+}
+
 fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, StorageError> {
     serde_json::from_slice(value).map_err(|source| StorageError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
@@ -202,12 +211,7 @@ impl Storage {
     pub fn delete_task(&self, task_id: &str) -> Result<(), StorageError> {
         self.tasks.remove(task_id)?;
         self.clear_pieces(task_id)?;
-        let path = self.content_path(task_id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(StorageError::Io { path, source }),
-        }
+        remove_content(self.content_path(task_id))
     }
 
     /// Brings records and content files back in line after a crash or a
@@ -308,12 +312,7 @@ impl Storage {
         task_id: &str,
         length: u64,
     ) -> Result<std::fs::File, StorageError> {
-        let path = self.content_path(task_id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(StorageError::Io { path, source }),
-        }
+        remove_content(self.content_path(task_id))?;
         self.prepare_content(task_id, length)
     }
 

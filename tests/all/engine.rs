@@ -467,13 +467,7 @@ async fn expiring_plans_are_renewed_during_a_download() {
     let nginx = Nginx::start(&dir.path().join("origin"));
     let data = pseudo_random(24 * MIB, 50);
     nginx.put("e.bin", &data);
-    let plugins = dir.path().join("plugins.d");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        seedgate::plugin::test_components::HOSTILE,
-        plugins.join("hostile.wasm"),
-    )
-    .unwrap();
+    let plugins = install_hostile(dir.path());
     let config = format!(
         r#"
 [plugins]

@@ -24,13 +24,7 @@ fn setup() -> Setup {
     let nginx = Nginx::start(&dir.path().join("origin"));
     let data = pseudo_random(64 * 1024, 9);
     nginx.put("ok.bin", &data);
-    let plugins = dir.path().join("plugins.d");
-    std::fs::create_dir_all(&plugins).unwrap();
-    std::fs::copy(
-        seedgate::plugin::test_components::HOSTILE,
-        plugins.join("hostile.wasm"),
-    )
-    .unwrap();
+    let plugins = install_hostile(dir.path());
     let config = format!(
         r#"
 [plugins]

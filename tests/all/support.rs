@@ -266,6 +266,19 @@ impl Drop for Seedgate {
     }
 }
 
+/// Copies the hostile test component into `dir/plugins.d` (a custom-plugin
+/// directory for `[plugins] dir`) and returns that directory.
+pub fn install_hostile(dir: &Path) -> PathBuf {
+    let plugins = dir.join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        seedgate::plugin::test_components::HOSTILE,
+        plugins.join("hostile.wasm"),
+    )
+    .unwrap();
+    plugins
+}
+
 /// A config with one http origin named `www` pointing at `base_url`.
 pub fn http_origin_config(base_url: &str) -> String {
     format!(
