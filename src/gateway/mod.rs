@@ -53,39 +53,55 @@ enum RangeAsk {
     Part(u64, u64),
 }
 
-fn parse_range(headers: &HeaderMap, length: u64) -> Result<RangeAsk, AppError> {
-    let Some(value) = headers.get(header::RANGE) else {
-        return Ok(RangeAsk::Whole);
-    };
-    let text = value
-        .to_str()
-        .map_err(|_| AppError::bad_request("Range header is not ASCII"))?;
-    let parsed = http_range_header::parse_range_header(text)
-        .map_err(|_| AppError::bad_request(format!("malformed Range header '{text}'")))?;
-    if length == 0 {
-        // No byte of an empty object can be addressed.
-        return Err(AppError::unsatisfiable(text, length));
-    }
-    let ranges = parsed
-        .validate(length)
-        .map_err(|_| AppError::unsatisfiable(text, length))?;
-    match ranges.as_slice() {
-        [one] => Ok(RangeAsk::Part(*one.start(), *one.end())),
-        // Multiple ranges: answering the whole object is allowed (RFC 9110 §14.2).
-        _ => Ok(RangeAsk::Whole),
-    }
+/// A `Range` header that parsed, checked before any origin work so a
+/// malformed one costs nothing.
+#[derive(Debug)]
+struct RangeHeader {
+    text: String,
+    parsed: http_range_header::ParsedRanges,
 }
 
-/// The first byte a `Range: bytes=N-…` asks for, before the length is known,
-/// so a cold download can fetch that piece first. Anything else reads from 0.
-fn range_start_hint(headers: &HeaderMap) -> u64 {
-    headers
-        .get(header::RANGE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().strip_prefix("bytes="))
-        .and_then(|v| v.split_once('-'))
-        .and_then(|(start, _)| start.trim().parse().ok())
-        .unwrap_or(0)
+impl RangeHeader {
+    fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, AppError> {
+        let Some(value) = headers.get(header::RANGE) else {
+            return Ok(None);
+        };
+        let text = value
+            .to_str()
+            .map_err(|_| AppError::bad_request("Range header is not ASCII"))?;
+        let parsed = http_range_header::parse_range_header(text)
+            .map_err(|_| AppError::bad_request(format!("malformed Range header '{text}'")))?;
+        Ok(Some(Self {
+            text: text.to_string(),
+            parsed,
+        }))
+    }
+
+    /// The first byte asked for, when known before the length (`a-b`, `a-`),
+    /// so a cold download fetches that piece first.
+    fn first_byte(&self) -> u64 {
+        match self.parsed.ranges.first().map(|r| r.start) {
+            Some(http_range_header::StartPosition::Index(n)) => n,
+            _ => 0,
+        }
+    }
+
+    /// What to answer for an object of `length` bytes.
+    fn resolve(&self, length: u64) -> Result<RangeAsk, AppError> {
+        if length == 0 {
+            // No byte of an empty object can be addressed.
+            return Err(AppError::unsatisfiable(&self.text, length));
+        }
+        let ranges = self
+            .parsed
+            .validate(length)
+            .map_err(|_| AppError::unsatisfiable(&self.text, length))?;
+        match ranges.as_slice() {
+            [one] => Ok(RangeAsk::Part(*one.start(), *one.end())),
+            // Multiple ranges: answering the whole object is allowed (RFC 9110 §14.2).
+            _ => Ok(RangeAsk::Whole),
+        }
+    }
 }
 
 fn object_headers(info: &ObjectInfo) -> HeaderMap {
@@ -122,14 +138,18 @@ fn object_headers(info: &ObjectInfo) -> HeaderMap {
 }
 
 /// Status, headers and byte span `start..end` of the answer about `info`
-/// to a request with `req` headers.
+/// to a request for `range`.
 fn answer(
-    req: &HeaderMap,
+    range: Option<&RangeHeader>,
     info: &ObjectInfo,
 ) -> Result<(StatusCode, HeaderMap, u64, u64), AppError> {
     let length = info.content_length;
     let mut h = object_headers(info);
-    let (status, start, end) = match parse_range(req, length)? {
+    let ask = match range {
+        Some(r) => r.resolve(length)?,
+        None => RangeAsk::Whole,
+    };
+    let (status, start, end) = match ask {
         RangeAsk::Whole => (StatusCode::OK, 0, length),
         RangeAsk::Part(start, last) => {
             let range = format!("bytes {start}-{last}/{length}");
@@ -149,10 +169,11 @@ async fn head_object(
     Path((origin, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
+    let range = RangeHeader::from_headers(&headers)?;
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
     let info = state.tasks.head(&origin, &url, &headers).await?;
-    let (status, h, _, _) = answer(&headers, &info)?;
+    let (status, h, _, _) = answer(range.as_ref(), &info)?;
     Ok((status, h).into_response())
 }
 
@@ -163,13 +184,15 @@ async fn get_object(
 ) -> Result<Response, AppError> {
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
+    let range = RangeHeader::from_headers(&headers)?;
+    let first_byte = range.as_ref().map_or(0, RangeHeader::first_byte);
     let object = state
         .tasks
-        .open(&origin, &url, &headers, range_start_hint(&headers))
+        .open(&origin, &url, &headers, first_byte)
         .await?;
     let mut info = ObjectInfo::from(&object.record);
     info.cached = object.cached();
-    let (status, h, start, end) = answer(&headers, &info)?;
+    let (status, h, start, end) = answer(range.as_ref(), &info)?;
     let body = Body::from_stream(state.tasks.read(&object, start, end));
     Ok((status, h, body).into_response())
 }
@@ -200,7 +223,10 @@ mod tests {
     fn ask(range: &str, len: u64) -> Result<RangeAsk, StatusCode> {
         let mut h = HeaderMap::new();
         h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
-        parse_range(&h, len).map_err(|e| e.status)
+        let header = RangeHeader::from_headers(&h)
+            .map_err(|e| e.status)?
+            .unwrap();
+        header.resolve(len).map_err(|e| e.status)
     }
 
     #[test]
@@ -214,5 +240,18 @@ mod tests {
         assert_eq!(ask("bytes=0-0", 0), Err(StatusCode::RANGE_NOT_SATISFIABLE));
         assert_eq!(ask("bytes=x-1", 10), Err(StatusCode::BAD_REQUEST));
         assert_eq!(ask("lines=1-2", 10), Err(StatusCode::BAD_REQUEST));
+    }
+
+    #[test]
+    fn first_byte_is_known_before_the_length_only_for_a_start_index() {
+        let first = |range: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+            RangeHeader::from_headers(&h).unwrap().unwrap().first_byte()
+        };
+        assert_eq!(first("bytes=100-200"), 100);
+        assert_eq!(first("bytes=7-"), 7);
+        assert_eq!(first("bytes=-5"), 0);
+        assert_eq!(first("bytes=9-10,0-1"), 9);
     }
 }
