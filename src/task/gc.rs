@@ -58,6 +58,20 @@ impl TaskManager {
         })
     }
 
+    /// The high and low watermarks in bytes for a usage limit.
+    fn watermarks(&self, limit: u64) -> (u64, u64) {
+        (
+            (limit as f64 * self.gc.high_watermark) as u64,
+            (limit as f64 * self.gc.low_watermark) as u64,
+        )
+    }
+
+    /// Whether usage is above the high watermark (the collector should run).
+    pub(super) fn over_high_watermark(&self) -> bool {
+        self.usage()
+            .is_ok_and(|(limit, used)| used > self.watermarks(limit).0)
+    }
+
     /// One pass: TTL first, then watermarks. Blocking (deletes files).
     pub fn collect(&self) -> Result<GcReport> {
         let mut report = GcReport::default();
@@ -89,8 +103,7 @@ impl TaskManager {
             }
         }
         let (limit, mut used) = self.usage()?;
-        let high = (limit as f64 * self.gc.high_watermark) as u64;
-        let low = (limit as f64 * self.gc.low_watermark) as u64;
+        let (high, low) = self.watermarks(limit);
         if used > high {
             for id in rest {
                 if used <= low {
@@ -122,8 +135,7 @@ impl TaskManager {
             Some(u) if u.leases > 0 => return Ok(None),
             _ => {}
         }
-        let stored = index.tasks.remove(id).map(|u| u.stored).unwrap_or(0);
-        index.stored -= stored;
+        let stored = index.remove(id);
         self.storage.delete_task(id)?;
         tracing::debug!(task = id, bytes = stored, "task evicted");
         Ok(Some(stored))

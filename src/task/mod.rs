@@ -194,7 +194,7 @@ pub struct Object {
     pub record: TaskRecord,
     source: Source,
     file: Arc<File>,
-    request: Option<Arc<Request>>,
+    request: Arc<Request>,
     _lease: Arc<Lease>,
 }
 
@@ -252,11 +252,23 @@ impl Index {
         self.stored += bytes;
     }
 
-    fn clear(&mut self, id: &str) {
+    fn sub(&mut self, id: &str, bytes: u64) {
         if let Some(u) = self.tasks.get_mut(id) {
-            self.stored -= u.stored;
-            u.stored = 0;
+            let bytes = bytes.min(u.stored);
+            u.stored -= bytes;
+            self.stored -= bytes;
         }
+    }
+
+    fn clear(&mut self, id: &str) {
+        self.sub(id, u64::MAX);
+    }
+
+    /// Forgets a task; returns the bytes it had stored.
+    fn remove(&mut self, id: &str) -> u64 {
+        let stored = self.tasks.remove(id).map_or(0, |u| u.stored);
+        self.stored -= stored;
+        stored
     }
 }
 
@@ -453,7 +465,7 @@ impl TaskManager {
                 record,
                 source: Source::Local(Arc::new(crcs)),
                 file: Arc::new(file),
-                request: Some(request),
+                request,
                 _lease: lease,
             });
         }
@@ -473,7 +485,7 @@ impl TaskManager {
                 record: download.record.clone(),
                 source: Source::Download(download.clone()),
                 file: download.file.clone(),
-                request: Some(request),
+                request,
                 _lease: lease,
             }),
             Err(e) => {
@@ -807,14 +819,8 @@ impl TaskManager {
     /// Records a durable piece.
     fn record_piece(&self, dl: &Download, piece: PieceRecord) -> Result<()> {
         self.storage.put_piece(&dl.record.id, &piece)?;
-        let over = {
-            let mut index = self.index.lock();
-            index.add(&dl.record.id, piece.length);
-            self.gc
-                .quota
-                .is_some_and(|q| index.stored as f64 > q.as_u64() as f64 * self.gc.high_watermark)
-        };
-        if over {
+        self.index.lock().add(&dl.record.id, piece.length);
+        if self.over_high_watermark() {
             self.gc_kick.notify_one();
         }
         Ok(())
@@ -857,19 +863,8 @@ impl TaskManager {
             record.state = TaskState::Running;
             self.storage.put_task(&record)?;
         }
-        {
-            let mut index = self.index.lock();
-            if let Some(u) = index.tasks.get_mut(&id) {
-                let drop = length.min(u.stored);
-                u.stored -= drop;
-                index.stored -= drop;
-            }
-        }
-        let request = object
-            .request
-            .clone()
-            .ok_or_else(|| Error::internal(format!("piece {n} of task {id} is corrupt")))?;
-        let fresh = self.open_request(request, 0).await?;
+        self.index.lock().sub(&id, length);
+        let fresh = self.open_request(object.request.clone(), 0).await?;
         if !same_version(&fresh.record, &object.record) {
             return Err(Error::new(
                 ErrorKind::Changed,

@@ -20,8 +20,7 @@ fn config(base: &str, extra: &str) -> String {
 /// one ranged GET per piece).
 #[tokio::test]
 async fn concurrent_readers_share_one_fetch_of_each_byte() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(32 * MIB, 11);
     let want = sha256(&data);
     nginx.put("shared.bin", &data);
@@ -30,7 +29,7 @@ async fn concurrent_readers_share_one_fetch_of_each_byte() {
     let readers = (0..64).map(|_| {
         let url = sg.url("/o/www/shared.bin");
         tokio::spawn(async move {
-            let resp = client().get(url).send().await.unwrap();
+            let resp = get(&url).await;
             assert_eq!(resp.status(), 200);
             sha256(&resp.bytes().await.unwrap())
         })
@@ -62,12 +61,11 @@ async fn concurrent_readers_share_one_fetch_of_each_byte() {
 /// piece fetched first instead of after all the pieces before it.
 #[tokio::test]
 async fn cold_reads_stream_and_ranges_fetch_their_pieces_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(64 * MIB, 12);
     nginx.put("a.bin", &data);
     nginx.put("b.bin", &data);
-    let base = format!("{}slow/", nginx.base_url());
+    let base = nginx.slow_base_url();
     let sg = Seedgate::start(
         dir.path(),
         &config(&base, "[download]\npiece_concurrency = 2\n"),
@@ -75,7 +73,7 @@ async fn cold_reads_stream_and_ranges_fetch_their_pieces_first() {
 
     // Streaming: at the first body chunk at most the first two pieces have
     // been answered by the origin (16 pieces in all).
-    let resp = client().get(sg.url("/o/www/a.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/a.bin")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let first = body.next().await.unwrap().unwrap();
@@ -109,18 +107,17 @@ async fn cold_reads_stream_and_ranges_fetch_their_pieces_first() {
 /// next read returns exactly the new version.
 #[tokio::test]
 async fn object_changed_mid_download_restarts_without_mixing_versions() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let old = pseudo_random(32 * MIB, 13);
     let new = pseudo_random(32 * MIB, 14);
     nginx.put("v.bin", &old);
-    let base = format!("{}slow/", nginx.base_url());
+    let base = nginx.slow_base_url();
     let sg = Seedgate::start(
         dir.path(),
         &config(&base, "[download]\npiece_concurrency = 2\n"),
     );
 
-    let resp = client().get(sg.url("/o/www/v.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/v.bin")).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.bytes_stream();
     let mut got = body.next().await.unwrap().unwrap().to_vec();
@@ -152,7 +149,7 @@ async fn object_changed_mid_download_restarts_without_mixing_versions() {
     // The task restarted on the new version by itself.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let resp = client().get(sg.url("/o/www/v.bin")).send().await.unwrap();
+        let resp = get(&sg.url("/o/www/v.bin")).await;
         if resp.status() == 200
             && let Ok(bytes) = resp.bytes().await
             && bytes.len() == new.len()
@@ -169,17 +166,13 @@ async fn object_changed_mid_download_restarts_without_mixing_versions() {
 /// that one piece fetched again, then served from disk.
 #[tokio::test]
 async fn corrupt_piece_is_detected_and_refetched() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(16 * MIB, 15);
     let want = sha256(&data);
     nginx.put("c.bin", &data);
     let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
-    let resp = client().get(sg.url("/o/www/c.bin")).send().await.unwrap();
-    let task = resp.headers()["x-seedgate-task"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let resp = get(&sg.url("/o/www/c.bin")).await;
+    let task = task_of(&resp);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
     assert_eq!(nginx.gets("/c.bin"), 4);
 
@@ -189,7 +182,7 @@ async fn corrupt_piece_is_detected_and_refetched() {
     bytes[2 * 4 * MIB + 12345] ^= 0xff;
     std::fs::write(&file, &bytes).unwrap();
 
-    let resp = client().get(sg.url("/o/www/c.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/c.bin")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
     assert_eq!(
@@ -199,7 +192,7 @@ async fn corrupt_piece_is_detected_and_refetched() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), data, "repaired on disk");
 
-    let resp = client().get(sg.url("/o/www/c.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/c.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
     assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
     assert_eq!(nginx.gets("/c.bin"), 5);
@@ -209,16 +202,12 @@ async fn corrupt_piece_is_detected_and_refetched() {
 /// record whose content file vanished is fetched again rather than served.
 #[tokio::test]
 async fn startup_reconciles_records_and_content_files() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(8 * MIB, 16);
     nginx.put("r.bin", &data);
     let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
-    let resp = client().get(sg.url("/o/www/r.bin")).send().await.unwrap();
-    let task = resp.headers()["x-seedgate-task"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let resp = get(&sg.url("/o/www/r.bin")).await;
+    let task = task_of(&resp);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
     let file = sg.content_file(&task);
     let (config, data_dir) = sg.kill();
@@ -234,7 +223,7 @@ async fn startup_reconciles_records_and_content_files() {
         !stray.exists(),
         "a file without a record is removed at startup"
     );
-    let resp = client().get(sg.url("/o/www/r.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/r.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "miss");
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
     assert_eq!(nginx.gets("/r.bin"), 4, "both pieces fetched again");
@@ -259,8 +248,7 @@ fn content_bytes(sg: &Seedgate) -> u64 {
 /// is still holding, which then completes with the origin's bytes.
 #[tokio::test]
 async fn eviction_keeps_watermarks_and_spares_tasks_being_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let held = pseudo_random(24 * MIB, 20);
     nginx.put("held.bin", &held);
     for name in ["b", "c", "d", "e"] {
@@ -277,26 +265,14 @@ async fn eviction_keeps_watermarks_and_spares_tasks_being_read() {
         ),
     );
     // Store `held`, then hold it open: read one chunk and stop reading.
-    let resp = client()
-        .get(sg.url("/o/www/held.bin"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&sg.url("/o/www/held.bin")).await;
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&held));
-    let resp = client()
-        .get(sg.url("/o/www/held.bin"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&sg.url("/o/www/held.bin")).await;
     let mut reading = resp.bytes_stream();
     let mut got = reading.next().await.unwrap().unwrap().to_vec();
 
     for name in ["b", "c", "d"] {
-        let resp = client()
-            .get(sg.url(&format!("/o/www/{name}.bin")))
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&sg.url(&format!("/o/www/{name}.bin"))).await;
         assert_eq!(resp.bytes().await.unwrap().len(), 8 * MIB);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -305,19 +281,16 @@ async fn eviction_keeps_watermarks_and_spares_tasks_being_read() {
         48 * MIB as u64,
         "at the high watermark, nothing goes"
     );
-    let resp = client().get(sg.url("/o/www/e.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/e.bin")).await;
     assert_eq!(resp.bytes().await.unwrap().len(), 8 * MIB);
 
     // 56 MiB > 48: b, c, d (least recently read, not held) go; 32 MiB left.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while content_bytes(&sg) > 32 * MIB as u64 {
-        assert!(
-            Instant::now() < deadline,
-            "not evicted: {} bytes",
-            content_bytes(&sg)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "eviction down to the low watermark",
+        Duration::from_secs(10),
+        || content_bytes(&sg) <= 32 * MIB as u64,
+    )
+    .await;
     assert_eq!(content_bytes(&sg), 32 * MIB as u64);
     for (name, cached) in [("held", "hit"), ("e", "hit"), ("b", "miss"), ("d", "miss")] {
         let resp = client()
@@ -341,8 +314,7 @@ async fn eviction_keeps_watermarks_and_spares_tasks_being_read() {
 /// at once, is a 404 for an unknown task and a 409 while it is being read.
 #[tokio::test]
 async fn ttl_and_explicit_delete_free_space_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     nginx.put("t.bin", &pseudo_random(4 * MIB, 30));
     nginx.put("big.bin", &pseudo_random(32 * MIB, 31));
     let sg = Seedgate::start(
@@ -352,24 +324,17 @@ async fn ttl_and_explicit_delete_free_space_at_once() {
             "[storage]\ntask_ttl = \"1s\"\ngc_interval = \"100ms\"\n",
         ),
     );
-    let resp = client().get(sg.url("/o/www/t.bin")).send().await.unwrap();
-    let task = resp.headers()["x-seedgate-task"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let resp = get(&sg.url("/o/www/t.bin")).await;
+    let task = task_of(&resp);
     resp.bytes().await.unwrap();
     assert!(sg.content_file(&task).exists());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sg.content_file(&task).exists() {
-        assert!(Instant::now() < deadline, "TTL never expired the task");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("TTL expiry", Duration::from_secs(10), || {
+        !sg.content_file(&task).exists()
+    })
+    .await;
 
-    let resp = client().get(sg.url("/o/www/big.bin")).send().await.unwrap();
-    let task = resp.headers()["x-seedgate-task"]
-        .to_str()
-        .unwrap()
-        .to_string();
+    let resp = get(&sg.url("/o/www/big.bin")).await;
+    let task = task_of(&resp);
     let mut reading = resp.bytes_stream();
     reading.next().await.unwrap().unwrap();
     let api = sg.url(&format!("/api/v1/tasks/{task}"));
@@ -402,11 +367,10 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(128 * MIB, 40);
     nginx.put("k.bin", &data);
-    let base = format!("{}slow/", nginx.base_url());
+    let base = nginx.slow_base_url();
     let mut sg = Seedgate::start(dir.path(), &config(&base, ""));
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
     let mut served = 0u64;
@@ -439,7 +403,7 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
         served += got.len() as u64;
         sg = Seedgate::start_with(&config, &data_dir);
     }
-    let resp = client().get(sg.url("/o/www/k.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/k.bin")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
     assert!(served > 0, "no kill came after the first bytes were served");
@@ -453,7 +417,7 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
         "kill -9 x{loops}: {served} bytes served before kills, origin sent {fetched} for {}",
         data.len()
     );
-    let resp = client().get(sg.url("/o/www/k.bin")).send().await.unwrap();
+    let resp = get(&sg.url("/o/www/k.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
 }
 
@@ -463,8 +427,7 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
 /// requests carrying several plans.
 #[tokio::test]
 async fn expiring_plans_are_renewed_during_a_download() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(24 * MIB, 50);
     nginx.put("e.bin", &data);
     let plugins = install_hostile(dir.path());
@@ -490,11 +453,7 @@ expiring-length = "{len}"
         len = data.len(),
     );
     let sg = Seedgate::start(dir.path(), &config);
-    let resp = client()
-        .get(sg.url("/o/exp/expiring"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&sg.url("/o/exp/expiring")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
     let log = std::fs::read_to_string(nginx.root.join("logs/origin.access.log")).unwrap();

@@ -7,17 +7,12 @@ use crate::support::*;
 
 const MIB: usize = 1024 * 1024;
 
-async fn get(url: &str) -> reqwest::Response {
-    client().get(url).send().await.unwrap()
-}
-
 /// A 100 MiB object read through seedgate has the origin's sha256; the first
 /// read costs the origin one HEAD and one ranged GET per 4 MiB piece, and a
 /// second read costs it nothing at all.
 #[tokio::test]
 async fn large_object_matches_origin_and_second_read_is_local() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(100 * MIB, 1);
     let want = sha256(&data);
     nginx.put("big.bin", &data);
@@ -66,8 +61,7 @@ async fn large_object_matches_origin_and_second_read_is_local() {
 /// cold and warm, across piece boundaries; a range past the end is 416.
 #[tokio::test]
 async fn range_reads_return_exact_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let len = 10 * MIB + 123;
     let data = pseudo_random(len, 2);
     nginx.put("r.bin", &data);
@@ -135,8 +129,7 @@ async fn range_reads_return_exact_bytes() {
 /// directory: it is served from disk, and the origin sees nothing new.
 #[tokio::test]
 async fn restart_keeps_objects() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(20 * MIB + 7, 3);
     let want = sha256(&data);
     nginx.put("keep/me.bin", &data);
@@ -175,8 +168,7 @@ async fn restart_keeps_objects() {
 /// HEAD answers the origin's length and ETag without downloading anything.
 #[tokio::test]
 async fn head_reports_metadata_without_downloading() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     nginx.put("h.bin", &pseudo_random(5 * MIB, 4));
     let direct = client()
         .head(format!("{}h.bin", nginx.base_url()))
@@ -214,8 +206,7 @@ async fn head_reports_metadata_without_downloading() {
 /// one-line reason naming the cause; the server keeps serving.
 #[tokio::test]
 async fn bad_requests_get_clear_errors() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     nginx.put("ok.txt", b"still here\n");
     let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
 
@@ -315,8 +306,7 @@ async fn origin_without_ranges_is_read_sequentially() {
 /// not a component stops startup with an error naming the plugin.
 #[tokio::test]
 async fn custom_plugins_load_from_a_directory() {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(MIB, 6);
     nginx.put("c.bin", &data);
     let plugins = dir.path().join("plugins.d");

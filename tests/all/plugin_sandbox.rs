@@ -20,8 +20,7 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let dir = tempfile::tempdir().unwrap();
-    let nginx = Nginx::start(&dir.path().join("origin"));
+    let (dir, nginx) = origin();
     let data = pseudo_random(64 * 1024, 9);
     nginx.put("ok.bin", &data);
     let plugins = install_hostile(dir.path());
@@ -64,7 +63,7 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
         let url = s.sg.url("/o/evil/loop");
         tokio::spawn(async move {
             let t = Instant::now();
-            let resp = client().get(url).send().await.unwrap();
+            let resp = get(&url).await;
             let status = resp.status().as_u16();
             let body = resp.text().await.unwrap();
             (status, body, t.elapsed(), Instant::now())
@@ -74,17 +73,13 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
     // worker threads, the healthy origin below would stall.
     let spinning2 = {
         let url = s.sg.url("/o/evil/loop");
-        tokio::spawn(async move { client().get(url).send().await.unwrap().status().as_u16() })
+        tokio::spawn(async move { get(&url).await.status().as_u16() })
     };
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut healthy = Vec::new();
     for _ in 0..3 {
         let t = Instant::now();
-        let resp = client()
-            .get(s.sg.url("/o/www/ok.bin"))
-            .send()
-            .await
-            .unwrap();
+        let resp = get(&s.sg.url("/o/www/ok.bin")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
         healthy.push((t.elapsed(), Instant::now()));
@@ -117,16 +112,12 @@ async fn infinite_loop_is_stopped_at_the_deadline() {
 #[tokio::test]
 async fn memory_bomb_traps_at_the_cap_and_panics_are_contained() {
     let s = setup();
-    let resp = client().get(s.sg.url("/o/evil/bomb")).send().await.unwrap();
+    let resp = get(&s.sg.url("/o/evil/bomb")).await;
     assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
     assert!(body.contains("memory cap"), "{body}");
 
-    let resp = client()
-        .get(s.sg.url("/o/evil/panic"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s.sg.url("/o/evil/panic")).await;
     assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
     assert!(
@@ -135,18 +126,10 @@ async fn memory_bomb_traps_at_the_cap_and_panics_are_contained() {
     );
 
     // A fresh instance per call: the plugin answers normally afterwards.
-    let resp = client()
-        .get(s.sg.url("/o/evil/anything"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s.sg.url("/o/evil/anything")).await;
     assert_eq!(resp.status(), 404);
     assert!(resp.text().await.unwrap().contains("nothing here"));
-    let resp = client()
-        .get(s.sg.url("/o/www/ok.bin"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s.sg.url("/o/www/ok.bin")).await;
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&s.data));
 }
 
@@ -156,11 +139,7 @@ async fn memory_bomb_traps_at_the_cap_and_panics_are_contained() {
 #[tokio::test]
 async fn network_is_limited_to_the_allowlist() {
     let s = setup();
-    let resp = client()
-        .get(s.sg.url("/o/evil/exfiltrate"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s.sg.url("/o/evil/exfiltrate")).await;
     assert_eq!(resp.status(), 400);
     let body = resp.text().await.unwrap();
     assert!(
@@ -168,11 +147,7 @@ async fn network_is_limited_to_the_allowlist() {
         "{body}"
     );
 
-    let resp = client()
-        .get(s.sg.url("/o/evil/plan-elsewhere"))
-        .send()
-        .await
-        .unwrap();
+    let resp = get(&s.sg.url("/o/evil/plan-elsewhere")).await;
     assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
     assert!(

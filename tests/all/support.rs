@@ -114,6 +114,11 @@ impl Nginx {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    /// The same files, throttled to 2 MB/s per connection.
+    pub fn slow_base_url(&self) -> String {
+        format!("{}slow/", self.base_url())
+    }
+
     /// Writes a file the origin serves.
     pub fn put(&self, name: &str, bytes: &[u8]) {
         let path = self.root.join("www").join(name);
@@ -263,6 +268,37 @@ impl Drop for Seedgate {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory with an nginx origin in `origin/` under it.
+pub fn origin() -> (tempfile::TempDir, Nginx) {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::start(&dir.path().join("origin"));
+    (dir, nginx)
+}
+
+pub async fn get(url: &str) -> reqwest::Response {
+    client().get(url).send().await.unwrap()
+}
+
+/// The task id seedgate answered with.
+pub fn task_of(resp: &reqwest::Response) -> String {
+    resp.headers()["x-seedgate-task"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Polls `done` every 50 ms; panics naming `what` after `timeout`.
+pub async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
