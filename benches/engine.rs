@@ -2,7 +2,9 @@
 //! would run instead, in one run, on the same files, on the same machine.
 //!
 //! - cold: the large object through seedgate (empty data dir) against a
-//!   direct download from the same nginx origin;
+//!   direct download from the same nginx origin — on loopback, and again
+//!   with a link of `SEEDGATE_BENCH_LINK_MBIT` (default 2000 Mbit/s) shared
+//!   by all connections to the origin, as a remote origin would be;
 //! - hot: the object from seedgate's disk against nginx proxy_cache
 //!   answering HIT;
 //! - many readers: 64 concurrent readers of a cold 256 MiB object, through
@@ -116,10 +118,17 @@ async fn main() {
     origin.put("many-nginx.bin", &small);
     drop(small);
     let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
-    let config = http_origin_config(&origin.base_url());
+    let link_mbit = env_or("SEEDGATE_BENCH_LINK_MBIT", 2000);
+    let link = Link::start(origin.port, link_mbit as u64 * 1_000_000 / 8).await;
+    let config = format!(
+        "{}\n[origins.link]\nplugin = \"http\"\nbase_url = \"{}\"\n",
+        http_origin_config(&origin.base_url()),
+        link.base_url()
+    );
 
     // Cold: direct vs seedgate with an empty data dir, alternating.
     let (mut direct, mut cold, mut cold_rss) = (Vec::new(), Vec::new(), 0f64);
+    let (mut link_direct, mut link_cold) = (Vec::new(), Vec::new());
     let mut last = None;
     for round in 0..rounds {
         let (n, t, _) = fetch(&format!("{}big.bin", origin.base_url()), "x").await;
@@ -135,10 +144,17 @@ async fn main() {
         let (n, t, cache) = fetch(&sg.url("/o/www/big.bin"), "x-seedgate-cache").await;
         assert_eq!((n as usize, cache.as_str()), (size, "miss"));
         cold.push(t);
+        let (n, t, _) = fetch(&format!("{}big.bin", link.base_url()), "x").await;
+        assert_eq!(n as usize, size);
+        link_direct.push(t);
+        let (n, t, cache) = fetch(&sg.url("/o/link/big.bin"), "x-seedgate-cache").await;
+        assert_eq!((n as usize, cache.as_str()), (size, "miss"));
+        link_cold.push(t);
         cold_rss = cold_rss.max(peak_rss_mib(sg.pid()));
         last = Some(sg);
     }
     let (direct, cold) = (median(direct), median(cold));
+    let (link_direct, link_cold) = (median(link_direct), median(link_cold));
 
     // Hot: a fresh process on the stored data (its own peak RSS) against
     // proxy_cache on HIT.
@@ -194,6 +210,15 @@ async fn main() {
         direct.as_secs_f64(),
         mbps(size, direct),
         cold.as_secs_f64() / direct.as_secs_f64()
+    );
+    println!(
+        "| cold {} MiB over a {link_mbit} Mbit/s link (time) | {:.2} s ({:.0} MiB/s) | direct over the same link {:.2} s ({:.0} MiB/s) | {:.2}x the direct time | <= 1.25x |",
+        size / MIB,
+        link_cold.as_secs_f64(),
+        mbps(size, link_cold),
+        link_direct.as_secs_f64(),
+        mbps(size, link_direct),
+        link_cold.as_secs_f64() / link_direct.as_secs_f64()
     );
     println!(
         "| hot {} MiB (throughput) | {:.0} MiB/s | nginx proxy_cache HIT {:.0} MiB/s | {:.2}x nginx's throughput | >= 0.8x |",

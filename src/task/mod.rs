@@ -33,11 +33,10 @@ pub use id::*;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
 use tokio::sync::{Notify, OnceCell, watch};
@@ -51,8 +50,10 @@ use crate::storage::{PieceRecord, Storage, TaskRecord, TaskState};
 
 /// Size of the chunks a reader sends.
 const READ_CHUNK: usize = 256 * 1024;
-/// Bytes a piece writer gathers before one positioned write.
+/// Bytes a piece writer gathers before one positioned write...
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// ...or chunks, well under the kernel's IOV_MAX (1024).
+const WRITE_CHUNKS: usize = 256;
 /// A task whose download keeps seeing a new version gives up after this
 /// many fresh starts.
 const MAX_RESTARTS: u32 = 3;
@@ -244,11 +245,16 @@ struct Usage {
     accessed_ms: u64,
     /// Readers and downloads holding the task; never evicted while > 0.
     leases: usize,
+    /// Piece digests of a complete task, once read; dropped whenever its
+    /// pieces change.
+    crcs: Option<Arc<Vec<u32>>>,
 }
 
 impl Index {
     fn add(&mut self, id: &str, bytes: u64) {
-        self.tasks.entry(id.to_string()).or_default().stored += bytes;
+        let u = self.tasks.entry(id.to_string()).or_default();
+        u.stored += bytes;
+        u.crcs = None;
         self.stored += bytes;
     }
 
@@ -256,6 +262,7 @@ impl Index {
         if let Some(u) = self.tasks.get_mut(id) {
             let bytes = bytes.min(u.stored);
             u.stored -= bytes;
+            u.crcs = None;
             self.stored -= bytes;
         }
     }
@@ -362,13 +369,19 @@ impl TaskManager {
         self.index.lock().stored
     }
 
-    /// The stored task of `id` with its piece digests, if complete.
-    fn complete(&self, id: &str) -> Result<Option<(TaskRecord, Vec<u32>)>> {
+    /// The stored task of `id` with its piece digests, if complete. The
+    /// digests are read from sled once and then kept in the index (a read
+    /// of a hot object does not scan its piece records).
+    fn complete(&self, id: &str) -> Result<Option<(TaskRecord, Arc<Vec<u32>>)>> {
         let Some(record) = self.storage.task(id)? else {
             return Ok(None);
         };
         if record.state != TaskState::Succeeded {
             return Ok(None);
+        }
+        let cached = self.index.lock().tasks.get(id).and_then(|u| u.crcs.clone());
+        if let Some(crcs) = cached {
+            return Ok(Some((record, crcs)));
         }
         let count = piece_count(record.content_length, record.piece_length) as usize;
         let mut crcs = vec![None; count];
@@ -377,10 +390,14 @@ impl TaskManager {
                 *slot = parse_digest(&p.digest);
             }
         }
-        Ok(crcs
-            .into_iter()
-            .collect::<Option<Vec<u32>>>()
-            .map(|crcs| (record, crcs)))
+        let Some(crcs) = crcs.into_iter().collect::<Option<Vec<u32>>>() else {
+            return Ok(None);
+        };
+        let crcs = Arc::new(crcs);
+        if let Some(u) = self.index.lock().tasks.get_mut(id) {
+            u.crcs = Some(crcs.clone());
+        }
+        Ok(Some((record, crcs)))
     }
 
     /// Metadata without starting a download: from disk, from a running
@@ -463,7 +480,7 @@ impl TaskManager {
             }
             return Ok(Object {
                 record,
-                source: Source::Local(Arc::new(crcs)),
+                source: Source::Local(crcs),
                 file: Arc::new(file),
                 request,
                 _lease: lease,
@@ -649,6 +666,16 @@ impl TaskManager {
         record.accessed_at_ms = now_ms();
         self.storage.put_task(&record)?;
         self.storage.flush().await?;
+        let crcs: Option<Vec<u32>> = dl
+            .progress
+            .borrow()
+            .pieces
+            .iter()
+            .map(|p| p.map(|l| l.crc))
+            .collect();
+        if let Some(u) = self.index.lock().tasks.get_mut(&record.id) {
+            u.crcs = crcs.map(Arc::new);
+        }
         Ok(())
     }
 
@@ -728,7 +755,7 @@ impl TaskManager {
         let mut writer = PieceWriter::new(dl.file.clone(), n, offset, length);
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| body_error(origin, &plan, e))?;
-            writer.write(&chunk).await?;
+            writer.write(chunk).await?;
         }
         let piece = writer.finish().await?;
         self.land(dl, &piece);
@@ -781,7 +808,7 @@ impl TaskManager {
                 let take = (remaining as usize).min(pending.len());
                 let part = pending.split_to(take);
                 if let Some(w) = writer.as_mut() {
-                    w.write(&part).await?;
+                    w.write(part).await?;
                 }
                 remaining -= take as u64;
             }
@@ -958,6 +985,22 @@ fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Writes `chunks` contiguously at `offset` with as few `pwritev` calls as
+/// the kernel allows.
+fn write_all_at(file: &File, chunks: &[Bytes], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = rustix::io::pwritev(file, bufs, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        io::IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
 /// Makes a task's written bytes durable (fdatasync: the file's new blocks
 /// included) before a piece is recorded.
 async fn sync(file: &Arc<File>) -> Result<()> {
@@ -1051,7 +1094,10 @@ struct PieceWriter {
     offset: u64,
     length: u64,
     written: u64,
-    buf: BytesMut,
+    /// Received chunks not yet written, kept as they came (no copy): one
+    /// `pwritev` writes them.
+    pending: Vec<Bytes>,
+    pending_len: usize,
     crc: crc32fast::Hasher,
 }
 
@@ -1063,13 +1109,14 @@ impl PieceWriter {
             offset,
             length,
             written: 0,
-            buf: BytesMut::with_capacity(WRITE_BUFFER.min(length as usize)),
+            pending: Vec::new(),
+            pending_len: 0,
             crc: crc32fast::Hasher::new(),
         }
     }
 
-    async fn write(&mut self, chunk: &[u8]) -> Result<()> {
-        if self.written + (self.buf.len() + chunk.len()) as u64 > self.length {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if self.written + (self.pending_len + chunk.len()) as u64 > self.length {
             return Err(Error::new(
                 ErrorKind::Transient,
                 format!(
@@ -1078,24 +1125,25 @@ impl PieceWriter {
                 ),
             ));
         }
-        self.crc.update(chunk);
-        self.buf.extend_from_slice(chunk);
-        if self.buf.len() >= WRITE_BUFFER {
+        self.crc.update(&chunk);
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= WRITE_BUFFER || self.pending.len() >= WRITE_CHUNKS {
             self.flush().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
+        if self.pending.is_empty() {
             return Ok(());
         }
-        let buf = self.buf.split().freeze();
+        let chunks = std::mem::take(&mut self.pending);
+        let len = std::mem::take(&mut self.pending_len) as u64;
         let file = self.file.clone();
         let at = self.offset + self.written;
-        let len = buf.len() as u64;
         let n = self.number;
-        tokio::task::spawn_blocking(move || file.write_all_at(&buf, at))
+        tokio::task::spawn_blocking(move || write_all_at(&file, &chunks, at))
             .await
             .map_err(|e| Error::internal(format!("piece writer: {e}")))?
             .map_err(|e| Error::internal(format!("writing piece {n}: {e}")))?;

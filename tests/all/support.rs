@@ -271,6 +271,75 @@ impl Drop for Seedgate {
     }
 }
 
+/// A network link of fixed bandwidth in front of a loopback server: a TCP
+/// proxy whose connections share one pacing clock for the server → client
+/// direction, so parallel connections split the bandwidth as they would on
+/// a real link instead of each getting its own.
+#[allow(dead_code)] // used by benches/engine.rs
+pub struct Link {
+    pub port: u16,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[allow(dead_code)] // used by benches/engine.rs
+impl Link {
+    pub async fn start(upstream: u16, bytes_per_sec: u64) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // When the link is next free to carry a byte.
+        let free_at = std::sync::Arc::new(tokio::sync::Mutex::new(tokio::time::Instant::now()));
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let free_at = free_at.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                        let _ = sw.shutdown().await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match sr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let send_at = {
+                            let mut free = free_at.lock().await;
+                            let start = (*free).max(tokio::time::Instant::now());
+                            *free =
+                                start + Duration::from_secs_f64(n as f64 / bytes_per_sec as f64);
+                            start
+                        };
+                        tokio::time::sleep_until(send_at).await;
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = cw.shutdown().await;
+                    up.abort();
+                });
+            }
+        });
+        Link { port, accept }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 /// A temporary directory with an nginx origin in `origin/` under it.
 pub fn origin() -> (tempfile::TempDir, Nginx) {
     let dir = tempfile::tempdir().unwrap();
