@@ -48,8 +48,6 @@ use crate::origin::{Expect, Origin};
 use crate::plugin::bindings::seedgate::plugin::types as wit;
 use crate::storage::{PieceRecord, Storage, TaskRecord, TaskState};
 
-/// Size of the chunks a reader sends.
-const READ_CHUNK: usize = 256 * 1024;
 /// Bytes a piece writer gathers before one positioned write...
 const WRITE_BUFFER: usize = 1024 * 1024;
 /// ...or chunks, well under the kernel's IOV_MAX (1024).
@@ -60,6 +58,8 @@ const MAX_RESTARTS: u32 = 3;
 /// Landed pieces waiting for their sync and record, at most: bounds what a
 /// crash can cost (they are fetched again) and the dirty bytes in flight.
 const COMMIT_QUEUE: usize = 16;
+/// Memory for pieces read ahead of what readers send, over all readers.
+const READ_AHEAD_MIB: usize = 64;
 /// A task's last-access time is persisted at most this often.
 const ACCESS_PERSIST_MS: u64 = 60_000;
 
@@ -83,6 +83,10 @@ struct Progress {
     /// Set once the download ends.
     outcome: Option<Result<(), Error>>,
 }
+
+/// A piece being read (and checked) on a blocking thread: `None` when its
+/// bytes failed their digest.
+type PieceRead = tokio::task::JoinHandle<Result<Option<Bytes>>>;
 
 /// A piece readers may read.
 #[derive(Debug, Clone, Copy)]
@@ -306,6 +310,9 @@ pub struct TaskManager {
     slots: tokio::sync::Mutex<HashMap<String, Arc<Slot>>>,
     index: Arc<parking_lot::Mutex<Index>>,
     gc_kick: Notify,
+    /// MiB that readers may hold in pieces read ahead, over all readers;
+    /// with none left, a reader reads its next piece when it gets there.
+    read_ahead: Arc<tokio::sync::Semaphore>,
 }
 
 impl TaskManager {
@@ -340,6 +347,7 @@ impl TaskManager {
             slots: tokio::sync::Mutex::new(HashMap::new()),
             index: Arc::new(parking_lot::Mutex::new(index)),
             gc_kick: Notify::new(),
+            read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
         }))
     }
 
@@ -908,7 +916,7 @@ impl TaskManager {
 
     /// Reads piece `n` whole, checking its crc32 when configured (and the
     /// piece is not fresh from this process's download).
-    async fn read_piece(&self, object: &Object, n: u32, landed: Landed) -> Result<Option<Bytes>> {
+    fn start_read(&self, object: &Object, n: u32, landed: Landed) -> PieceRead {
         let r = &object.record;
         let (offset, length) = piece_span(n, r.content_length, r.piece_length);
         let file = object.file.clone();
@@ -923,13 +931,30 @@ impl TaskManager {
             }
             Ok(Some(Bytes::from(buf)))
         })
-        .await
-        .map_err(|e| Error::internal(format!("piece reader: {e}")))?
+    }
+
+    /// Piece `n` if it can be read without waiting (stored, or landed).
+    fn landed_now(object: &Object, n: u32) -> Option<Landed> {
+        match &object.source {
+            Source::Local(crcs) => crcs
+                .get(n as usize)
+                .map(|&crc| Landed { crc, fresh: false }),
+            Source::Download(dl) => dl
+                .progress
+                .borrow()
+                .pieces
+                .get(n as usize)
+                .copied()
+                .flatten(),
+        }
     }
 
     /// Streams bytes `start..end` of an object, each piece as soon as it is
-    /// recorded and checked. A failed download ends the stream with its
-    /// error; a corrupt piece is fetched again before it is sent.
+    /// readable and checked. While one piece is sent, the next one (if
+    /// already readable, and the shared read-ahead budget allows) is read
+    /// and checked on a blocking thread. A failed
+    /// download ends the stream with its error; a corrupt piece is fetched
+    /// again before it is sent.
     pub fn read(
         self: &Arc<Self>,
         object: &Object,
@@ -941,12 +966,18 @@ impl TaskManager {
         async_stream::try_stream! {
             let piece_length = object.record.piece_length;
             let mut pos = start;
+            let mut ahead: Option<(u32, PieceRead, tokio::sync::OwnedSemaphorePermit)> = None;
             while pos < end {
                 let n = (pos / piece_length) as u32;
                 let mut attempts = 0;
                 let bytes = loop {
                     let landed = Self::wait_piece(&object, n).await.map_err(io::Error::other)?;
-                    if let Some(bytes) = me.read_piece(&object, n, landed).await.map_err(io::Error::other)? {
+                    let read = match ahead.take() {
+                        Some((m, read, _budget)) if m == n => read,
+                        _ => me.start_read(&object, n, landed),
+                    };
+                    let read = read.await.map_err(|e| io::Error::other(format!("piece reader: {e}")))?;
+                    if let Some(bytes) = read.map_err(io::Error::other)? {
                         break bytes;
                     }
                     attempts += 1;
@@ -956,11 +987,17 @@ impl TaskManager {
                     me.repair(&mut object, n).await.map_err(io::Error::other)?;
                 };
                 let offset = n as u64 * piece_length;
-                let mut part = bytes.slice((pos - offset) as usize..((end - offset) as usize).min(bytes.len()));
+                let part = bytes.slice((pos - offset) as usize..((end - offset) as usize).min(bytes.len()));
                 pos += part.len() as u64;
-                while !part.is_empty() {
-                    yield part.split_to(READ_CHUNK.min(part.len()));
+                if pos < end
+                    && let Some(landed) = Self::landed_now(&object, n + 1)
+                    && let Ok(budget) = me.read_ahead.clone().try_acquire_many_owned(
+                        piece_length.div_ceil(1 << 20) as u32,
+                    )
+                {
+                    ahead = Some((n + 1, me.start_read(&object, n + 1, landed), budget));
                 }
+                yield part;
             }
         }
     }

@@ -309,14 +309,21 @@ impl Link {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
+                        // Timers tick in milliseconds, far coarser than one
+                        // chunk's time on the link: keep up to 5 ms of credit
+                        // so oversleeping is caught up, and only sleep when
+                        // the schedule is ahead by more than a tick.
+                        let now = tokio::time::Instant::now();
                         let send_at = {
                             let mut free = free_at.lock().await;
-                            let start = (*free).max(tokio::time::Instant::now());
+                            let start = (*free).max(now - Duration::from_millis(5));
                             *free =
                                 start + Duration::from_secs_f64(n as f64 / bytes_per_sec as f64);
                             start
                         };
-                        tokio::time::sleep_until(send_at).await;
+                        if send_at > now + Duration::from_millis(1) {
+                            tokio::time::sleep_until(send_at).await;
+                        }
                         if cw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
