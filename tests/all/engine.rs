@@ -356,11 +356,13 @@ async fn ttl_and_explicit_delete_free_space_at_once() {
     assert_eq!(resp.status(), 404);
 }
 
-/// kill -9 at random moments while a large object downloads, restarting on
-/// the same data directory each time: every byte ever served equals the
-/// origin's, the task completes, and finished pieces are never fetched
-/// again (origin bytes stay within one object plus the pieces in flight
-/// at each kill). Loops: `SEEDGATE_KILL_LOOPS` (default 20).
+/// kill -9 at random moments while large objects download, restarting on
+/// the same data directory each time, until `SEEDGATE_KILL_LOOPS` (default
+/// 20) kills have landed in the middle of a download (the killed reader had
+/// been answered `miss`). Every byte ever served equals the origin's; each
+/// object completes (then the next one is downloaded, killed, completed);
+/// finished pieces are never fetched again (origin bytes stay within the
+/// objects plus the pieces in flight at each kill).
 #[tokio::test]
 async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
     let loops: usize = std::env::var("SEEDGATE_KILL_LOOPS")
@@ -368,56 +370,83 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let (dir, nginx) = origin();
-    let data = pseudo_random(128 * MIB, 40);
-    nginx.put("k.bin", &data);
-    let base = nginx.slow_base_url();
-    let mut sg = Seedgate::start(dir.path(), &config(&base, ""));
+    let size = 64 * MIB;
+    let object = |i: u64| (format!("k{i}.bin"), pseudo_random(size, 40 + i));
+    let (mut name, mut data) = object(0);
+    nginx.put(&name, &data);
+    let mut objects = 1u64;
+    let mut sg = Seedgate::start(dir.path(), &config(&nginx.slow_base_url(), ""));
     let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ std::process::id() as u64;
-    let mut served = 0u64;
-    for i in 0..loops {
+    let (mut mid_download, mut kills, mut served) = (0, 0, 0u64);
+    while mid_download < loops {
+        assert!(
+            kills < loops * 4,
+            "only {mid_download} of {kills} kills came mid-download"
+        );
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
         // Pieces land after ~2 s (4 MiB at 2 MB/s): kill before, during and
         // after the first ones.
         let after = Duration::from_millis(rng % 3000);
-        let url = sg.url("/o/www/k.bin");
+        let url = sg.url(&format!("/o/www/{name}"));
         let reader = tokio::spawn(async move {
             let mut got = Vec::new();
+            let mut cache = None;
             if let Ok(resp) = client().get(url).send().await {
+                cache = resp
+                    .headers()
+                    .get("x-seedgate-cache")
+                    .map(|v| v.to_str().unwrap().to_string());
                 let mut body = resp.bytes_stream();
                 while let Some(Ok(chunk)) = body.next().await {
                     got.extend_from_slice(&chunk);
                 }
             }
-            got
+            (cache, got)
         });
         tokio::time::sleep(after).await;
         let (config, data_dir) = sg.kill();
-        let got = reader.await.unwrap();
+        kills += 1;
+        let (cache, got) = reader.await.unwrap();
         assert_eq!(
             &got[..],
             &data[..got.len()],
-            "loop {i}: a served byte differs"
+            "kill {kills} ({name}): a served byte differs"
         );
         served += got.len() as u64;
         sg = Seedgate::start_with(&config, &data_dir);
+        match cache.as_deref() {
+            Some("miss") => mid_download += 1,
+            Some("hit") => {
+                // Complete: check it whole, then download the next one.
+                let resp = get(&sg.url(&format!("/o/www/{name}"))).await;
+                assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+                assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+                (name, data) = object(objects);
+                nginx.put(&name, &data);
+                objects += 1;
+            }
+            _ => {} // killed before the answer
+        }
     }
-    let resp = get(&sg.url("/o/www/k.bin")).await;
+    let resp = get(&sg.url(&format!("/o/www/{name}"))).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
     assert!(served > 0, "no kill came after the first bytes were served");
-    let fetched = nginx.bytes_sent("/slow/k.bin");
-    let bound = data.len() as u64 + loops as u64 * 4 * 4 * MIB as u64;
+    let fetched: u64 = (0..objects)
+        .map(|i| nginx.bytes_sent(&format!("/slow/k{i}.bin")))
+        .sum();
+    let bound = objects * size as u64 + kills as u64 * 4 * 4 * MIB as u64;
     assert!(
         fetched <= bound,
         "origin sent {fetched} bytes (bound {bound})"
     );
     eprintln!(
-        "kill -9 x{loops}: {served} bytes served before kills, origin sent {fetched} for {}",
-        data.len()
+        "kill -9: {kills} kills, {mid_download} mid-download, {objects} objects of {size} B, \
+         {served} B served before kills, origin sent {fetched} B"
     );
-    let resp = get(&sg.url("/o/www/k.bin")).await;
+    let resp = get(&sg.url(&format!("/o/www/{name}"))).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
 }
 
