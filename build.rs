@@ -11,10 +11,13 @@ use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
 
-/// Built-in plugins: (crate directory under plugins/, artifact stem, env var).
+/// Plugin crates: (directory under plugins/, artifact stem, env var); the
+/// SDK is a library with no artifact of its own.
 /// Test components are only used by tests/, through the same env vars.
 const PLUGINS: &[(&str, &str, &str)] = &[
+    ("sdk", "", ""),
     ("http", "seedgate_plugin_http", "SEEDGATE_PLUGIN_HTTP_WASM"),
+    ("s3", "seedgate_plugin_s3", "SEEDGATE_PLUGIN_S3_WASM"),
     (
         "test-hostile",
         "seedgate_test_hostile",
@@ -75,7 +78,7 @@ fn main() {
         plugins.display()
     );
 
-    for (_, stem, var) in PLUGINS {
+    for (_, stem, var) in PLUGINS.iter().filter(|p| !p.1.is_empty()) {
         let wasm = target_dir
             .join(TARGET)
             .join("release")

@@ -297,7 +297,7 @@ pub enum ConfigError {
 }
 
 /// Names of the plugins built into the binary.
-pub const BUILTIN_PLUGINS: &[&str] = &["http"];
+pub const BUILTIN_PLUGINS: &[&str] = &["http", "s3"];
 
 impl Config {
     /// Reads, parses and validates a config file.
@@ -441,13 +441,8 @@ impl Config {
                 }
             }
             for (k, v) in &origin.config {
-                if let Some(var) = v.as_str().and_then(|s| s.strip_prefix("env:"))
-                    && std::env::var(var).is_err()
-                {
-                    bad(
-                        format!("origins.{name}.config.{k}"),
-                        format!("environment variable {var} is not set"),
-                    );
+                if let Some(Err(e)) = v.as_str().map(resolve_secret) {
+                    bad(format!("origins.{name}.config.{k}"), e);
                 }
             }
         }
@@ -456,22 +451,36 @@ impl Config {
 }
 
 impl OriginConfig {
-    /// The plugin's table as strings, with `env:NAME` values resolved.
+    /// The plugin's table as strings, with `env:NAME` and `file:PATH`
+    /// values resolved (an unresolvable one becomes empty; `validate`
+    /// reports it).
     pub fn resolved_plugin_config(&self) -> BTreeMap<String, String> {
         self.config
             .iter()
             .map(|(k, v)| {
                 let value = match v {
-                    toml::Value::String(s) => match s.strip_prefix("env:") {
-                        Some(var) => std::env::var(var).unwrap_or_default(),
-                        None => s.clone(),
-                    },
+                    toml::Value::String(s) => resolve_secret(s).unwrap_or_default(),
                     other => other.to_string(),
                 };
                 (k.clone(), value)
             })
             .collect()
     }
+}
+
+/// A plugin config value: `env:NAME` is the environment variable `NAME`,
+/// `file:PATH` the contents of the file `PATH` without a trailing newline,
+/// anything else itself.
+pub fn resolve_secret(value: &str) -> std::result::Result<String, String> {
+    if let Some(var) = value.strip_prefix("env:") {
+        return std::env::var(var).map_err(|_| format!("environment variable {var} is not set"));
+    }
+    if let Some(path) = value.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| format!("cannot read secret file {path}: {e}"));
+    }
+    Ok(value.to_string())
 }
 
 #[cfg(test)]

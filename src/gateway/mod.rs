@@ -5,6 +5,9 @@
 //!   `Range` requests (206, 416). `HEAD` never starts a download.
 //! - `DELETE /api/v1/tasks/{id}`: deletes a stored task (409 while it is
 //!   being read or downloaded).
+//! - `GET /api/v1/origins/{origin}/objects?prefix=P&page_token=T&max=N`:
+//!   one page of the origin's objects whose keys start with `P`, through
+//!   the plugin's `list-objects`.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -16,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -41,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/o/{origin}/{*key}", get(get_object).head(head_object))
         .route("/api/v1/tasks/{id}", delete(delete_task))
+        .route("/api/v1/origins/{origin}/objects", get(list_objects))
         .with_state(state)
 }
 
@@ -254,4 +258,54 @@ mod tests {
         assert_eq!(first("bytes=-5"), 0);
         assert_eq!(first("bytes=9-10,0-1"), 9);
     }
+}
+
+/// Query of a listing.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    page_token: Option<String>,
+    max: Option<u32>,
+}
+
+/// One page of a listing, as JSON.
+#[derive(Debug, serde::Serialize)]
+struct ListAnswer {
+    objects: Vec<ListedObject>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ListedObject {
+    key: String,
+    url: String,
+    size: Option<u64>,
+}
+
+/// Objects per page when the caller does not say, and at most.
+const LIST_PAGE_DEFAULT: u32 = 1000;
+
+async fn list_objects(
+    State(state): State<AppState>,
+    Path(origin): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<axum::Json<ListAnswer>, AppError> {
+    let origin = state.origins.get(&origin).map_err(AppError::from_error)?;
+    let page = origin
+        .list(&q.prefix, q.page_token, q.max.unwrap_or(LIST_PAGE_DEFAULT))
+        .await
+        .map_err(AppError::from_error)?;
+    Ok(axum::Json(ListAnswer {
+        objects: page
+            .objects
+            .into_iter()
+            .map(|o| ListedObject {
+                key: o.key,
+                url: o.url,
+                size: o.size,
+            })
+            .collect(),
+        next_page_token: page.next_page_token,
+    }))
 }

@@ -177,6 +177,46 @@ impl Origin {
         Ok(url)
     }
 
+    /// One page of the objects whose keys start with `prefix` (which may
+    /// be empty or end mid-segment), through the plugin's `list-objects`.
+    pub async fn list(
+        &self,
+        prefix: &str,
+        page_token: Option<String>,
+        max: u32,
+    ) -> Result<wit::ListPage> {
+        if prefix.split('/').any(|s| s == "." || s == "..") || prefix.chars().any(char::is_control)
+        {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "prefix '{prefix}' for origin '{}': '.', '..' and control characters are not allowed",
+                    self.name
+                ),
+            ));
+        }
+        // A prefix is a key fragment, never a query or a fragment.
+        let escaped = prefix
+            .trim_start_matches('/')
+            .replace('%', "%25")
+            .replace('?', "%3F")
+            .replace('#', "%23");
+        let prefix_url = self.base_url.join(&escaped).map_err(|e| {
+            Error::new(
+                ErrorKind::Invalid,
+                format!("prefix '{prefix}' for origin '{}': {e}", self.name),
+            )
+        })?;
+        let ctx = wit::RequestContext {
+            url: self.base_url.to_string(),
+            headers: Vec::new(),
+        };
+        let max = max.clamp(1, 1000);
+        self.plugin
+            .list_objects(&self.env, ctx, prefix_url.to_string(), page_token, max)
+            .await
+    }
+
     /// The context a plugin sees: the URL and the forwardable client headers.
     pub fn context(&self, url: &Url, headers: &HeaderMap) -> wit::RequestContext {
         let headers = self

@@ -58,8 +58,10 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 const POOL_INSTANCES: u32 = 256;
 
 /// The built-in plugins, compiled by build.rs.
-pub const BUILTINS: &[(&str, &[u8])] =
-    &[("http", include_bytes!(env!("SEEDGATE_PLUGIN_HTTP_WASM")))];
+pub const BUILTINS: &[(&str, &[u8])] = &[
+    ("http", include_bytes!(env!("SEEDGATE_PLUGIN_HTTP_WASM"))),
+    ("s3", include_bytes!(env!("SEEDGATE_PLUGIN_S3_WASM"))),
+];
 
 /// Per-call state of a store.
 pub struct HostState {
@@ -345,6 +347,28 @@ impl Plugin {
                 Box::pin(async move {
                     p.seedgate_plugin_origin()
                         .call_plan_read(s, &ctx, &meta, range)
+                        .await
+                })
+            })
+            .await?;
+        r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
+    }
+
+    /// `list-objects`: one page of the objects under `prefix` (a URL).
+    /// `ctx.url` is the origin's base URL.
+    pub async fn list_objects(
+        &self,
+        env: &Arc<CallEnv>,
+        ctx: wit::RequestContext,
+        prefix: String,
+        page_token: Option<String>,
+        max: u32,
+    ) -> Result<wit::ListPage> {
+        let r = self
+            .call(env, "list-objects", move |p, s| {
+                Box::pin(async move {
+                    p.seedgate_plugin_origin()
+                        .call_list_objects(s, &ctx, &prefix, page_token.as_deref(), max)
                         .await
                 })
             })
