@@ -19,6 +19,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
     ("http", "seedgate_plugin_http", "SEEDGATE_PLUGIN_HTTP_WASM"),
     ("s3", "seedgate_plugin_s3", "SEEDGATE_PLUGIN_S3_WASM"),
     (
+        "gitlab-lfs",
+        "seedgate_plugin_gitlab_lfs",
+        "SEEDGATE_PLUGIN_GITLAB_LFS_WASM",
+    ),
+    (
         "test-hostile",
         "seedgate_test_hostile",
         "SEEDGATE_TEST_HOSTILE_WASM",

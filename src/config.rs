@@ -297,7 +297,7 @@ pub enum ConfigError {
 }
 
 /// Names of the plugins built into the binary.
-pub const BUILTIN_PLUGINS: &[&str] = &["http", "s3"];
+pub const BUILTIN_PLUGINS: &[&str] = &["http", "s3", "gitlab-lfs"];
 
 impl Config {
     /// Reads, parses and validates a config file.

@@ -61,6 +61,10 @@ const POOL_INSTANCES: u32 = 256;
 pub const BUILTINS: &[(&str, &[u8])] = &[
     ("http", include_bytes!(env!("SEEDGATE_PLUGIN_HTTP_WASM"))),
     ("s3", include_bytes!(env!("SEEDGATE_PLUGIN_S3_WASM"))),
+    (
+        "gitlab-lfs",
+        include_bytes!(env!("SEEDGATE_PLUGIN_GITLAB_LFS_WASM")),
+    ),
 ];
 
 /// Per-call state of a store.

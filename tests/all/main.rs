@@ -1,10 +1,12 @@
 //! seedgate's integration tests: one binary (it links once), a module per
 //! behaviour, every test against real servers on loopback.
 
+mod giftless;
 mod s3_server;
 mod support;
 
 mod engine;
 mod gateway_http_origin;
+mod origin_lfs;
 mod origin_s3;
 mod plugin_sandbox;

@@ -23,7 +23,13 @@ pub fn free_port() -> u16 {
 }
 
 fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    for _ in 0..200 {
+    wait_for_port_within(port, what, child, Duration::from_secs(5))
+}
+
+/// Waits until `port` accepts connections, failing early if `child` exits.
+pub fn wait_for_port_within(port: u16, what: &str, child: &mut Child, timeout: Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return;
         }
@@ -32,7 +38,7 @@ fn wait_for_port(port: u16, what: &str, child: &mut Child) {
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    panic!("{what} did not listen on {port} within 5 s");
+    panic!("{what} did not listen on {port} within {timeout:?}");
 }
 
 /// Deterministic pseudo-random bytes (xorshift64*), fast even unoptimised.
