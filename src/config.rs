@@ -203,6 +203,74 @@ pub struct PluginsConfig {
     pub http_body_limit: ByteSize,
     #[serde(default = "default_log_lines_per_second")]
     pub log_lines_per_second: u32,
+    /// Calls one plugin may run at once; more are refused with 503 at once
+    /// (a bulkhead, never a queue).
+    #[serde(default = "default_max_concurrent_calls")]
+    pub max_concurrent_calls: u32,
+    /// Where compiled plugins are cached, keyed by the plugin's digest and
+    /// the engine's settings. Unset: `<data_dir>/plugin-cache`.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// How often `dir` is checked for replaced plugin files; "0s" turns
+    /// the check off (the reload API still works).
+    #[serde(default = "default_reload_interval", with = "humantime_serde")]
+    pub reload_interval: Duration,
+    /// Per-plugin overrides, `[plugins.limits.NAME]`.
+    #[serde(default)]
+    pub limits: BTreeMap<String, PluginLimits>,
+}
+
+/// `[plugins.limits.NAME]`: limits of one plugin, overriding `[plugins]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginLimits {
+    #[serde(default, with = "humantime_serde")]
+    pub call_timeout: Option<Duration>,
+    pub memory_limit: Option<ByteSize>,
+    pub max_concurrent_calls: Option<u32>,
+    /// Hosts this plugin (its http calls and its plans) may reach at all,
+    /// whatever an origin allows: both lists must admit a destination.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// The limits that apply to one plugin.
+#[derive(Debug, Clone)]
+pub struct EffectiveLimits {
+    pub call_timeout: Duration,
+    pub memory_limit: ByteSize,
+    pub max_concurrent_calls: u32,
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+impl PluginsConfig {
+    /// `[plugins]` with `[plugins.limits.NAME]` applied.
+    pub fn limits_for(&self, name: &str) -> EffectiveLimits {
+        let o = self.limits.get(name).cloned().unwrap_or_default();
+        EffectiveLimits {
+            call_timeout: o.call_timeout.unwrap_or(self.call_timeout),
+            memory_limit: o.memory_limit.unwrap_or(self.memory_limit),
+            max_concurrent_calls: o.max_concurrent_calls.unwrap_or(self.max_concurrent_calls),
+            allowed_hosts: o.allowed_hosts,
+        }
+    }
+
+    /// The largest memory limit of any plugin (the pool's slot size).
+    pub fn max_memory_limit(&self) -> ByteSize {
+        self.limits
+            .values()
+            .filter_map(|l| l.memory_limit)
+            .fold(self.memory_limit, |a, b| if b > a { b } else { a })
+    }
+}
+
+/// 64 calls at once per plugin.
+fn default_max_concurrent_calls() -> u32 {
+    64
+}
+
+/// Check plugins.dir every 2 seconds.
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(2)
 }
 
 /// 2 seconds for one plugin call, host http included.
@@ -239,6 +307,10 @@ impl Default for PluginsConfig {
             http_timeout: default_http_timeout(),
             http_body_limit: default_http_body_limit(),
             log_lines_per_second: default_log_lines_per_second(),
+            max_concurrent_calls: default_max_concurrent_calls(),
+            cache_dir: None,
+            reload_interval: default_reload_interval(),
+            limits: BTreeMap::new(),
         }
     }
 }
@@ -376,17 +448,41 @@ impl Config {
                 "must be more than zero".into(),
             );
         }
-        if self.plugins.memory_limit.as_u64() < ByteSize::mib(1).as_u64() {
-            bad(
-                "plugins.memory_limit".into(),
-                "must be at least 1 MiB".into(),
+        let mut memory = vec![(
+            "plugins.memory_limit".to_string(),
+            self.plugins.memory_limit,
+        )];
+        let mut concurrency = vec![(
+            "plugins.max_concurrent_calls".to_string(),
+            self.plugins.max_concurrent_calls,
+        )];
+        for (name, l) in &self.plugins.limits {
+            let key = |k: &str| format!("plugins.limits.{name}.{k}");
+            memory.extend(l.memory_limit.map(|m| (key("memory_limit"), m)));
+            concurrency.extend(
+                l.max_concurrent_calls
+                    .map(|c| (key("max_concurrent_calls"), c)),
             );
+            if l.call_timeout.is_some_and(|t| t.is_zero()) {
+                bad(key("call_timeout"), "must be more than zero".into());
+            }
+            for (i, h) in l.allowed_hosts.iter().flatten().enumerate() {
+                if let Err(e) = crate::origin::policy::Entry::parse(h) {
+                    bad(format!("plugins.limits.{name}.allowed_hosts[{i}]"), e);
+                }
+            }
         }
-        if self.plugins.memory_limit.as_u64() > ByteSize::gib(4).as_u64() {
-            bad(
-                "plugins.memory_limit".into(),
-                "must be at most 4 GiB (32-bit linear memory)".into(),
-            );
+        for (key, m) in memory {
+            if m.as_u64() < ByteSize::mib(1).as_u64() {
+                bad(key, "must be at least 1 MiB".into());
+            } else if m.as_u64() > ByteSize::gib(4).as_u64() {
+                bad(key, "must be at most 4 GiB (32-bit linear memory)".into());
+            }
+        }
+        for (key, c) in concurrency {
+            if c == 0 {
+                bad(key, "must be at least 1".into());
+            }
         }
         for (name, origin) in &self.origins {
             let key = |k: &str| format!("origins.{name}.{k}");

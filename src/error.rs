@@ -31,6 +31,9 @@ pub enum ErrorKind {
     /// The request conflicts with what the task is doing (deleting a task
     /// that is being read).
     Conflict,
+    /// Too many calls at once (a bulkhead is full); refused at once, not
+    /// queued.
+    Overloaded,
     /// A host-side failure (disk, metadata store).
     Internal,
 }

@@ -32,12 +32,21 @@ impl Server {
             config.storage.metadata_cache.as_u64(),
         )
         .with_context(|| format!("opening storage in {}", config.storage.data_dir.display()))?;
-        let host =
-            plugin::PluginHost::new(config.plugins.clone()).context("starting the plugin host")?;
-        let plugins = host.load_all(config.plugins.dir.as_deref())?;
-        for p in plugins.values() {
-            tracing::info!(plugin = %p.info.name, builtin = p.info.builtin, digest = %&p.info.digest[..16], "plugin ready");
+        let cache_dir = config
+            .plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| config.storage.data_dir.join("plugin-cache"));
+        let host = plugin::PluginHost::new(config.plugins.clone(), Some(&cache_dir))
+            .context("starting the plugin host")?;
+        let plugins = Arc::new(plugin::Registry::load(
+            Arc::new(host),
+            config.plugins.dir.as_deref(),
+        )?);
+        for p in plugins.summaries() {
+            tracing::info!(plugin = %p.name, builtin = p.builtin, digest = %&p.digest[..16], "plugin ready");
         }
+        plugins.spawn_watcher(config.plugins.reload_interval);
         let origins = Arc::new(origin::OriginRouter::new(config, &plugins)?);
         let tasks = task::TaskManager::new(
             Arc::new(storage),
@@ -46,7 +55,11 @@ impl Server {
         )
         .context("reconciling storage")?;
         tasks.spawn_gc();
-        let app = gateway::router(gateway::AppState { tasks, origins });
+        let app = gateway::router(gateway::AppState {
+            tasks,
+            origins,
+            plugins,
+        });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;

@@ -37,6 +37,9 @@ enum Command {
         /// Data directory, overriding `storage.data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Compiled-plugin cache, overriding `plugins.cache_dir`.
+        #[arg(long, env = "SEEDGATE_PLUGIN_CACHE_DIR")]
+        plugin_cache_dir: Option<PathBuf>,
     },
     /// Work with config files.
     Config {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             config,
             listen,
             data_dir,
+            plugin_cache_dir,
         } => {
             let mut cfg = match Config::load(&config) {
                 Ok(c) => c,
@@ -94,6 +98,9 @@ fn main() -> ExitCode {
             }
             if let Some(dir) = data_dir {
                 cfg.storage.data_dir = dir;
+            }
+            if let Some(dir) = plugin_cache_dir {
+                cfg.plugins.cache_dir = Some(dir);
             }
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(serve(cfg)) {

@@ -8,6 +8,11 @@
 //! - `GET /api/v1/origins/{origin}/objects?prefix=P&page_token=T&max=N`:
 //!   one page of the origin's objects whose keys start with `P`, through
 //!   the plugin's `list-objects`.
+//! - `GET /api/v1/plugins`: loaded plugins with digest, limits, call
+//!   counts and the last refused reload.
+//! - `POST /api/v1/plugins/{name}/reload`: loads the plugin's file again and
+//!   swaps it in (calls in flight finish on the old version); a version that
+//!   does not load is refused with 422 and the old one stays.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -28,6 +33,7 @@ pub use error::AppError;
 
 use crate::error::Error;
 use crate::origin::OriginRouter;
+use crate::plugin::{Registry, ReloadOutcome, SlotSummary};
 use crate::task::{ObjectInfo, TaskManager};
 
 /// Shared state of the handlers.
@@ -35,6 +41,7 @@ use crate::task::{ObjectInfo, TaskManager};
 pub struct AppState {
     pub tasks: Arc<TaskManager>,
     pub origins: Arc<OriginRouter>,
+    pub plugins: Arc<Registry>,
 }
 
 /// The gateway's routes.
@@ -45,6 +52,11 @@ pub fn router(state: AppState) -> Router {
         .route("/o/{origin}/{*key}", get(get_object).head(head_object))
         .route("/api/v1/tasks/{id}", delete(delete_task))
         .route("/api/v1/origins/{origin}/objects", get(list_objects))
+        .route("/api/v1/plugins", get(list_plugins))
+        .route(
+            "/api/v1/plugins/{name}/reload",
+            axum::routing::post(reload_plugin),
+        )
         .with_state(state)
 }
 
@@ -308,4 +320,28 @@ async fn list_objects(
             .collect(),
         next_page_token: page.next_page_token,
     }))
+}
+
+async fn list_plugins(State(state): State<AppState>) -> axum::Json<Vec<SlotSummary>> {
+    axum::Json(state.plugins.summaries())
+}
+
+async fn reload_plugin(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<axum::Json<ReloadOutcome>, AppError> {
+    let plugins = state.plugins.clone();
+    // Compiling is CPU work: keep it off the async workers.
+    let outcome = tokio::task::spawn_blocking(move || plugins.reload(&name))
+        .await
+        .map_err(|e| AppError::from_error(Error::internal(e.to_string())))?;
+    match outcome {
+        Ok(o) => Ok(axum::Json(o)),
+        Err(e) if e.kind == crate::error::ErrorKind::Invalid => Err(AppError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            message: e.to_string(),
+            headers: Vec::new(),
+        }),
+        Err(e) => Err(AppError::from_error(e)),
+    }
 }

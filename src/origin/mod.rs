@@ -17,7 +17,7 @@ use url::Url;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::plugin::bindings::seedgate::plugin::types as wit;
-use crate::plugin::{CallEnv, Plugin};
+use crate::plugin::{CallEnv, PluginSlot, Registry};
 use policy::{AllowList, PolicyResolver};
 
 /// One configured origin.
@@ -25,7 +25,7 @@ use policy::{AllowList, PolicyResolver};
 pub struct Origin {
     pub name: String,
     pub base_url: Url,
-    pub plugin: Arc<Plugin>,
+    pub plugin: Arc<PluginSlot>,
     pub env: Arc<CallEnv>,
     /// Client that executes plans.
     data: reqwest::Client,
@@ -71,14 +71,14 @@ fn client(
 
 impl OriginRouter {
     /// Binds every configured origin to its loaded plugin.
-    pub fn new(config: &Config, plugins: &BTreeMap<String, Arc<Plugin>>) -> anyhow::Result<Self> {
+    pub fn new(config: &Config, plugins: &Registry) -> anyhow::Result<Self> {
         let mut origins = BTreeMap::new();
         for (name, oc) in &config.origins {
-            let plugin = plugins.get(&oc.plugin).cloned().ok_or_else(|| {
+            let plugin = plugins.get(&oc.plugin).ok_or_else(|| {
                 anyhow::anyhow!(
                     "origins.{name}.plugin: no plugin named '{}' is loaded (have: {})",
                     oc.plugin,
-                    plugins.keys().cloned().collect::<Vec<_>>().join(", ")
+                    plugins.names().cloned().collect::<Vec<_>>().join(", ")
                 )
             })?;
             let mut base_url = Url::parse(&oc.base_url)?;
@@ -86,15 +86,23 @@ impl OriginRouter {
                 let path = format!("{}/", base_url.path());
                 base_url.set_path(&path);
             }
-            let allow =
-                Arc::new(AllowList::new(&base_url, &oc.allowed_hosts).map_err(anyhow::Error::msg)?);
+            let mut allow =
+                AllowList::new(&base_url, &oc.allowed_hosts).map_err(anyhow::Error::msg)?;
+            if let Some(limit) = config.plugins.limits_for(&oc.plugin).allowed_hosts {
+                allow = allow
+                    .restricted_to(AllowList::from_entries(&limit).map_err(anyhow::Error::msg)?);
+            }
+            let allow = Arc::new(allow);
             let d = &config.download;
             let env = Arc::new(CallEnv {
                 origin: name.clone(),
                 config: oc.resolved_plugin_config(),
                 http: client(&allow, d.connect_timeout, None)?,
                 allow: allow.clone(),
-                http_timeout: config.plugins.http_timeout.min(config.plugins.call_timeout),
+                http_timeout: config
+                    .plugins
+                    .http_timeout
+                    .min(config.plugins.limits_for(&oc.plugin).call_timeout),
                 http_body_limit: config.plugins.http_body_limit.as_u64(),
             });
             let forward_headers = oc
@@ -240,7 +248,7 @@ impl Origin {
     /// Checks a plan before executing it: a well-formed URL on the origin's
     /// allowlist and an HTTP method.
     pub fn check_plan(&self, plan: &wit::RequestPlan) -> Result<(Url, reqwest::Method)> {
-        let plugin = &self.plugin.info.name;
+        let plugin = &self.plugin.name;
         let url = Url::parse(&plan.url).map_err(|e| {
             Error::new(
                 ErrorKind::PluginFailed,

@@ -68,6 +68,9 @@ impl Entry {
 #[derive(Debug, Clone, Default)]
 pub struct AllowList {
     entries: Vec<Entry>,
+    /// The plugin's own list (`plugins.limits.NAME.allowed_hosts`), which a
+    /// URL's host must pass as well.
+    within: Option<Box<AllowList>>,
 }
 
 /// Why a destination was refused.
@@ -113,7 +116,36 @@ impl AllowList {
         for e in extra {
             entries.push(Entry::parse(e)?);
         }
-        Ok(Self { entries })
+        Ok(Self {
+            entries,
+            within: None,
+        })
+    }
+
+    /// A list of just `entries` (a plugin's limit).
+    pub fn from_entries(entries: &[String]) -> Result<Self, String> {
+        Ok(Self {
+            entries: entries
+                .iter()
+                .map(|e| Entry::parse(e))
+                .collect::<Result<_, _>>()?,
+            within: None,
+        })
+    }
+
+    /// Also requires every URL host to pass `limit`.
+    pub fn restricted_to(mut self, limit: AllowList) -> Self {
+        self.within = Some(Box::new(limit));
+        self
+    }
+
+    fn host_allowed(&self, host: Option<Host<&str>>) -> bool {
+        match host {
+            Some(Host::Domain(d)) => self.name_allowed(d),
+            Some(Host::Ipv4(ip)) => self.net_allowed(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.net_allowed(IpAddr::V6(ip)),
+            None => false,
+        }
     }
 
     fn name_allowed(&self, name: &str) -> bool {
@@ -150,20 +182,25 @@ impl AllowList {
                 url.scheme()
             )));
         }
-        let ok = match url.host() {
-            Some(Host::Domain(d)) => self.name_allowed(d),
-            Some(Host::Ipv4(ip)) => self.net_allowed(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.net_allowed(IpAddr::V6(ip)),
-            None => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(Denied(format!(
-                "host '{}' is not on the origin's allowlist",
-                url.host_str().unwrap_or("")
-            )))
+        let host = url.host_str().unwrap_or("");
+        if !self.host_allowed(url.host()) {
+            return Err(Denied(format!(
+                "host '{host}' is not on the origin's allowlist"
+            )));
         }
+        if let Some(limit) = &self.within
+            && !limit.host_allowed(url.host())
+        {
+            return Err(Denied(format!(
+                "host '{host}' is not on the plugin's allowlist (plugins.limits)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether a host name passes this list and the plugin's.
+    fn name_allowed_everywhere(&self, name: &str) -> bool {
+        self.name_allowed(name) && self.within.as_ref().is_none_or(|w| w.name_allowed(name))
     }
 }
 
@@ -184,7 +221,7 @@ impl Resolve for PolicyResolver {
         let allow = self.allow.clone();
         Box::pin(async move {
             let host = name.as_str().to_string();
-            if !allow.name_allowed(&host) {
+            if !allow.name_allowed_everywhere(&host) {
                 return Err(format!("host '{host}' is not on the origin's allowlist").into());
             }
             let addrs: Vec<SocketAddr> =

@@ -14,7 +14,9 @@
 //!   arguments or stdio. The guest reaches the world only through the
 //!   `log`, `config`, `clock` and allowlisted, capped `http` imports.
 
+mod cache;
 mod imports;
+mod registry;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -29,11 +31,12 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::config::PluginsConfig;
+use crate::config::{EffectiveLimits, PluginsConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::origin::policy::AllowList;
 
 pub use imports::LogLimiter;
+pub use registry::{PluginSlot, Registry, ReloadOutcome, SlotSummary};
 
 /// Generated bindings of the `origin-plugin` world.
 pub mod bindings {
@@ -106,7 +109,8 @@ pub struct PluginInfo {
     /// sha256 of the component bytes.
     pub digest: String,
     pub builtin: bool,
-    pub log: LogLimiter,
+    /// Shared by every version of the plugin, so a reload does not reset it.
+    pub log: Arc<LogLimiter>,
 }
 
 /// A compiled, pre-linked plugin.
@@ -114,8 +118,8 @@ pub struct Plugin {
     pub info: Arc<PluginInfo>,
     pre: OriginPluginPre<HostState>,
     engine: Engine,
-    memory_limit: usize,
-    call_timeout: Duration,
+    pub memory_limit: usize,
+    pub call_timeout: Duration,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -130,26 +134,27 @@ impl std::fmt::Debug for Plugin {
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
-    limits: PluginsConfig,
+    config: PluginsConfig,
+    cache: Option<cache::ArtifactCache>,
 }
 
 impl PluginHost {
     /// Builds the engine (epochs, pooling, no component-model concurrency)
-    /// and starts its epoch ticker.
-    pub fn new(limits: PluginsConfig) -> anyhow::Result<Self> {
+    /// and starts its epoch ticker. Compiled plugins are cached in
+    /// `cache_dir` when one is given.
+    pub fn new(config: PluginsConfig, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(POOL_INSTANCES)
             .total_core_instances(POOL_INSTANCES * 4)
             .total_memories(POOL_INSTANCES * 2)
             .total_tables(POOL_INSTANCES * 4)
-            .max_memory_size(limits.memory_limit.as_u64() as usize);
-        let mut config = wasmtime::Config::new();
-        config
-            .epoch_interruption(true)
+            .max_memory_size(config.max_memory_limit().as_u64() as usize);
+        let mut wasm = wasmtime::Config::new();
+        wasm.epoch_interruption(true)
             .wasm_component_model(true)
             .concurrency_support(false)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&config)?;
+        let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         OriginPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
@@ -164,63 +169,85 @@ impl PluginHost {
                     std::thread::sleep(EPOCH_TICK);
                 }
             })?;
+        let cache = match cache_dir {
+            Some(dir) => Some(cache::ArtifactCache::open(dir, &engine)?),
+            None => None,
+        };
         Ok(Self {
             engine,
             linker,
-            limits,
+            config,
+            cache,
         })
     }
 
-    /// Compiles and links a component, checking that it is an origin plugin.
-    pub fn load(&self, name: &str, bytes: &[u8], builtin: bool) -> Result<Plugin, String> {
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The component in `bytes`, from the artifact cache when it holds it.
+    fn compile(&self, name: &str, bytes: &[u8], digest: &str) -> Result<Component, String> {
+        if wasmtime::wasmparser::Parser::is_core_wasm(bytes) {
+            return Err(format!(
+                "plugin '{name}' is a core WebAssembly module, not a component (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+            ));
+        }
+        if !wasmtime::wasmparser::Parser::is_component(bytes) {
+            return Err(format!("plugin '{name}' is not a WebAssembly component"));
+        }
+        if let Some(cache) = &self.cache
+            && let Some(component) = cache.get(&self.engine, digest)
+        {
+            return Ok(component);
+        }
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| format!("plugin '{name}' does not compile: {e:#}"))?;
+        if let Some(cache) = &self.cache {
+            cache.put(digest, &component);
+        }
+        Ok(component)
+    }
+
+    /// Compiles and links a component, checking that it is an origin
+    /// plugin, under the limits configured for `name`.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        builtin: bool,
+        log: Arc<LogLimiter>,
+    ) -> Result<Plugin, String> {
+        let digest = hex::encode(Sha256::digest(bytes));
+        let component = self.compile(name, bytes, &digest)?;
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             format!("plugin '{name}' imports what the host does not provide: {e:#}")
         })?;
         let pre = OriginPluginPre::new(pre).map_err(|e| {
             format!("plugin '{name}' does not implement the origin-plugin world: {e:#}")
         })?;
+        let limits = self.limits_for(name);
         Ok(Plugin {
             info: Arc::new(PluginInfo {
                 name: name.to_string(),
-                digest: hex::encode(Sha256::digest(bytes)),
+                digest,
                 builtin,
-                log: LogLimiter::new(self.limits.log_lines_per_second),
+                log,
             }),
             pre,
             engine: self.engine.clone(),
-            memory_limit: self.limits.memory_limit.as_u64() as usize,
-            call_timeout: self.limits.call_timeout,
+            memory_limit: limits.memory_limit.as_u64() as usize,
+            call_timeout: limits.call_timeout,
         })
     }
 
-    /// Loads the built-ins, then `NAME.wasm` files from `dir` (which replace
-    /// built-ins of the same name).
-    pub fn load_all(&self, dir: Option<&Path>) -> anyhow::Result<BTreeMap<String, Arc<Plugin>>> {
-        let mut plugins = BTreeMap::new();
-        for (name, bytes) in BUILTINS {
-            let plugin = self.load(name, bytes, true).map_err(anyhow::Error::msg)?;
-            plugins.insert(name.to_string(), Arc::new(plugin));
-        }
-        if let Some(dir) = dir {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|e| anyhow::anyhow!("plugins.dir {}: {e}", dir.display()))?;
-            for entry in entries {
-                let path = entry?.path();
-                if path.extension().is_none_or(|e| e != "wasm") {
-                    continue;
-                }
-                let Some(name) = path.file_stem().and_then(|s| s.to_str()) else {
-                    continue;
-                };
-                let bytes = std::fs::read(&path)?;
-                let plugin = self.load(name, &bytes, false).map_err(anyhow::Error::msg)?;
-                tracing::info!(plugin = name, path = %path.display(), digest = %plugin.info.digest, "loaded custom plugin");
-                plugins.insert(name.to_string(), Arc::new(plugin));
-            }
-        }
-        Ok(plugins)
+    /// The limits configured for plugin `name`.
+    pub fn limits_for(&self, name: &str) -> EffectiveLimits {
+        self.config.limits_for(name)
+    }
+
+    /// A new log budget for a plugin.
+    pub fn log_limiter(&self) -> Arc<LogLimiter> {
+        Arc::new(LogLimiter::new(self.config.log_lines_per_second))
     }
 }
 

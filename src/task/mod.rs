@@ -166,8 +166,7 @@ impl Download {
                 .plan_read(&origin.env, ctx, self.meta.clone(), None)
                 .await?;
             let fresh =
-                whole_object_plan(&plans, &origin.plugin.info.name, self.meta.content_length)?
-                    .clone();
+                whole_object_plan(&plans, &origin.plugin.name, self.meta.content_length)?.clone();
             origin.check_plan(&fresh)?;
             if plan.is_some() {
                 tracing::debug!(task = %self.record.id, "plan renewed");

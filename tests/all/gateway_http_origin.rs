@@ -340,7 +340,7 @@ async fn custom_plugins_load_from_a_directory() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("plugin 'broken' does not compile"),
+        stderr.contains("plugin 'broken' is not a WebAssembly component"),
         "{stderr}"
     );
 }

@@ -51,14 +51,21 @@ async fn authorization_from_config_and_forwarded_from_the_client() {
     let resp = get(&sg.url("/o/anon/a.bin")).await;
     assert_eq!(resp.status(), 403);
     let body = resp.text().await.unwrap();
-    assert!(body.contains("401") && body.contains("origin 'anon'"), "{body}");
+    assert!(
+        body.contains("401") && body.contains("origin 'anon'"),
+        "{body}"
+    );
 
     let resp = get(&sg.url("/o/cfg/a.bin")).await;
     assert_eq!(resp.status(), 200, "{:?}", resp.text().await);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
 
     let resp = get(&sg.url("/o/fwd/b.bin")).await;
-    assert_eq!(resp.status(), 403, "no client credentials, nothing forwarded");
+    assert_eq!(
+        resp.status(),
+        403,
+        "no client credentials, nothing forwarded"
+    );
     let resp = client()
         .get(sg.url("/o/fwd/b.bin"))
         .header("authorization", "Bearer wrong")

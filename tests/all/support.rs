@@ -213,6 +213,11 @@ impl Seedgate {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0"])
+            // Compiled plugins are shared by every server the tests start.
+            .env(
+                "SEEDGATE_PLUGIN_CACHE_DIR",
+                Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"),
+            )
             .env(
                 "SEEDGATE_LOG",
                 std::env::var("SEEDGATE_LOG").unwrap_or_else(|_| "warn".into()),
