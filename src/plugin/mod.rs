@@ -336,9 +336,9 @@ impl Plugin {
             _ => {
                 let text = format!("{e:#}");
                 let kind = if text.contains("memory") && text.contains("grow") {
-                    "exceeded its memory cap"
+                    format!("exceeded its {} B memory cap", self.memory_limit)
                 } else {
-                    "trapped"
+                    "trapped".to_string()
                 };
                 Error::new(
                     ErrorKind::PluginFailed,

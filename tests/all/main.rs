@@ -10,4 +10,5 @@ mod gateway_http_origin;
 mod origin_http;
 mod origin_lfs;
 mod origin_s3;
+mod plugin_host;
 mod plugin_sandbox;

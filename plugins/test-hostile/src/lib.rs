@@ -12,6 +12,15 @@
 //!   made: the object is `config.expiring-url`, `config.expiring-length`
 //!   bytes long, and each plan's URL carries `?plan=<ms>` so the origin's
 //!   log shows when the host asked for a new one;
+//! - `slow`: spins for `config.slow-ms` (default 800) ms of wall time, then
+//!   answers not-found "slow call finished" (a call in flight across a
+//!   reload);
+//! - `flood`: logs 10 000 lines, then answers not-found (the log budget
+//!   must hold);
+//! - `private`: asks the host's http for `config.private-url`, a name on the
+//!   allowlist that resolves to a private address nobody listed;
+//! - `liar`: says the object at `config.liar-url` is `config.liar-length`
+//!   bytes long, which it is not (the host must notice from the answers);
 //! - anything else: not-found, so a test can see the plugin still answers.
 
 wit_bindgen::generate!({
@@ -20,7 +29,7 @@ wit_bindgen::generate!({
 });
 
 use exports::seedgate::plugin::origin::Guest;
-use seedgate::plugin::{clock, config, http};
+use seedgate::plugin::{clock, config, http, log};
 use seedgate::plugin::types::{ByteRange, ErrorDetail, ListPage, ObjectMeta, OriginError, RequestContext, RequestPlan};
 
 struct Hostile;
@@ -72,6 +81,44 @@ impl Guest for Hostile {
                 };
                 Err(OriginError::Invalid(err(said)))
             }
+            "slow" => {
+                let ms: u64 = config::get("slow-ms").and_then(|v| v.parse().ok()).unwrap_or(800);
+                let until = clock::now_ms() + ms;
+                while clock::now_ms() < until {
+                    core::hint::spin_loop();
+                }
+                Err(OriginError::NotFound(err("slow call finished".into())))
+            }
+            "flood" => {
+                for i in 0..10_000 {
+                    log::log(log::Level::Warn, &format!("flood line {i}"));
+                }
+                Err(OriginError::NotFound(err("flooded".into())))
+            }
+            "private" => {
+                let url = config::get("private-url").unwrap_or_default();
+                let said = match http::send(&http::Request {
+                    method: "GET".into(),
+                    url,
+                    headers: vec![],
+                    body: None,
+                    timeout_ms: Some(1000),
+                }) {
+                    Ok(resp) => format!("reached it: status {}", resp.status),
+                    Err(http::HttpError::Denied(m)) => format!("denied: {m}"),
+                    Err(e) => format!("other error: {e:?}"),
+                };
+                Err(OriginError::Invalid(err(said)))
+            }
+            "liar" => Ok(ObjectMeta {
+                content_length: config::get("liar-length")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| OriginError::Invalid(err("liar-length is not set".into())))?,
+                etag: None,
+                last_modified: None,
+                content_type: None,
+                accepts_ranges: true,
+            }),
             "expiring" => Ok(ObjectMeta {
                 content_length: config::get("expiring-length")
                     .and_then(|v| v.parse().ok())
@@ -93,6 +140,17 @@ impl Guest for Hostile {
     }
 
     fn plan_read(ctx: RequestContext, _meta: ObjectMeta, _range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+        if last_segment(&ctx.url) == "liar" {
+            return Ok(vec![RequestPlan {
+                method: "GET".into(),
+                url: config::get("liar-url").unwrap_or_default(),
+                headers: vec![],
+                host_may_set_range: true,
+                range: None,
+                expires_at_ms: None,
+                if_match: None,
+            }]);
+        }
         if last_segment(&ctx.url) == "expiring" {
             let now = clock::now_ms();
             let url = config::get("expiring-url")
