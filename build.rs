@@ -24,6 +24,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "SEEDGATE_PLUGIN_GITLAB_LFS_WASM",
     ),
     (
+        "scheduler-default",
+        "seedgate_scheduler_default",
+        "SEEDGATE_SCHEDULER_DEFAULT_WASM",
+    ),
+    (
         "test-hostile",
         "seedgate_test_hostile",
         "SEEDGATE_TEST_HOSTILE_WASM",

@@ -17,6 +17,7 @@
 mod cache;
 mod imports;
 mod registry;
+pub mod scheduler;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -134,6 +135,7 @@ impl std::fmt::Debug for Plugin {
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<HostState>,
+    sched_linker: Linker<scheduler::SchedState>,
     config: PluginsConfig,
     cache: Option<cache::ArtifactCache>,
 }
@@ -174,6 +176,7 @@ impl PluginHost {
             None => None,
         };
         Ok(Self {
+            sched_linker: scheduler::linker(&engine)?,
             engine,
             linker,
             config,

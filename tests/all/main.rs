@@ -12,3 +12,4 @@ mod origin_lfs;
 mod origin_s3;
 mod plugin_host;
 mod plugin_sandbox;
+mod scheduler_policy;

@@ -46,6 +46,30 @@ pub mod bindings {
 /// Exports a type implementing [`Origin`] as the component's `origin`.
 pub use bindings::export_origin;
 pub use bindings::exports::seedgate::plugin::origin::Guest as Origin;
+
+/// Scheduling-policy plugins (`wit/scheduler.wit`): implement
+/// [`scheduler::Scheduling`] and export it with
+/// `seedgate_plugin_sdk::export_scheduler!(MyPolicy)`. Such a plugin
+/// imports nothing, so it cannot use the origin helpers above.
+pub mod scheduler {
+    #[doc(hidden)]
+    pub mod bindings {
+        wit_bindgen::generate!({
+            path: "../../wit",
+            world: "scheduler-plugin",
+            pub_export_macro: true,
+            export_macro_name: "export_scheduler",
+            default_bindings_module: "seedgate_plugin_sdk::scheduler::bindings",
+        });
+    }
+
+    pub use bindings::exports::seedgate::plugin::scheduling::{
+        Guest as Scheduling, Host, HostType, Peer, PeerState, PieceAvailability,
+    };
+}
+
+/// Exports a type implementing [`scheduler::Scheduling`].
+pub use scheduler::bindings::export_scheduler;
 pub use bindings::seedgate::plugin::types::{
     ByteRange, ErrorDetail, Header, ListPage, ListedObject, ObjectMeta, OriginError,
     RequestContext, RequestPlan,
