@@ -33,6 +33,16 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "seedgate_test_hostile",
         "SEEDGATE_TEST_HOSTILE_WASM",
     ),
+    (
+        "test-incomplete",
+        "seedgate_test_incomplete",
+        "SEEDGATE_TEST_INCOMPLETE_WASM",
+    ),
+    (
+        "test-wrong-world",
+        "seedgate_test_wrong_world",
+        "SEEDGATE_TEST_WRONG_WORLD_WASM",
+    ),
 ];
 
 fn main() {

@@ -1,5 +1,5 @@
 //! The `seedgate` command: `serve` runs the gateway; `config check` reports
-//! every problem of a config file.
+//! every problem of a config file; `plugin check` examines a plugin file.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +46,18 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Work with plugin files.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Report the world a plugin file implements, its imports and exports,
+    /// and what is wrong with it. Exits 1 when it cannot be used.
+    Check { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -76,6 +88,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Plugin {
+            command: PluginCommand::Check { file },
+        } => {
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let host = match seedgate::plugin::PluginHost::new(Default::default(), None) {
+                Ok(h) => h,
+                Err(e) => {
+                    eprintln!("seedgate: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let report = host.check(&bytes);
+            print!("{}", report.render(&file.display().to_string()));
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
         Command::Serve {
             config,
             listen,

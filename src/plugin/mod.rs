@@ -15,6 +15,7 @@
 //!   `log`, `config`, `clock` and allowlisted, capped `http` imports.
 
 mod cache;
+pub mod check;
 mod imports;
 mod registry;
 pub mod scheduler;
@@ -444,4 +445,8 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
 pub mod test_components {
     /// `plugins/test-hostile`: misbehaves on purpose.
     pub const HOSTILE: &str = env!("SEEDGATE_TEST_HOSTILE_WASM");
+    /// `plugins/test-incomplete`: an origin interface missing functions.
+    pub const INCOMPLETE: &str = env!("SEEDGATE_TEST_INCOMPLETE_WASM");
+    /// `plugins/test-wrong-world`: a component of another world.
+    pub const WRONG_WORLD: &str = env!("SEEDGATE_TEST_WRONG_WORLD_WASM");
 }

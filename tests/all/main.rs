@@ -10,6 +10,7 @@ mod gateway_http_origin;
 mod origin_http;
 mod origin_lfs;
 mod origin_s3;
+mod plugin_check;
 mod plugin_host;
 mod plugin_sandbox;
 mod scheduler_policy;
