@@ -29,6 +29,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "SEEDGATE_SCHEDULER_DEFAULT_WASM",
     ),
     (
+        "example-artifact",
+        "seedgate_example_artifact",
+        "SEEDGATE_EXAMPLE_ARTIFACT_WASM",
+    ),
+    (
         "test-hostile",
         "seedgate_test_hostile",
         "SEEDGATE_TEST_HOSTILE_WASM",

@@ -617,6 +617,54 @@ mod tests {
     }
 
     #[test]
+    fn plugin_limits_are_checked_and_applied() {
+        let text = r#"
+            [plugins]
+            call_timeout = "3s"
+            [plugins.limits.big]
+            memory_limit = "256 MiB"
+            max_concurrent_calls = 0
+            allowed_hosts = ["*.ok.example", "bad/host"]
+            [plugins.limits.small]
+            call_timeout = "0s"
+            [origins.a]
+            plugin = "http"
+            base_url = "http://a.example/"
+            [origins.a.config]
+            token = "file:/nonexistent/seedgate-secret"
+        "#;
+        let err = Config::parse(text, Path::new("x.toml")).unwrap_err();
+        let ConfigError::Invalid { problems, .. } = err else {
+            panic!("expected invalid, got {err}")
+        };
+        let keys: Vec<_> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "plugins.limits.big.allowed_hosts[1]",
+                "plugins.limits.small.call_timeout",
+                "plugins.limits.big.max_concurrent_calls",
+                "origins.a.config.token",
+            ],
+            "{problems:?}"
+        );
+        assert!(problems[3].message.contains("cannot read secret file"));
+
+        let ok: Config = toml::from_str(
+            "[plugins]\ncall_timeout = \"3s\"\n[plugins.limits.big]\nmemory_limit = \"256 MiB\"\n",
+        )
+        .unwrap();
+        let big = ok.plugins.limits_for("big");
+        assert_eq!(big.memory_limit, ByteSize::mib(256));
+        assert_eq!(big.call_timeout, Duration::from_secs(3));
+        assert_eq!(
+            ok.plugins.limits_for("other").memory_limit,
+            ByteSize::mib(64)
+        );
+        assert_eq!(ok.plugins.max_memory_limit(), ByteSize::mib(256));
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let err = Config::parse(
             "[server]\nlisten = \"127.0.0.1:1\"\nlistne = 1\n",

@@ -443,6 +443,8 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
 /// tests (build-script env vars do not reach them directly). Not embedded.
 #[doc(hidden)]
 pub mod test_components {
+    /// `plugins/example-artifact`: the SDK's example origin.
+    pub const EXAMPLE_ARTIFACT: &str = env!("SEEDGATE_EXAMPLE_ARTIFACT_WASM");
     /// `plugins/test-hostile`: misbehaves on purpose.
     pub const HOSTILE: &str = env!("SEEDGATE_TEST_HOSTILE_WASM");
     /// `plugins/test-incomplete`: an origin interface missing functions.
