@@ -389,6 +389,14 @@ impl Plugin {
         r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
     }
 
+    /// `schemes`: the URL schemes the plugin serves.
+    pub async fn schemes(&self, env: &Arc<CallEnv>) -> Result<Vec<String>> {
+        self.call(env, "schemes", move |p, s| {
+            Box::pin(async move { p.seedgate_plugin_origin().call_schemes(s).await })
+        })
+        .await
+    }
+
     /// `list-objects`: one page of the objects under `prefix` (a URL).
     /// `ctx.url` is the origin's base URL.
     pub async fn list_objects(

@@ -134,6 +134,11 @@ impl PluginSlot {
         r
     }
 
+    pub async fn schemes(&self, env: &Arc<CallEnv>) -> Result<Vec<String>> {
+        self.guarded(&env.origin, async |p| p.schemes(env).await)
+            .await
+    }
+
     pub async fn stat(
         &self,
         env: &Arc<CallEnv>,

@@ -25,7 +25,7 @@
 //! from what is durable. Disk use is bounded by [`gc`].
 
 mod gc;
-mod id;
+pub mod id;
 
 pub use gc::GcReport;
 pub use id::*;

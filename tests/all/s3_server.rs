@@ -68,6 +68,21 @@ impl S3Server {
         let path = self.root.join(bucket).join(key);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, bytes).unwrap();
+        self.record_etag(bucket, key, &format!("{:x}", md5::compute(bytes)));
+    }
+
+    /// Records an object's ETag (its MD5) where s3s-fs keeps it after a
+    /// PutObject. Without it s3s-fs hashes the whole file on every HEAD and
+    /// GET, which for a large object costs more than the transfer.
+    pub fn record_etag(&self, bucket: &str, key: &str, md5_hex: &str) {
+        use base64::Engine;
+        let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let info = self.root.join(format!(
+            ".bucket-{}.object-{}.internal.json",
+            enc(bucket),
+            enc(key)
+        ));
+        std::fs::write(info, format!(r#"{{"e_tag":"{md5_hex}"}}"#)).unwrap();
     }
 
     /// Creates an empty bucket.
