@@ -33,7 +33,9 @@ fn resolve(url: &str) -> Result<String, OriginError> {
         )));
     };
     if [catalog, name, version].iter().any(|p| p.is_empty()) {
-        return Err(OriginError::invalid(format!("'{url}': empty catalog, name or version")));
+        return Err(OriginError::invalid(format!(
+            "'{url}': empty catalog, name or version"
+        )));
     }
     Ok(config::require("template")?
         .replace("{catalog}", catalog)
@@ -61,7 +63,11 @@ impl Origin for Artifact {
             .ok_or_else(|| OriginError::invalid(format!("{target}: no Content-Length")))
     }
 
-    fn plan_read(ctx: RequestContext, meta: ObjectMeta, range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+    fn plan_read(
+        ctx: RequestContext,
+        meta: ObjectMeta,
+        range: Option<ByteRange>,
+    ) -> Result<Vec<RequestPlan>, OriginError> {
         Ok(vec![
             RequestPlan::get(&resolve(&ctx.url)?)
                 .headers(auth())
@@ -71,8 +77,16 @@ impl Origin for Artifact {
         ])
     }
 
-    fn list_objects(ctx: RequestContext, _: String, _: Option<String>, _: u32) -> Result<ListPage, OriginError> {
-        Err(OriginError::invalid(format!("{}: the artifact store has no listing", ctx.url)))
+    fn list_objects(
+        ctx: RequestContext,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ListPage, OriginError> {
+        Err(OriginError::invalid(format!(
+            "{}: the artifact store has no listing",
+            ctx.url
+        )))
     }
 }
 

@@ -104,11 +104,17 @@ fn parse_object_url(url: &str) -> Result<(String, String, u64), OriginError> {
     let size = parts.next().ok_or_else(|| bad("no size"))?;
     let oid = parts.next().ok_or_else(|| bad("no oid"))?;
     let base = parts.next().ok_or_else(|| bad("no LFS endpoint"))?;
-    let size = size.parse::<u64>().map_err(|_| bad("the size is not a number"))?;
+    let size = size
+        .parse::<u64>()
+        .map_err(|_| bad("the size is not a number"))?;
     if oid.len() != 64 || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad("the oid is not 64 hex digits (sha256)"));
     }
-    Ok((format!("{base}/objects/batch"), oid.to_ascii_lowercase(), size))
+    Ok((
+        format!("{base}/objects/batch"),
+        oid.to_ascii_lowercase(),
+        size,
+    ))
 }
 
 /// The `Authorization` header the config asks for, if any.
@@ -119,8 +125,14 @@ fn authorization() -> Result<Option<Header>, OriginError> {
     };
     match config::get("auth").as_deref().unwrap_or("none") {
         "none" => Ok(None),
-        "bearer" => Ok(Some(Header::new("authorization", format!("Bearer {}", config::require("token")?)))),
-        "basic" => Ok(basic(&config::require("username")?, &config::require("password")?)),
+        "bearer" => Ok(Some(Header::new(
+            "authorization",
+            format!("Bearer {}", config::require("token")?),
+        ))),
+        "basic" => Ok(basic(
+            &config::require("username")?,
+            &config::require("password")?,
+        )),
         "token" => {
             let user = config::get("username").unwrap_or_else(|| "oauth2".into());
             Ok(basic(&user, &config::require("token")?))
@@ -141,11 +153,22 @@ fn batch(url: &str) -> Result<(BatchObject, Action), OriginError> {
         git_ref: config::get("ref").map(|name| GitRef { name }),
         hash_algo: "sha256",
     };
-    let mut headers = vec![Header::new("accept", MEDIA_TYPE), Header::new("content-type", MEDIA_TYPE)];
+    let mut headers = vec![
+        Header::new("accept", MEDIA_TYPE),
+        Header::new("content-type", MEDIA_TYPE),
+    ];
     headers.extend(authorization()?);
-    let body = serde_json::to_vec(&body).map_err(|e| OriginError::invalid(format!("{url}: {e}")))?;
+    let body =
+        serde_json::to_vec(&body).map_err(|e| OriginError::invalid(format!("{url}: {e}")))?;
     let resp = http::post(&batch_url, &headers, body)?;
-    interpret(&batch_url, &oid, size, resp.status, &resp.body, retry_after_ms(&resp.headers))
+    interpret(
+        &batch_url,
+        &oid,
+        size,
+        resp.status,
+        &resp.body,
+        retry_after_ms(&resp.headers),
+    )
 }
 
 /// Reads a batch answer for `oid` of `size` bytes: the object and its
@@ -168,17 +191,22 @@ fn interpret(
         let e = match status {
             // Every requested object is missing (or the repository is).
             404 | 410 => OriginError::not_found(format!("{what} answered {status}{why}")),
-            422 => OriginError::invalid(format!("{what} answered 422{why} (does the size {size} match?)")),
+            422 => OriginError::invalid(format!(
+                "{what} answered 422{why} (does the size {size} match?)"
+            )),
             status => OriginError::from_status(&format!("{what}{why}"), status, None),
         };
         return Err(e.with_status(status, retry_after));
     }
-    let parsed = parsed.ok_or_else(|| OriginError::transient(format!("{batch_url}: unreadable batch answer")))?;
+    let parsed = parsed
+        .ok_or_else(|| OriginError::transient(format!("{batch_url}: unreadable batch answer")))?;
     let mut object = parsed
         .objects
         .into_iter()
         .find(|o| o.oid.eq_ignore_ascii_case(oid))
-        .ok_or_else(|| OriginError::transient(format!("{batch_url}: the answer does not mention {oid}")))?;
+        .ok_or_else(|| {
+            OriginError::transient(format!("{batch_url}: the answer does not mention {oid}"))
+        })?;
     if let Some(err) = &object.error {
         let what = format!("LFS object {oid}: {} {}", err.code, err.message);
         return Err(match err.code {
@@ -193,7 +221,11 @@ fn interpret(
         .actions
         .as_mut()
         .and_then(|a| a.download.take())
-        .ok_or_else(|| OriginError::transient(format!("LFS object {oid}: the answer has no download action")))?;
+        .ok_or_else(|| {
+            OriginError::transient(format!(
+                "LFS object {oid}: the answer has no download action"
+            ))
+        })?;
     if object.size != size {
         return Err(OriginError::invalid(format!(
             "LFS object {oid}: the server says {} bytes, the key says {size}",
@@ -263,10 +295,18 @@ impl Origin for LfsOrigin {
         })
     }
 
-    fn plan_read(ctx: RequestContext, meta: ObjectMeta, range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+    fn plan_read(
+        ctx: RequestContext,
+        meta: ObjectMeta,
+        range: Option<ByteRange>,
+    ) -> Result<Vec<RequestPlan>, OriginError> {
         let (_, action) = batch(&ctx.url)?;
         let expires = expiry(&action);
-        let headers = action.header.iter().map(|(k, v)| Header::new(k.as_str(), v.as_str())).collect();
+        let headers = action
+            .header
+            .iter()
+            .map(|(k, v)| Header::new(k.as_str(), v.as_str()))
+            .collect();
         Ok(vec![
             RequestPlan::get(&action.href)
                 .headers(headers)
@@ -299,7 +339,10 @@ mod tests {
     fn object_urls_split_into_batch_oid_and_size() {
         let oid = "a".repeat(64);
         let (batch, got, size) = parse_object_url(&format!("http://h/org/repo/{oid}/12")).unwrap();
-        assert_eq!((batch.as_str(), got.as_str(), size), ("http://h/org/repo/objects/batch", oid.as_str(), 12));
+        assert_eq!(
+            (batch.as_str(), got.as_str(), size),
+            ("http://h/org/repo/objects/batch", oid.as_str(), 12)
+        );
         assert!(parse_object_url("http://h/org/repo/abc/12").is_err());
         assert!(parse_object_url(&format!("http://h/org/repo/{oid}/x")).is_err());
     }
@@ -322,15 +365,24 @@ mod tests {
     fn per_object_errors_map_onto_the_taxonomy() {
         let oid = "b".repeat(64);
         let answer = |code: u16| {
-            format!(r#"{{"objects":[{{"oid":"{oid}","size":5,"error":{{"code":{code},"message":"m"}}}}]}}"#)
+            format!(
+                r#"{{"objects":[{{"oid":"{oid}","size":5,"error":{{"code":{code},"message":"m"}}}}]}}"#
+            )
         };
-        let run = |code| kind(&interpret("u", &oid, 5, 200, answer(code).as_bytes(), None).err().unwrap());
+        let run = |code| {
+            kind(
+                &interpret("u", &oid, 5, 200, answer(code).as_bytes(), None)
+                    .err()
+                    .unwrap(),
+            )
+        };
         assert_eq!(run(404), "not-found");
         assert_eq!(run(410), "not-found");
         assert_eq!(run(422), "invalid");
         assert_eq!(run(403), "forbidden");
         assert_eq!(run(500), "transient");
-        let whole = |status: u16| kind(&interpret("u", &oid, 5, status, b"{}", None).err().unwrap());
+        let whole =
+            |status: u16| kind(&interpret("u", &oid, 5, status, b"{}", None).err().unwrap());
         assert_eq!(whole(404), "not-found");
         assert_eq!(whole(422), "invalid");
         assert_eq!(whole(401), "forbidden");
@@ -339,19 +391,37 @@ mod tests {
         let ok = format!(
             r#"{{"objects":[{{"oid":"{oid}","size":5,"actions":{{"download":{{"href":"http://x/y","header":{{"Authorization":"Basic z"}},"expires_in":900}}}}}}]}}"#
         );
-        let (object, action) = interpret("u", &oid, 5, 200, ok.as_bytes(), None).ok().unwrap();
-        assert_eq!((object.size, action.href.as_str(), action.expires_in), (5, "http://x/y", Some(900)));
+        let (object, action) = interpret("u", &oid, 5, 200, ok.as_bytes(), None)
+            .ok()
+            .unwrap();
+        assert_eq!(
+            (object.size, action.href.as_str(), action.expires_in),
+            (5, "http://x/y", Some(900))
+        );
         assert_eq!(action.header["Authorization"], "Basic z");
         // A server that reports another size for the oid is not believed.
         let wrong = ok.replace(r#""size":5"#, r#""size":6"#);
-        assert_eq!(kind(&interpret("u", &oid, 5, 200, wrong.as_bytes(), None).err().unwrap()), "invalid");
+        assert_eq!(
+            kind(
+                &interpret("u", &oid, 5, 200, wrong.as_bytes(), None)
+                    .err()
+                    .unwrap()
+            ),
+            "invalid"
+        );
     }
 
     #[test]
     fn rfc3339_times_parse_in_utc() {
         assert_eq!(parse_rfc3339_utc("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339_utc("2026-11-21T16:40:10Z"), Some(1_795_279_210_000));
-        assert_eq!(parse_rfc3339_utc("2026-11-21T18:40:10.123+02:00"), Some(1_795_279_210_000));
+        assert_eq!(
+            parse_rfc3339_utc("2026-11-21T16:40:10Z"),
+            Some(1_795_279_210_000)
+        );
+        assert_eq!(
+            parse_rfc3339_utc("2026-11-21T18:40:10.123+02:00"),
+            Some(1_795_279_210_000)
+        );
         assert_eq!(parse_rfc3339_utc("yesterday"), None);
     }
 }

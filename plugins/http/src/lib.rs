@@ -38,7 +38,11 @@ fn upstream_headers(ctx: &RequestContext) -> Vec<Header> {
     headers
 }
 
-fn send(ctx: &RequestContext, method: &str, extra: Option<Header>) -> Result<http::Response, OriginError> {
+fn send(
+    ctx: &RequestContext,
+    method: &str,
+    extra: Option<Header>,
+) -> Result<http::Response, OriginError> {
     let mut headers = upstream_headers(ctx);
     headers.extend(extra);
     http::exchange(http::Request {
@@ -88,14 +92,20 @@ impl Origin for HttpOrigin {
                     .and_then(|v| v.rsplit('/').next())
                     .and_then(|v| v.trim().parse::<u64>().ok())
                     .ok_or_else(|| {
-                        OriginError::invalid(format!("{}: 206 without a total in Content-Range", ctx.url))
-                            .with_status(206, None)
+                        OriginError::invalid(format!(
+                            "{}: 206 without a total in Content-Range",
+                            ctx.url
+                        ))
+                        .with_status(206, None)
                     })?;
                 Ok(meta_from(&resp, total, true))
             }
             200 => resp.meta().ok_or_else(|| {
-                OriginError::invalid(format!("{}: the origin tells no object size (no Content-Length)", ctx.url))
-                    .with_status(200, None)
+                OriginError::invalid(format!(
+                    "{}: the origin tells no object size (no Content-Length)",
+                    ctx.url
+                ))
+                .with_status(200, None)
             }),
             // A zero-length object answers a one-byte range with 416.
             416 => Ok(meta_from(&resp, 0, true)),
@@ -103,7 +113,11 @@ impl Origin for HttpOrigin {
         }
     }
 
-    fn plan_read(ctx: RequestContext, meta: ObjectMeta, range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+    fn plan_read(
+        ctx: RequestContext,
+        meta: ObjectMeta,
+        range: Option<ByteRange>,
+    ) -> Result<Vec<RequestPlan>, OriginError> {
         Ok(vec![
             RequestPlan::get(&ctx.url)
                 .headers(upstream_headers(&ctx))

@@ -28,8 +28,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use aws_credential_types::Credentials;
 use aws_sigv4::http_request::{
-    PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings, UriPathNormalizationMode,
-    sign,
+    PercentEncodingMode, SignableBody, SignableRequest, SignatureLocation, SigningSettings,
+    UriPathNormalizationMode, sign,
 };
 use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
@@ -40,7 +40,11 @@ use url::Url;
 struct S3Origin;
 
 /// SigV4's URI encoding: everything but unreserved characters.
-const QUERY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+const QUERY: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 
 /// Everything the plugin needs from its config, read once per call.
 struct Settings {
@@ -55,9 +59,12 @@ impl Settings {
     fn load() -> Result<Self, OriginError> {
         let region = config::get("region").unwrap_or_else(|| "us-east-1".into());
         let configured = config::get("endpoint");
-        let endpoint_text = configured.clone().unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
-        let endpoint = Url::parse(&endpoint_text)
-            .map_err(|e| OriginError::invalid(format!("config 'endpoint' = '{endpoint_text}': {e}")))?;
+        let endpoint_text = configured
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
+        let endpoint = Url::parse(&endpoint_text).map_err(|e| {
+            OriginError::invalid(format!("config 'endpoint' = '{endpoint_text}': {e}"))
+        })?;
         let virtual_host = match config::get("addressing").as_deref() {
             None => configured.is_none(),
             Some("path") => false,
@@ -68,10 +75,20 @@ impl Settings {
                 )));
             }
         };
-        let identity = match (config::get("access_key_id"), config::get("secret_access_key")) {
-            (Some(ak), Some(sk)) => {
-                Some(Credentials::new(ak, sk, config::get("session_token"), None, "seedgate-config").into())
-            }
+        let identity = match (
+            config::get("access_key_id"),
+            config::get("secret_access_key"),
+        ) {
+            (Some(ak), Some(sk)) => Some(
+                Credentials::new(
+                    ak,
+                    sk,
+                    config::get("session_token"),
+                    None,
+                    "seedgate-config",
+                )
+                .into(),
+            ),
             (None, None) => None,
             _ => {
                 return Err(OriginError::invalid(
@@ -79,7 +96,9 @@ impl Settings {
                 ));
             }
         };
-        let ttl = Duration::from_secs(config::parse_or("presign_ttl_secs", 900u64)?.clamp(1, 7 * 24 * 3600));
+        let ttl = Duration::from_secs(
+            config::parse_or("presign_ttl_secs", 900u64)?.clamp(1, 7 * 24 * 3600),
+        );
         Ok(Self {
             endpoint,
             region,
@@ -97,7 +116,9 @@ impl Settings {
         if self.virtual_host {
             let host = self.endpoint.host_str().unwrap_or_default();
             url.set_host(Some(&format!("{bucket}.{host}")))
-                .map_err(|e| OriginError::invalid(format!("bucket '{bucket}' makes no host name: {e}")))?;
+                .map_err(|e| {
+                    OriginError::invalid(format!("bucket '{bucket}' makes no host name: {e}"))
+                })?;
             url.set_path(&format!("{base}/{key_path}"));
         } else {
             url.set_path(&format!("{base}/{bucket}/{key_path}"));
@@ -126,8 +147,13 @@ impl Settings {
             .build()
             .map_err(|e| OriginError::invalid(format!("cannot sign: {e}")))?
             .into();
-        let signable = SignableRequest::new(method, url.as_str(), std::iter::empty(), SignableBody::UnsignedPayload)
-            .map_err(|e| OriginError::invalid(format!("cannot sign {url}: {e}")))?;
+        let signable = SignableRequest::new(
+            method,
+            url.as_str(),
+            std::iter::empty(),
+            SignableBody::UnsignedPayload,
+        )
+        .map_err(|e| OriginError::invalid(format!("cannot sign {url}: {e}")))?;
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| OriginError::invalid(format!("cannot sign {url}: {e}")))?
             .into_parts();
@@ -148,7 +174,8 @@ impl Settings {
 
 /// `s3://BUCKET/KEY` → (bucket, encoded key path).
 fn split(url: &str) -> Result<(String, String), OriginError> {
-    let parsed = Url::parse(url).map_err(|e| OriginError::invalid(format!("'{url}' is not a URL: {e}")))?;
+    let parsed =
+        Url::parse(url).map_err(|e| OriginError::invalid(format!("'{url}' is not a URL: {e}")))?;
     if parsed.scheme() != "s3" {
         return Err(OriginError::invalid(format!("'{url}' is not an s3:// URL")));
     }
@@ -156,7 +183,10 @@ fn split(url: &str) -> Result<(String, String), OriginError> {
         .host_str()
         .filter(|b| !b.is_empty())
         .ok_or_else(|| OriginError::invalid(format!("'{url}' names no bucket")))?;
-    Ok((bucket.to_string(), parsed.path().trim_start_matches('/').to_string()))
+    Ok((
+        bucket.to_string(),
+        parsed.path().trim_start_matches('/').to_string(),
+    ))
 }
 
 /// S3's error document: `<Error><Code>…</Code><Message>…</Message></Error>`.
@@ -169,16 +199,22 @@ struct S3Error {
 
 /// Maps an S3 failure onto the taxonomy, keeping S3's own code.
 fn s3_error(what: &str, resp: &http::Response) -> OriginError {
-    let doc: S3Error = quick_xml::de::from_str(&String::from_utf8_lossy(&resp.body)).unwrap_or_default();
+    let doc: S3Error =
+        quick_xml::de::from_str(&String::from_utf8_lossy(&resp.body)).unwrap_or_default();
     let retry = retry_after_ms(&resp.headers);
     let text = if doc.code.is_empty() {
         format!("{what} answered {}", resp.status)
     } else {
-        format!("{what} answered {} {}: {}", resp.status, doc.code, doc.message)
+        format!(
+            "{what} answered {} {}: {}",
+            resp.status, doc.code, doc.message
+        )
     };
     let e = match (resp.status, doc.code.as_str()) {
         (_, "NoSuchKey" | "NoSuchBucket") | (404, _) => OriginError::not_found(text),
-        (_, "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout") => OriginError::transient(text),
+        (_, "SlowDown" | "ServiceUnavailable" | "InternalError" | "RequestTimeout") => {
+            OriginError::transient(text)
+        }
         (401 | 403, _) => OriginError::forbidden(text),
         (400, _) => OriginError::invalid(text),
         _ => return OriginError::from_status(what, resp.status, retry),
@@ -210,22 +246,29 @@ impl Origin for S3Origin {
         let s = Settings::load()?;
         let (bucket, key) = split(&ctx.url)?;
         if key.is_empty() {
-            return Err(OriginError::invalid(format!("'{}' names a bucket, not an object", ctx.url)));
+            return Err(OriginError::invalid(format!(
+                "'{}' names a bucket, not an object",
+                ctx.url
+            )));
         }
         let (url, _) = s.presign("HEAD", s.http_url(&bucket, &key)?)?;
         let resp = http::head(&url, &[])?;
         if !resp.is_success() {
             return Err(s3_error(&ctx.url, &resp));
         }
-        let mut meta = resp
-            .meta()
-            .ok_or_else(|| OriginError::invalid(format!("{}: HEAD answered without Content-Length", ctx.url)))?;
+        let mut meta = resp.meta().ok_or_else(|| {
+            OriginError::invalid(format!("{}: HEAD answered without Content-Length", ctx.url))
+        })?;
         // S3 honours Range on every GET, whether or not it says so.
         meta.accepts_ranges = true;
         Ok(meta)
     }
 
-    fn plan_read(ctx: RequestContext, meta: ObjectMeta, range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+    fn plan_read(
+        ctx: RequestContext,
+        meta: ObjectMeta,
+        range: Option<ByteRange>,
+    ) -> Result<Vec<RequestPlan>, OriginError> {
         let s = Settings::load()?;
         let (bucket, key) = split(&ctx.url)?;
         let (url, expires) = s.presign("GET", s.http_url(&bucket, &key)?)?;
@@ -248,9 +291,16 @@ impl Origin for S3Origin {
         let (base_bucket, base_path) = split(&ctx.url)?;
         let (bucket, prefix_path) = split(&prefix)?;
         if bucket != base_bucket || !prefix_path.starts_with(&base_path) {
-            return Err(OriginError::invalid(format!("prefix '{prefix}' is not under the origin's '{}'", ctx.url)));
+            return Err(OriginError::invalid(format!(
+                "prefix '{prefix}' is not under the origin's '{}'",
+                ctx.url
+            )));
         }
-        let decode = |p: &str| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned();
+        let decode = |p: &str| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         let key_prefix = decode(&prefix_path);
         let mut url = s.http_url(&bucket, "")?;
         let mut query = format!(
@@ -269,7 +319,9 @@ impl Origin for S3Origin {
             return Err(s3_error(&prefix, &resp));
         }
         let doc: ListBucketResult = quick_xml::de::from_str(&String::from_utf8_lossy(&resp.body))
-            .map_err(|e| OriginError::transient(format!("{prefix}: unreadable ListObjectsV2 answer: {e}")))?;
+            .map_err(|e| {
+            OriginError::transient(format!("{prefix}: unreadable ListObjectsV2 answer: {e}"))
+        })?;
         let base_key = decode(&base_path);
         let objects = doc
             .contents
@@ -291,10 +343,71 @@ impl Origin for S3Origin {
             .collect();
         Ok(ListPage {
             objects,
-            next_page_token: if doc.is_truncated { doc.next_continuation_token } else { None },
+            next_page_token: if doc.is_truncated {
+                doc.next_continuation_token
+            } else {
+                None
+            },
         })
     }
 }
 
 seedgate_plugin_sdk::export_origin!(S3Origin);
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(endpoint: &str, virtual_host: bool) -> Settings {
+        Settings {
+            endpoint: Url::parse(endpoint).unwrap(),
+            region: "eu-west-1".into(),
+            identity: None,
+            virtual_host,
+            ttl: Duration::from_secs(900),
+        }
+    }
+
+    #[test]
+    fn path_and_virtual_host_addressing() {
+        let path = settings("http://10.0.0.5:9000", false);
+        assert_eq!(
+            path.http_url("bucket", "a/b%20c.bin").unwrap().as_str(),
+            "http://10.0.0.5:9000/bucket/a/b%20c.bin"
+        );
+        let under = settings("https://gw.example/s3/", false);
+        assert_eq!(
+            under.http_url("bucket", "k").unwrap().as_str(),
+            "https://gw.example/s3/bucket/k"
+        );
+        let virt = settings("https://s3.eu-west-1.amazonaws.com", true);
+        assert_eq!(
+            virt.http_url("bucket", "a/b.bin").unwrap().as_str(),
+            "https://bucket.s3.eu-west-1.amazonaws.com/a/b.bin"
+        );
+        assert_eq!(
+            virt.http_url("bucket", "").unwrap().as_str(),
+            "https://bucket.s3.eu-west-1.amazonaws.com/"
+        );
+    }
+
+    #[test]
+    fn object_urls_split_into_bucket_and_key() {
+        assert_eq!(
+            split("s3://b/x/y%20z").unwrap(),
+            ("b".to_string(), "x/y%20z".to_string())
+        );
+        assert!(split("http://b/x").is_err());
+        assert!(split("s3:///x").is_err());
+    }
+
+    /// Anonymous settings leave URLs unsigned and without expiry.
+    #[test]
+    fn anonymous_requests_are_not_signed() {
+        let s = settings("http://h", false);
+        let (url, expires) = s
+            .presign("GET", Url::parse("http://h/b/k").unwrap())
+            .unwrap();
+        assert_eq!((url.as_str(), expires), ("http://h/b/k", None));
+    }
+}

@@ -57,7 +57,11 @@ fn is_bad_parent(peer: &Peer) -> bool {
     if costs.len() < NORMAL_DISTRIBUTION_LEN {
         return last > mean * 20.0;
     }
-    let variance = before.iter().map(|&c| (c as f64 - mean).powi(2)).sum::<f64>() / before.len() as f64;
+    let variance = before
+        .iter()
+        .map(|&c| (c as f64 - mean).powi(2))
+        .sum::<f64>()
+        / before.len() as f64;
     last > mean + 3.0 * variance.sqrt()
 }
 
@@ -84,19 +88,31 @@ fn upload_success_score(parent: &Peer) -> f64 {
 fn free_upload_score(parent: &Peer) -> f64 {
     let limit = parent.host.concurrent_upload_limit;
     let free = limit.saturating_sub(parent.host.concurrent_upload_count);
-    if limit > 0 && free > 0 { free as f64 / limit as f64 } else { 0.0 }
+    if limit > 0 && free > 0 {
+        free as f64 / limit as f64
+    } else {
+        0.0
+    }
 }
 
 fn host_type_score(parent: &Peer) -> f64 {
     if parent.host.host_type != HostType::Normal {
-        if matches!(parent.state, PeerState::ReceivedNormal | PeerState::Running) { 1.0 } else { 0.0 }
+        if matches!(parent.state, PeerState::ReceivedNormal | PeerState::Running) {
+            1.0
+        } else {
+            0.0
+        }
     } else {
         0.5
     }
 }
 
 fn idc_affinity_score(a: &str, b: &str) -> f64 {
-    if !a.is_empty() && !b.is_empty() && a.eq_ignore_ascii_case(b) { 1.0 } else { 0.0 }
+    if !a.is_empty() && !b.is_empty() && a.eq_ignore_ascii_case(b) {
+        1.0
+    } else {
+        0.0
+    }
 }
 
 fn location_affinity_score(a: &str, b: &str) -> f64 {
@@ -121,7 +137,8 @@ fn score(parent: &Peer, child: &Peer, total: u32) -> f64 {
         + FREE_UPLOAD_WEIGHT * free_upload_score(parent)
         + HOST_TYPE_WEIGHT * host_type_score(parent)
         + IDC_AFFINITY_WEIGHT * idc_affinity_score(&parent.host.idc, &child.host.idc)
-        + LOCATION_AFFINITY_WEIGHT * location_affinity_score(&parent.host.location, &child.host.location)
+        + LOCATION_AFFINITY_WEIGHT
+            * location_affinity_score(&parent.host.location, &child.host.location)
 }
 
 impl Scheduling for DefaultPolicy {
@@ -137,7 +154,11 @@ impl Scheduling for DefaultPolicy {
                 .then(b.1.host.upload_bandwidth.cmp(&a.1.host.upload_bandwidth))
                 .then(a.1.id.cmp(&b.1.id))
         });
-        ranked.into_iter().take(limit as usize).map(|(_, _, i)| i).collect()
+        ranked
+            .into_iter()
+            .take(limit as usize)
+            .map(|(_, _, i)| i)
+            .collect()
     }
 
     fn order_pieces(missing: Vec<PieceAvailability>) -> Vec<u32> {

@@ -68,12 +68,12 @@ pub mod scheduler {
     };
 }
 
-/// Exports a type implementing [`scheduler::Scheduling`].
-pub use scheduler::bindings::export_scheduler;
 pub use bindings::seedgate::plugin::types::{
     ByteRange, ErrorDetail, Header, ListPage, ListedObject, ObjectMeta, OriginError,
     RequestContext, RequestPlan,
 };
+/// Exports a type implementing [`scheduler::Scheduling`].
+pub use scheduler::bindings::export_scheduler;
 
 /// Logging through the host: rate-limited and tagged with the plugin's name.
 pub mod log {
@@ -98,7 +98,9 @@ pub mod config {
     /// The value of `key`, or an `invalid` error naming the missing key.
     pub fn require(key: &str) -> Result<String, OriginError> {
         get(key).ok_or_else(|| {
-            OriginError::invalid(format!("the plugin's config has no '{key}' (set origins.NAME.config.{key})"))
+            OriginError::invalid(format!(
+                "the plugin's config has no '{key}' (set origins.NAME.config.{key})"
+            ))
         })
     }
 
@@ -107,10 +109,9 @@ pub mod config {
     pub fn parse_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, OriginError> {
         match get(key) {
             None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| OriginError::invalid(format!("config '{key}' = '{v}' does not parse"))),
+            Some(v) => v.trim().parse().map_err(|_| {
+                OriginError::invalid(format!("config '{key}' = '{v}' does not parse"))
+            }),
         }
     }
 }
@@ -122,8 +123,8 @@ pub mod clock {
 
 /// Small control requests through the host (allowlisted, deadline, body cap).
 pub mod http {
-    use crate::{Header, OriginError};
     pub use crate::bindings::seedgate::plugin::http::{HttpError, Request, Response, send};
+    use crate::{Header, OriginError};
 
     /// Sends `req`, mapping a transport failure onto the origin taxonomy.
     pub fn exchange(req: Request) -> Result<Response, OriginError> {
@@ -183,7 +184,9 @@ pub mod http {
                 etag: self.header("etag").map(str::to_owned),
                 last_modified: self.header("last-modified").map(str::to_owned),
                 content_type: self.header("content-type").map(str::to_owned),
-                accepts_ranges: self.header("accept-ranges").is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
+                accepts_ranges: self
+                    .header("accept-ranges")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("bytes")),
             })
         }
     }
@@ -191,18 +194,28 @@ pub mod http {
 
 /// The first value of header `name` in `headers` (case-insensitive).
 pub fn header<'a>(headers: &'a [Header], name: &str) -> Option<&'a str> {
-    headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.as_str())
 }
 
 impl Header {
     pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { name: name.into(), value: value.into() }
+        Self {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
 impl ErrorDetail {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), upstream_status: None, retry_after_ms: None }
+        Self {
+            message: message.into(),
+            upstream_status: None,
+            retry_after_ms: None,
+        }
     }
 }
 
@@ -226,7 +239,11 @@ impl OriginError {
     /// The detail every case carries.
     pub fn detail_mut(&mut self) -> &mut ErrorDetail {
         match self {
-            Self::NotFound(d) | Self::Forbidden(d) | Self::Transient(d) | Self::Timeout(d) | Self::Invalid(d) => d,
+            Self::NotFound(d)
+            | Self::Forbidden(d)
+            | Self::Transient(d)
+            | Self::Timeout(d)
+            | Self::Invalid(d) => d,
         }
     }
 
@@ -257,7 +274,11 @@ impl OriginError {
 /// A `Retry-After` in seconds, as milliseconds. (HTTP-date forms are not
 /// understood and give none.)
 pub fn retry_after_ms(headers: &[Header]) -> Option<u64> {
-    header(headers, "retry-after")?.trim().parse::<u64>().ok().map(|s| s.saturating_mul(1000))
+    header(headers, "retry-after")?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| s.saturating_mul(1000))
 }
 
 /// `resp` if it is a success, else the error its status means.
@@ -265,7 +286,11 @@ pub fn ok_or_status(url: &str, resp: http::Response) -> Result<http::Response, O
     if resp.is_success() {
         Ok(resp)
     } else {
-        Err(OriginError::from_status(url, resp.status, retry_after_ms(&resp.headers)))
+        Err(OriginError::from_status(
+            url,
+            resp.status,
+            retry_after_ms(&resp.headers),
+        ))
     }
 }
 

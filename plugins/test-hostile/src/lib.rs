@@ -29,8 +29,10 @@ wit_bindgen::generate!({
 });
 
 use exports::seedgate::plugin::origin::Guest;
+use seedgate::plugin::types::{
+    ByteRange, ErrorDetail, ListPage, ObjectMeta, OriginError, RequestContext, RequestPlan,
+};
 use seedgate::plugin::{clock, config, http, log};
-use seedgate::plugin::types::{ByteRange, ErrorDetail, ListPage, ObjectMeta, OriginError, RequestContext, RequestPlan};
 
 struct Hostile;
 
@@ -82,7 +84,9 @@ impl Guest for Hostile {
                 Err(OriginError::Invalid(err(said)))
             }
             "slow" => {
-                let ms: u64 = config::get("slow-ms").and_then(|v| v.parse().ok()).unwrap_or(800);
+                let ms: u64 = config::get("slow-ms")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(800);
                 let until = clock::now_ms() + ms;
                 while clock::now_ms() < until {
                     core::hint::spin_loop();
@@ -122,7 +126,9 @@ impl Guest for Hostile {
             "expiring" => Ok(ObjectMeta {
                 content_length: config::get("expiring-length")
                     .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| OriginError::Invalid(err("expiring-length is not set".into())))?,
+                    .ok_or_else(|| {
+                        OriginError::Invalid(err("expiring-length is not set".into()))
+                    })?,
                 etag: None,
                 last_modified: None,
                 content_type: None,
@@ -135,11 +141,17 @@ impl Guest for Hostile {
                 content_type: None,
                 accepts_ranges: true,
             }),
-            _ => Err(OriginError::NotFound(err("hostile plugin: nothing here".into()))),
+            _ => Err(OriginError::NotFound(err(
+                "hostile plugin: nothing here".into()
+            ))),
         }
     }
 
-    fn plan_read(ctx: RequestContext, _meta: ObjectMeta, _range: Option<ByteRange>) -> Result<Vec<RequestPlan>, OriginError> {
+    fn plan_read(
+        ctx: RequestContext,
+        _meta: ObjectMeta,
+        _range: Option<ByteRange>,
+    ) -> Result<Vec<RequestPlan>, OriginError> {
         if last_segment(&ctx.url) == "liar" {
             return Ok(vec![RequestPlan {
                 method: "GET".into(),
@@ -176,7 +188,12 @@ impl Guest for Hostile {
         }])
     }
 
-    fn list_objects(_: RequestContext, _: String, _: Option<String>, _: u32) -> Result<ListPage, OriginError> {
+    fn list_objects(
+        _: RequestContext,
+        _: String,
+        _: Option<String>,
+        _: u32,
+    ) -> Result<ListPage, OriginError> {
         Err(OriginError::Invalid(err("no listing".into())))
     }
 }
