@@ -75,7 +75,14 @@ slow-ms = "1500"
     let old_digest = plugin(&sg, "swap").await["digest"].clone();
 
     let in_flight = tokio::spawn(get(sg.url("/o/o/slow").leak()));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    while plugin(&sg, "swap").await["in_flight"] != 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "the slow call started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     replace(&file, http_wasm());
     let new_digest = sha256(http_wasm());
     let t = Instant::now();
@@ -155,6 +162,7 @@ async fn per_plugin_limits_apply_to_that_plugin_only() {
     nginx.put("ok.bin", b"fine");
     let plugins_dir = install_hostile(dir.path());
     std::fs::write(plugins_dir.join("fenced.wasm"), http_wasm()).unwrap();
+    std::fs::write(plugins_dir.join("crowded.wasm"), hostile_wasm()).unwrap();
     let config = format!(
         r#"
 [plugins]
@@ -165,6 +173,9 @@ memory_limit = "64 MiB"
 [plugins.limits.hostile]
 call_timeout = "300ms"
 memory_limit = "8 MiB"
+
+[plugins.limits.crowded]
+call_timeout = "3s"
 max_concurrent_calls = 2
 
 [plugins.limits.fenced]
@@ -172,6 +183,10 @@ allowed_hosts = ["192.0.2.0/24"]
 
 [origins.evil]
 plugin = "hostile"
+base_url = "{base}"
+
+[origins.crowd]
+plugin = "crowded"
 base_url = "{base}"
 
 [origins.fenced]
@@ -201,20 +216,21 @@ base_url = "{base}"
     let body = resp.text().await.unwrap();
     assert!(body.contains("8388608 B memory cap"), "{body}");
 
-    // Two calls spin (two objects: one object's readers share one call);
-    // the third is refused at once, not queued.
+    // Two calls spin on "crowded" (a copy of the hostile plugin allowed two
+    // calls at once; two objects, since one object's readers share a call);
+    // the third is refused at once, not queued behind their 3 s deadline.
     let spinning: Vec<_> = ["a", "b"]
         .iter()
-        .map(|k| tokio::spawn(get(sg.url(&format!("/o/evil/{k}/loop")).leak())))
+        .map(|k| tokio::spawn(get(sg.url(&format!("/o/crowd/{k}/loop")).leak())))
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let t = Instant::now();
-    let resp = get(&sg.url("/o/evil/anything")).await;
-    assert!(
-        t.elapsed() < Duration::from_millis(200),
-        "{:?}",
-        t.elapsed()
-    );
+    while plugin(&sg, "crowded").await["in_flight"] != 2 {
+        assert!(t.elapsed() < Duration::from_secs(3), "two calls in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let t = Instant::now();
+    let resp = get(&sg.url("/o/crowd/anything")).await;
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
     let body = resp.text().await.unwrap();
@@ -222,7 +238,7 @@ base_url = "{base}"
     for s in spinning {
         assert_eq!(s.await.unwrap().status(), 504);
     }
-    assert!(plugin(&sg, "hostile").await["rejected"].as_u64().unwrap() >= 1);
+    assert_eq!(plugin(&sg, "crowded").await["rejected"], 1);
 
     // The fenced copy of the http plugin may not reach its own origin.
     let resp = get(&sg.url("/o/fenced/ok.bin")).await;
