@@ -62,6 +62,42 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Instances the pooling allocator keeps slots for, across all plugins.
 const POOL_INSTANCES: u32 = 256;
 
+/// Threads of the runtime plugin calls run on.
+const PLUGIN_THREADS: usize = 2;
+
+/// Guest code runs on its own small runtime, never on the gateway's: a
+/// guest burning its whole deadline only slows other plugin calls, while
+/// requests that need no plugin (hits, range reads) keep their latency.
+fn plugin_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(PLUGIN_THREADS)
+            .thread_name("seedgate-plugin")
+            .enable_all()
+            .build()
+            .expect("the plugin runtime starts")
+    })
+}
+
+/// Runs `fut` on the plugin runtime. Dropping the returned future (a
+/// timeout) aborts it there, dropping the guest's store.
+async fn on_plugin_runtime<R: Send + 'static>(
+    fut: impl Future<Output = wasmtime::Result<R>> + Send + 'static,
+) -> wasmtime::Result<R> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(plugin_runtime().spawn(fut));
+    match (&mut task.0).await {
+        Ok(r) => r,
+        Err(e) => Err(wasmtime::Error::msg(format!("plugin task ended: {e}"))),
+    }
+}
+
 /// The built-in plugins, compiled by build.rs.
 pub const BUILTINS: &[(&str, &[u8])] = &[
     ("http", include_bytes!(env!("SEEDGATE_PLUGIN_HTTP_WASM"))),
@@ -260,12 +296,14 @@ impl Plugin {
     /// memory cap, mapping traps and timeouts onto [`ErrorKind`]s.
     async fn call<R, F>(&self, env: &Arc<CallEnv>, what: &str, f: F) -> Result<R>
     where
+        R: Send + 'static,
         F: for<'a> FnOnce(
-            &'a OriginPlugin,
-            &'a mut Store<HostState>,
-        ) -> std::pin::Pin<
-            Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
-        >,
+                &'a OriginPlugin,
+                &'a mut Store<HostState>,
+            ) -> std::pin::Pin<
+                Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
+            > + Send
+            + 'static,
     {
         let name = &self.info.name;
         let state = HostState {
@@ -300,13 +338,14 @@ impl Plugin {
         });
         store.set_epoch_deadline(1);
 
-        let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+        let pre = self.pre.clone();
+        let run = async move {
+            let instance = pre.instantiate_async(&mut store).await?;
             f(&instance, &mut store).await
         };
         // Epochs do not interrupt host calls (http), so bound the whole call.
         let grace = EPOCH_TICK * 2;
-        match tokio::time::timeout(self.call_timeout + grace, run).await {
+        match tokio::time::timeout(self.call_timeout + grace, on_plugin_runtime(run)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(self.trap_error(what, &env.origin, e)),
             Err(_) => Err(Error::new(

@@ -137,7 +137,7 @@ impl PluginHost {
 }
 
 impl SchedulerPolicy {
-    async fn call<R: Send>(
+    async fn call<R: Send + 'static>(
         &self,
         what: &str,
         f: impl for<'a> FnOnce(
@@ -145,7 +145,8 @@ impl SchedulerPolicy {
             &'a mut Store<SchedState>,
         ) -> std::pin::Pin<
             Box<dyn Future<Output = wasmtime::Result<R>> + Send + 'a>,
-        > + Send,
+        > + Send
+        + 'static,
     ) -> Result<R> {
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
@@ -176,8 +177,9 @@ impl SchedulerPolicy {
             })
         });
         store.set_epoch_deadline(1);
-        let run = async {
-            let instance = self.pre.instantiate_async(&mut store).await?;
+        let pre = self.pre.clone();
+        let run = async move {
+            let instance = pre.instantiate_async(&mut store).await?;
             f(&instance, &mut store).await
         };
         let fail = |why: String| {
@@ -186,7 +188,12 @@ impl SchedulerPolicy {
                 format!("scheduling policy '{}' {what}: {why}", self.name),
             )
         };
-        match tokio::time::timeout(self.call_timeout + super::EPOCH_TICK * 2, run).await {
+        match tokio::time::timeout(
+            self.call_timeout + super::EPOCH_TICK * 2,
+            super::on_plugin_runtime(run),
+        )
+        .await
+        {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(fail(format!(
                 "trapped: {}",
