@@ -240,6 +240,10 @@ struct Index {
     tasks: HashMap<String, Usage>,
     /// Sum of `stored` over all tasks.
     stored: u64,
+    /// Tasks whose completion is written but not yet flushed: not "stored"
+    /// until it is, so nobody is told a task survives a crash before it
+    /// would.
+    finishing: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Default)]
@@ -383,7 +387,7 @@ impl TaskManager {
         let Some(record) = self.storage.task(id)? else {
             return Ok(None);
         };
-        if record.state != TaskState::Succeeded {
+        if record.state != TaskState::Succeeded || self.index.lock().finishing.contains(id) {
             return Ok(None);
         }
         let cached = self.index.lock().tasks.get(id).and_then(|u| u.crcs.clone());
@@ -671,8 +675,14 @@ impl TaskManager {
         let mut record = dl.record.clone();
         record.state = TaskState::Succeeded;
         record.accessed_at_ms = now_ms();
-        self.storage.put_task(&record)?;
-        self.storage.flush().await?;
+        self.index.lock().finishing.insert(record.id.clone());
+        let durable = async {
+            self.storage.put_task(&record)?;
+            self.storage.flush().await
+        }
+        .await;
+        self.index.lock().finishing.remove(&record.id);
+        durable?;
         let crcs: Option<Vec<u32>> = dl
             .progress
             .borrow()

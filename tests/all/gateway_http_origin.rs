@@ -143,6 +143,18 @@ async fn restart_keeps_objects() {
         "20 MiB + 7 B is six 4 MiB pieces"
     );
 
+    // A reader has every byte as soon as the pieces land; the task is
+    // recorded complete (and flushed) by the committer a moment later. Kill
+    // only once the server says the object is stored.
+    let url = sg.url("/o/www/keep/me.bin");
+    let t = tokio::time::Instant::now();
+    while client().head(&url).send().await.unwrap().headers()["x-seedgate-cache"] != "hit" {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "stored in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let (config, data_dir) = sg.kill();
     let sg = Seedgate::start_with(&config, &data_dir);
     let resp = get(&sg.url("/o/www/keep/me.bin")).await;
