@@ -383,11 +383,14 @@ impl Plugin {
                 } else {
                     "trapped".to_string()
                 };
+                // The outer context is "error while executing at wasm
+                // backtrace:"; the root cause says what happened.
+                let cause = e.root_cause().to_string();
                 Error::new(
                     ErrorKind::PluginFailed,
                     format!(
                         "plugin '{name}' {what} for origin '{origin}' {kind}: {}",
-                        first_line(&text)
+                        first_line(&cause)
                     ),
                 )
             }
