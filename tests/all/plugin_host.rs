@@ -340,7 +340,7 @@ async fn compiled_plugins_are_cached_on_disk() {
 
 /// More hostile plugins: a log flood is cut at the budget and counted; a
 /// name on the allowlist that resolves to an unlisted private address is
-/// denied; a plugin that lies about an object's size is caught by the host
+/// denied; an http answer over the body cap is refused; a plugin that lies about an object's size is caught by the host
 /// and nothing it planned is stored or served.
 #[tokio::test]
 async fn log_floods_private_addresses_and_lies_are_contained() {
@@ -355,12 +355,19 @@ async fn log_floods_private_addresses_and_lies_are_contained() {
 [plugins]
 dir = "{dir}"
 log_lines_per_second = 20
+http_body_limit = "64 KiB"
 
 [origins.evil]
 plugin = "hostile"
 base_url = "{by_name}"
 [origins.evil.config]
 private-url = "{by_name}real.bin"
+
+[origins.greedy]
+plugin = "hostile"
+base_url = "{base}"
+[origins.greedy.config]
+big-url = "{base}real.bin"
 
 [origins.longer]
 plugin = "hostile"
@@ -392,6 +399,14 @@ liar-length = "60000"
     assert!(body.contains("denied"), "{body}");
     assert!(body.contains("outside the allowlist"), "{body}");
     assert_eq!(nginx.gets("/real.bin"), 0, "nothing reached the origin");
+
+    // A control answer bigger than the plugin's cap is cut off, not kept.
+    let resp = get(&sg.url("/o/greedy/hoard")).await;
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("too large") && body.contains("65536 B body cap"),
+        "{body}"
+    );
 
     // The lie shows in the origin's first answer (a Content-Range that is
     // not the one asked for), so the piece is refused: the reader gets an

@@ -19,6 +19,8 @@
 //!   must hold);
 //! - `private`: asks the host's http for `config.private-url`, a name on the
 //!   allowlist that resolves to a private address nobody listed;
+//! - `hoard`: asks the host's http for `config.big-url`, a response larger
+//!   than the plugin's body cap, and reports what the host said;
 //! - `liar`: says the object at `config.liar-url` is `config.liar-length`
 //!   bytes long, which it is not (the host must notice from the answers);
 //! - anything else: not-found, so a test can see the plugin still answers.
@@ -99,8 +101,9 @@ impl Guest for Hostile {
                 }
                 Err(OriginError::NotFound(err("flooded".into())))
             }
-            "private" => {
-                let url = config::get("private-url").unwrap_or_default();
+            "private" | "hoard" => {
+                let key = if last_segment(&ctx.url) == "private" { "private-url" } else { "big-url" };
+                let url = config::get(key).unwrap_or_default();
                 let said = match http::send(&http::Request {
                     method: "GET".into(),
                     url,
@@ -110,6 +113,7 @@ impl Guest for Hostile {
                 }) {
                     Ok(resp) => format!("reached it: status {}", resp.status),
                     Err(http::HttpError::Denied(m)) => format!("denied: {m}"),
+                    Err(http::HttpError::TooLarge(m)) => format!("too large: {m}"),
                     Err(e) => format!("other error: {e:?}"),
                 };
                 Err(OriginError::Invalid(err(said)))
