@@ -62,6 +62,35 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// Instances the pooling allocator keeps slots for, across all plugins.
 const POOL_INSTANCES: u32 = 256;
 
+/// A store for one call that is interrupted at `timeout` from now.
+///
+/// A new store's deadline is 0: it is set here, before instantiating. Every
+/// tick the guest yields to the runtime (so a spinning guest never holds a
+/// worker thread) until its deadline, when it is interrupted. The deadline
+/// is wall-clock time, not a tick count: a late ticker on a loaded machine
+/// must not stretch it.
+fn guarded_store<T>(engine: &Engine, state: T, timeout: Duration) -> Store<T> {
+    let mut store = Store::new(engine, state);
+    let deadline = tokio::time::Instant::now() + timeout;
+    store.epoch_deadline_callback(move |_| {
+        Ok(if tokio::time::Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Yield(1)
+        })
+    });
+    store.set_epoch_deadline(1);
+    store
+}
+
+/// Memory limits that trap when a guest grows past `bytes`.
+fn memory_cap(bytes: usize) -> StoreLimits {
+    StoreLimitsBuilder::new()
+        .memory_size(bytes)
+        .trap_on_grow_failure(true)
+        .build()
+}
+
 /// Threads of the runtime plugin calls run on.
 const PLUGIN_THREADS: usize = 2;
 
@@ -314,29 +343,12 @@ impl Plugin {
                 .allow_ip_name_lookup(false)
                 .build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: memory_cap(self.memory_limit),
             env: env.clone(),
             plugin: self.info.clone(),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = guarded_store(&self.engine, state, self.call_timeout);
         store.limiter(|s| &mut s.limits);
-        // A new store's deadline is 0: set it before instantiating. Every
-        // tick the guest yields to the runtime (so a spinning plugin never
-        // holds a worker thread) until its deadline, when it is interrupted.
-        // The deadline is wall-clock time, not a tick count: a late ticker
-        // on a loaded machine must not stretch it.
-        let deadline = tokio::time::Instant::now() + self.call_timeout;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if tokio::time::Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
-        store.set_epoch_deadline(1);
 
         let pre = self.pre.clone();
         let run = async move {

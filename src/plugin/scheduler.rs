@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{Store, StoreLimits};
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::PluginHost;
@@ -161,22 +161,10 @@ impl SchedulerPolicy {
         let state = SchedState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.memory_limit)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: super::memory_cap(self.memory_limit),
         };
-        let mut store = Store::new(&self.engine, state);
+        let mut store = super::guarded_store(&self.engine, state, self.call_timeout);
         store.limiter(|s| &mut s.limits);
-        let deadline = tokio::time::Instant::now() + self.call_timeout;
-        store.epoch_deadline_callback(move |_| {
-            Ok(if tokio::time::Instant::now() >= deadline {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
-        store.set_epoch_deadline(1);
         let pre = self.pre.clone();
         let run = async move {
             let instance = pre.instantiate_async(&mut store).await?;
@@ -197,7 +185,7 @@ impl SchedulerPolicy {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(fail(format!(
                 "trapped: {}",
-                super::first_line(&format!("{e:#}"))
+                super::first_line(&e.root_cause().to_string())
             ))),
             Err(_) => Err(fail("exceeded its deadline".into())),
         }
