@@ -52,6 +52,7 @@ impl Server {
             Arc::new(storage),
             config.download.clone(),
             config.storage.clone(),
+            config.negative_cache.clone(),
         )
         .context("reconciling storage")?;
         tasks.spawn_gc();

@@ -13,6 +13,9 @@
 //! - `POST /api/v1/plugins/{name}/reload`: loads the plugin's file again and
 //!   swaps it in (calls in flight finish on the old version); a version that
 //!   does not load is refused with 422 and the old one stays.
+//! - `GET /api/v1/negative-cache`: objects remembered as missing, with
+//!   origin, URL, reason, time left and hits; `DELETE` forgets them all,
+//!   `DELETE /api/v1/negative-cache/{task_id}` one.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -53,6 +56,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", delete(delete_task))
         .route("/api/v1/origins/{origin}/objects", get(list_objects))
         .route("/api/v1/plugins", get(list_plugins))
+        .route(
+            "/api/v1/negative-cache",
+            get(list_negative).delete(purge_negative),
+        )
+        .route("/api/v1/negative-cache/{id}", delete(purge_negative_one))
         .route(
             "/api/v1/plugins/{name}/reload",
             axum::routing::post(reload_plugin),
@@ -343,5 +351,29 @@ async fn reload_plugin(
             headers: Vec::new(),
         }),
         Err(e) => Err(AppError::from_error(e)),
+    }
+}
+
+async fn list_negative(
+    State(state): State<AppState>,
+) -> axum::Json<Vec<crate::task::negative::NegativeEntry>> {
+    axum::Json(state.tasks.negative.list())
+}
+
+async fn purge_negative(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "purged": state.tasks.negative.purge_all() }))
+}
+
+async fn purge_negative_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<serde_json::Value>, AppError> {
+    if state.tasks.negative.purge(&id) {
+        Ok(axum::Json(serde_json::json!({ "purged": 1 })))
+    } else {
+        Err(AppError::from_error(Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!("no negative-cache entry for task {id}"),
+        )))
     }
 }

@@ -26,6 +26,7 @@
 
 mod gc;
 pub mod id;
+pub mod negative;
 
 pub use gc::GcReport;
 pub use id::*;
@@ -316,6 +317,8 @@ pub struct TaskManager {
     /// MiB that readers may hold in pieces read ahead, over all readers;
     /// with none left, a reader reads its next piece when it gets there.
     read_ahead: Arc<tokio::sync::Semaphore>,
+    /// Objects the origin said do not exist, for a while.
+    pub negative: negative::NegativeCache,
 }
 
 impl TaskManager {
@@ -324,6 +327,7 @@ impl TaskManager {
         storage: Arc<Storage>,
         config: DownloadConfig,
         gc: StorageConfig,
+        negative: crate::config::NegativeCacheConfig,
     ) -> Result<Arc<Self>> {
         let fixed = storage.reconcile()?;
         if fixed != Default::default() {
@@ -351,6 +355,7 @@ impl TaskManager {
             index: Arc::new(parking_lot::Mutex::new(index)),
             gc_kick: Notify::new(),
             read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
+            negative: negative::NegativeCache::new(negative),
         }))
     }
 
@@ -420,10 +425,11 @@ impl TaskManager {
         headers: &HeaderMap,
     ) -> Result<ObjectInfo> {
         let id = self.task_id(url)?;
+        let finishing = self.index.lock().finishing.contains(&id);
         if let Some(record) = self
             .storage
             .task(&id)?
-            .filter(|r| r.state == TaskState::Succeeded)
+            .filter(|r| r.state == TaskState::Succeeded && !finishing)
         {
             return Ok(ObjectInfo::from(&record));
         }
@@ -431,10 +437,14 @@ impl TaskManager {
         if let Some(download) = slot.as_ref().and_then(|s| s.download.get()) {
             return Ok(ObjectInfo::from(&download.record));
         }
+        if let Some(e) = self.negative.get(&id) {
+            return Err(e);
+        }
         let meta = origin
             .plugin
             .stat(&origin.env, origin.context(url, headers))
-            .await?;
+            .await
+            .inspect_err(|e| self.negative.record(&id, &origin.name, url.as_str(), e))?;
         Ok(ObjectInfo {
             task_id: id,
             content_length: meta.content_length,
@@ -497,6 +507,9 @@ impl TaskManager {
                 _lease: lease,
             });
         }
+        if let Some(e) = self.negative.get(&id) {
+            return Err(e);
+        }
         let slot = self
             .slots
             .lock()
@@ -504,9 +517,25 @@ impl TaskManager {
             .entry(id.clone())
             .or_default()
             .clone();
+        // Concurrent openers of a missing object wait for the first one's
+        // answer; the ones after it find it in the negative cache instead of
+        // asking the origin again (a failed init lets the next waiter try).
         let started = slot
             .download
-            .get_or_try_init(|| self.clone().start(request.clone(), id.clone(), restarts))
+            .get_or_try_init(|| async {
+                if let Some(e) = self.negative.get(&id) {
+                    return Err(e);
+                }
+                let r = self
+                    .clone()
+                    .start(request.clone(), id.clone(), restarts)
+                    .await;
+                if let Err(e) = &r {
+                    self.negative
+                        .record(&id, &request.origin.name, request.url.as_str(), e);
+                }
+                r
+            })
             .await;
         match started {
             Ok(download) => Ok(Object {

@@ -7,6 +7,7 @@ mod support;
 
 mod engine;
 mod gateway_http_origin;
+mod negative_cache;
 mod origin_example;
 mod origin_http;
 mod origin_lfs;
