@@ -28,6 +28,8 @@ pub struct Config {
     pub plugins: PluginsConfig,
     #[serde(default)]
     pub negative_cache: NegativeCacheConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
     /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
     #[serde(default)]
     pub origins: BTreeMap<String, OriginConfig>,
@@ -183,6 +185,64 @@ impl Default for DownloadConfig {
             idle_timeout: default_idle_timeout(),
             plan_refresh_margin: default_plan_refresh_margin(),
             verify_on_read: default_verify_on_read(),
+        }
+    }
+}
+
+/// `[retry]`: retries of transient and timed-out origin work.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts per operation (a piece fetch, a stat), the first included.
+    #[serde(default = "default_retry_attempts")]
+    pub max_attempts: u32,
+    /// The first backoff's cap; each retry doubles it, up to `max_delay`.
+    /// The wait is random between 0 and the cap (full jitter).
+    #[serde(default = "default_retry_base", with = "humantime_serde")]
+    pub base_delay: Duration,
+    #[serde(default = "default_retry_max", with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// Retries may add at most this fraction to an origin's requests...
+    #[serde(default = "default_retry_ratio")]
+    pub budget_ratio: f64,
+    /// ...plus this many per second, for origins with little traffic.
+    #[serde(default = "default_retry_min")]
+    pub budget_min_per_second: u32,
+}
+
+/// 4 attempts: 3 retries.
+fn default_retry_attempts() -> u32 {
+    4
+}
+
+/// 100 ms.
+fn default_retry_base() -> Duration {
+    Duration::from_millis(100)
+}
+
+/// 5 seconds.
+fn default_retry_max() -> Duration {
+    Duration::from_secs(5)
+}
+
+/// 20 %.
+fn default_retry_ratio() -> f64 {
+    0.2
+}
+
+/// 1 per second.
+fn default_retry_min() -> u32 {
+    1
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_retry_attempts(),
+            base_delay: default_retry_base(),
+            max_delay: default_retry_max(),
+            budget_ratio: default_retry_ratio(),
+            budget_min_per_second: default_retry_min(),
         }
     }
 }
@@ -525,6 +585,15 @@ impl Config {
             if c == 0 {
                 bad(key, "must be at least 1".into());
             }
+        }
+        if self.retry.max_attempts == 0 {
+            bad("retry.max_attempts".into(), "must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.retry.budget_ratio) {
+            bad(
+                "retry.budget_ratio".into(),
+                format!("{} must be between 0 and 1", self.retry.budget_ratio),
+            );
         }
         for (name, origin) in &self.origins {
             let key = |k: &str| format!("origins.{name}.{k}");

@@ -6,6 +6,7 @@
 //! allowlist, so a plan (or a redirect) can only reach vetted addresses.
 
 pub mod policy;
+pub mod retry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct Origin {
     /// Client that executes plans.
     data: reqwest::Client,
     forward_headers: Vec<http::HeaderName>,
+    /// Retries of this origin's transient failures, and their budget.
+    pub retry: retry::RetryPolicy,
 }
 
 /// Origins by name.
@@ -117,6 +120,7 @@ impl OriginRouter {
                 env,
                 data: client(&allow, d.connect_timeout, Some(d.idle_timeout))?,
                 forward_headers,
+                retry: retry::RetryPolicy::new(config.retry.clone()),
             };
             origins.insert(name.clone(), Arc::new(origin));
         }

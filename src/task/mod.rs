@@ -570,7 +570,10 @@ impl TaskManager {
     ) -> Result<Arc<Download>> {
         let origin = &request.origin;
         let ctx = origin.context(&request.url, &request.headers);
-        let meta = origin.plugin.stat(&origin.env, ctx).await?;
+        let meta = origin
+            .retry
+            .run("stat", || origin.plugin.stat(&origin.env, ctx.clone()))
+            .await?;
         let piece_length = self
             .config
             .piece_length
@@ -739,7 +742,11 @@ impl TaskManager {
                     let tx = tx.clone();
                     async move {
                         while let Some(n) = dl.next_piece() {
-                            let piece = self.fetch_piece(dl, n).await?;
+                            let origin = &dl.request.origin;
+                            let piece = origin
+                                .retry
+                                .run("piece", || self.fetch_piece(dl, n))
+                                .await?;
                             tx.send(piece)
                                 .await
                                 .map_err(|_| Error::internal("the piece committer stopped"))?;

@@ -15,4 +15,5 @@ mod origin_s3;
 mod plugin_check;
 mod plugin_host;
 mod plugin_sandbox;
+mod retries;
 mod scheduler_policy;
