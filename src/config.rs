@@ -30,6 +30,8 @@ pub struct Config {
     pub negative_cache: NegativeCacheConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
     /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
     #[serde(default)]
     pub origins: BTreeMap<String, OriginConfig>,
@@ -243,6 +245,61 @@ impl Default for RetryConfig {
             max_delay: default_retry_max(),
             budget_ratio: default_retry_ratio(),
             budget_min_per_second: default_retry_min(),
+        }
+    }
+}
+
+/// `[breaker]`: circuit breakers per origin authority.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failures in a row that open a breaker; 0 turns breakers off.
+    #[serde(default = "default_breaker_consecutive")]
+    pub consecutive_failures: u32,
+    /// A failure rate that opens a breaker once `min_requests` calls fell
+    /// in the last `window`.
+    #[serde(default = "default_breaker_rate")]
+    pub failure_rate: f64,
+    #[serde(default = "default_breaker_min")]
+    pub min_requests: u32,
+    #[serde(default = "default_breaker_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// The first open interval; it doubles after each failed probe...
+    #[serde(default = "default_breaker_open_base", with = "humantime_serde")]
+    pub open_base: Duration,
+    /// ...up to this.
+    #[serde(default = "default_breaker_open_max", with = "humantime_serde")]
+    pub open_max: Duration,
+}
+
+fn default_breaker_consecutive() -> u32 {
+    5
+}
+fn default_breaker_rate() -> f64 {
+    0.5
+}
+fn default_breaker_min() -> u32 {
+    20
+}
+fn default_breaker_window() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_breaker_open_base() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_breaker_open_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: default_breaker_consecutive(),
+            failure_rate: default_breaker_rate(),
+            min_requests: default_breaker_min(),
+            window: default_breaker_window(),
+            open_base: default_breaker_open_base(),
+            open_max: default_breaker_open_max(),
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum ErrorKind {
     /// Too many calls at once (a bulkhead is full); refused at once, not
     /// queued.
     Overloaded,
+    /// The origin's circuit breaker is open: it failed repeatedly and is
+    /// not being called until its next probe.
+    CircuitOpen,
     /// A host-side failure (disk, metadata store).
     Internal,
 }

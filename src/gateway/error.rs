@@ -48,7 +48,7 @@ impl AppError {
             ErrorKind::PluginFailed => StatusCode::BAD_GATEWAY,
             ErrorKind::Changed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut headers = Vec::new();

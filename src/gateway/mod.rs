@@ -16,6 +16,8 @@
 //! - `GET /api/v1/negative-cache`: objects remembered as missing, with
 //!   origin, URL, reason, time left and hits; `DELETE` forgets them all,
 //!   `DELETE /api/v1/negative-cache/{task_id}` one.
+//! - `GET /api/v1/breakers`: each origin authority's circuit breaker:
+//!   state, failures in a row, times opened, time to the next probe.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/tasks/{id}", delete(delete_task))
         .route("/api/v1/origins/{origin}/objects", get(list_objects))
         .route("/api/v1/plugins", get(list_plugins))
+        .route("/api/v1/breakers", get(list_breakers))
         .route(
             "/api/v1/negative-cache",
             get(list_negative).delete(purge_negative),
@@ -376,4 +379,16 @@ async fn purge_negative_one(
             format!("no negative-cache entry for task {id}"),
         )))
     }
+}
+
+async fn list_breakers(
+    State(state): State<AppState>,
+) -> axum::Json<Vec<crate::origin::breaker::BreakerView>> {
+    axum::Json(
+        state
+            .origins
+            .all()
+            .flat_map(|o| o.breakers.list())
+            .collect(),
+    )
 }

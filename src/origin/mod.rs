@@ -5,6 +5,7 @@
 //! pooled native HTTP client whose resolver enforces the origin's
 //! allowlist, so a plan (or a redirect) can only reach vetted addresses.
 
+pub mod breaker;
 pub mod policy;
 pub mod retry;
 
@@ -33,6 +34,8 @@ pub struct Origin {
     forward_headers: Vec<http::HeaderName>,
     /// Retries of this origin's transient failures, and their budget.
     pub retry: retry::RetryPolicy,
+    /// Circuit breakers of the authorities it reaches.
+    pub breakers: breaker::Breakers,
 }
 
 /// Origins by name.
@@ -121,6 +124,7 @@ impl OriginRouter {
                 data: client(&allow, d.connect_timeout, Some(d.idle_timeout))?,
                 forward_headers,
                 retry: retry::RetryPolicy::new(config.retry.clone()),
+                breakers: breaker::Breakers::new(name, config.breaker.clone()),
             };
             origins.insert(name.clone(), Arc::new(origin));
         }
@@ -143,6 +147,10 @@ impl OriginRouter {
     pub fn names(&self) -> impl Iterator<Item = &String> {
         self.origins.keys()
     }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Origin>> {
+        self.origins.values()
+    }
 }
 
 /// What a plan request yields, checked against what was asked.
@@ -155,6 +163,29 @@ pub struct Expect {
 }
 
 impl Origin {
+    /// Runs origin work for `url` behind its authority's circuit breaker,
+    /// retrying what may pass within the retry budget. An open breaker
+    /// fails at once and is not retried.
+    pub async fn guarded<T, F, Fut>(&self, url: &Url, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        let authority = breaker::authority(url);
+        self.retry
+            .run(what, || {
+                let ticket = self.breakers.admit(&authority);
+                let call = ticket.map(|t| (t, op()));
+                async move {
+                    let (ticket, call) = call?;
+                    let r = call.await;
+                    self.breakers.record(ticket, &r);
+                    r
+                }
+            })
+            .await
+    }
+
     /// The object URL of `key`. Keys are paths relative to `base_url`;
     /// empty, `.` and `..` segments are refused so a key cannot climb out.
     pub fn object_url(&self, key: &str) -> Result<Url> {

@@ -190,7 +190,8 @@ mod tests {
             let _ = failing(&p, ErrorKind::Transient, &calls).await;
         }
         let calls = calls.load(Ordering::Relaxed);
-        assert!(calls <= 1200, "1000 operations cost {calls} calls");
+        // 20% of 1000, give or take the window's rounding.
+        assert!(calls <= 1202, "1000 operations cost {calls} calls");
         assert!(calls > 1000, "some retries were allowed: {calls}");
     }
 }

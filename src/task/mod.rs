@@ -571,8 +571,9 @@ impl TaskManager {
         let origin = &request.origin;
         let ctx = origin.context(&request.url, &request.headers);
         let meta = origin
-            .retry
-            .run("stat", || origin.plugin.stat(&origin.env, ctx.clone()))
+            .guarded(&request.url, "stat", || {
+                origin.plugin.stat(&origin.env, ctx.clone())
+            })
             .await?;
         let piece_length = self
             .config
@@ -744,8 +745,7 @@ impl TaskManager {
                         while let Some(n) = dl.next_piece() {
                             let origin = &dl.request.origin;
                             let piece = origin
-                                .retry
-                                .run("piece", || self.fetch_piece(dl, n))
+                                .guarded(&dl.request.url, "piece", || self.fetch_piece(dl, n))
                                 .await?;
                             tx.send(piece)
                                 .await

@@ -5,6 +5,7 @@ mod giftless;
 mod s3_server;
 mod support;
 
+mod breaker;
 mod engine;
 mod gateway_http_origin;
 mod negative_cache;
