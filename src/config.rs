@@ -272,8 +272,11 @@ pub struct BreakerConfig {
     pub open_max: Duration,
 }
 
+/// 10 in a row: an origin failing 10% of its answers at random (which
+/// retries absorb) opens it about once in ten billion calls, while a dead
+/// one opens it within a few requests.
 fn default_breaker_consecutive() -> u32 {
-    5
+    10
 }
 fn default_breaker_rate() -> f64 {
     0.5

@@ -5,8 +5,15 @@
 use crate::support::*;
 
 fn config(base: &str) -> String {
+    // Retries and breakers off: these tests look at single answers.
     format!(
         r#"
+[retry]
+max_attempts = 1
+
+[breaker]
+consecutive_failures = 0
+
 [origins.cfg]
 plugin = "http"
 base_url = "{base}private/"
