@@ -83,6 +83,12 @@ pub struct Reconciled {
 #[derive(Debug)]
 pub struct Storage {
     db: sled::Db,
+    /// Serializes flushes (see [`Storage::flush`]).
+    flushing: tokio::sync::Mutex<()>,
+    /// Flush requests registered, and how many of them a finished flush
+    /// covered.
+    flush_requests: std::sync::atomic::AtomicU64,
+    flushed: std::sync::atomic::AtomicU64,
     tasks: sled::Tree,
     pieces: sled::Tree,
     content_dir: PathBuf,
@@ -129,6 +135,9 @@ impl Storage {
         let pieces = db.open_tree("pieces")?;
         Ok(Self {
             db,
+            flushing: tokio::sync::Mutex::new(()),
+            flush_requests: Default::default(),
+            flushed: Default::default(),
             tasks,
             pieces,
             content_dir,
@@ -272,8 +281,32 @@ impl Storage {
     }
 
     /// Makes every record written so far durable.
+    ///
+    /// One flush at a time, on tokio's blocking pool. sled 0.34's
+    /// `flush_async` runs on sled's own small I/O pool and waits there for
+    /// log writes that need that same pool: eight tasks finishing at once
+    /// filled it with waiters and deadlocked the store (seen in the retry
+    /// test: every sled-io thread parked in `make_stable`). A flush that
+    /// waits for the one in progress finds its records already durable, or
+    /// makes them so right after.
     pub async fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush_async().await?;
+        use std::sync::atomic::Ordering;
+        // Callers that queue behind a flush which started after they
+        // registered are covered by it: one flush serves them all.
+        let ticket = self.flush_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        let _one = self.flushing.lock().await;
+        if self.flushed.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        let covers = self.flush_requests.load(Ordering::SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
+            .await
+            .map_err(|e| StorageError::Io {
+                path: PathBuf::from("metadata"),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        self.flushed.store(covers, Ordering::SeqCst);
         Ok(())
     }
 
