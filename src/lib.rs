@@ -76,7 +76,16 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.app)
+        use axum::serve::ListenerExt;
+        // Without TCP_NODELAY a small answer written in two parts (headers,
+        // then the body) waits for the client's delayed ACK: +40 ms on a
+        // kept-alive connection.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, self.app)
             .with_graceful_shutdown(shutdown)
             .await
             .context("serving")
