@@ -142,8 +142,17 @@ pub struct DownloadConfig {
     pub piece_length: Option<ByteSize>,
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// From sending a piece request to its response headers.
+    #[serde(default = "default_first_byte_timeout", with = "humantime_serde")]
+    pub first_byte_timeout: Duration,
+    /// A piece fetch that receives no byte for this long fails (progress
+    /// watchdog of one request).
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
+    /// A task that makes no progress (no answer from its origin, no byte of
+    /// any piece) for this long fails, and every waiter gets 504 at once.
+    #[serde(default = "default_watchdog_timeout", with = "humantime_serde")]
+    pub watchdog_timeout: Duration,
     /// A plan with an expiry (a presigned URL) is re-requested from the
     /// plugin this long before it expires.
     #[serde(default = "default_plan_refresh_margin", with = "humantime_serde")]
@@ -173,8 +182,18 @@ fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
 
-/// 30 seconds without a byte fails a piece fetch.
+/// 10 seconds from a piece request to its response headers.
+fn default_first_byte_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// 15 seconds without a byte fails a piece fetch.
 fn default_idle_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// 30 seconds without progress fails a task.
+fn default_watchdog_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
@@ -184,7 +203,9 @@ impl Default for DownloadConfig {
             piece_concurrency: default_piece_concurrency(),
             piece_length: None,
             connect_timeout: default_connect_timeout(),
+            first_byte_timeout: default_first_byte_timeout(),
             idle_timeout: default_idle_timeout(),
+            watchdog_timeout: default_watchdog_timeout(),
             plan_refresh_margin: default_plan_refresh_margin(),
             verify_on_read: default_verify_on_read(),
         }
@@ -380,6 +401,21 @@ pub struct PluginsConfig {
     /// Per-plugin overrides, `[plugins.limits.NAME]`.
     #[serde(default)]
     pub limits: BTreeMap<String, PluginLimits>,
+    /// `[plugins.breaker]`: each plugin's own circuit breaker, which counts
+    /// its traps and deadline kills.
+    #[serde(default = "default_plugin_breaker")]
+    pub breaker: BreakerConfig,
+}
+
+/// A plugin's breaker opens after 5 traps or kills in a row (they rarely
+/// pass by themselves) and stays open 5 s, doubling up to 5 minutes.
+fn default_plugin_breaker() -> BreakerConfig {
+    BreakerConfig {
+        consecutive_failures: 5,
+        open_base: Duration::from_secs(5),
+        open_max: Duration::from_secs(300),
+        ..BreakerConfig::default()
+    }
 }
 
 /// `[plugins.limits.NAME]`: limits of one plugin, overriding `[plugins]`.
@@ -473,6 +509,7 @@ impl Default for PluginsConfig {
             cache_dir: None,
             reload_interval: default_reload_interval(),
             limits: BTreeMap::new(),
+            breaker: default_plugin_breaker(),
         }
     }
 }
@@ -494,10 +531,29 @@ pub struct OriginConfig {
     /// Client request headers passed to the plugin (e.g. `authorization`).
     #[serde(default)]
     pub forward_headers: Vec<String>,
+    /// Downloads from this origin running at once; a request that would
+    /// start one more is refused with 503 and Retry-After (a bulkhead).
+    #[serde(default = "default_max_downloads")]
+    pub max_downloads: usize,
+    /// Requests for piece bytes in flight to this origin at once; piece
+    /// fetches beyond it wait for a free one (at most `max_downloads` ×
+    /// `download.piece_concurrency` wait).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// The plugin's own table. String values `env:NAME` are replaced by the
     /// environment variable `NAME` when the config is loaded.
     #[serde(default)]
     pub config: toml::Table,
+}
+
+/// 64 downloads from one origin at once.
+fn default_max_downloads() -> usize {
+    64
+}
+
+/// 32 piece requests to one origin at once.
+fn default_max_connections() -> usize {
+    32
 }
 
 /// A problem found in a config file, with the key path it concerns.
@@ -592,6 +648,19 @@ impl Config {
                 format!("{low} must be at least 0 and below the high watermark {high}"),
             );
         }
+        for (key, t) in [
+            ("download.connect_timeout", self.download.connect_timeout),
+            (
+                "download.first_byte_timeout",
+                self.download.first_byte_timeout,
+            ),
+            ("download.idle_timeout", self.download.idle_timeout),
+            ("download.watchdog_timeout", self.download.watchdog_timeout),
+        ] {
+            if t.is_zero() {
+                bad(key.into(), "must be more than zero".into());
+            }
+        }
         if self.storage.quota.is_some_and(|q| q.as_u64() == 0) {
             bad(
                 "storage.quota".into(),
@@ -666,6 +735,12 @@ impl Config {
                     format!("origins.{name}"),
                     "origin names use letters, digits, '-' and '_'".into(),
                 );
+            }
+            if origin.max_downloads == 0 {
+                bad(key("max_downloads"), "must be at least 1".into());
+            }
+            if origin.max_connections == 0 {
+                bad(key("max_connections"), "must be at least 1".into());
             }
             let custom_dir = self.plugins.dir.is_some();
             if !BUILTIN_PLUGINS.contains(&origin.plugin.as_str()) && !custom_dir {

@@ -12,6 +12,9 @@ pub struct AppError {
     pub status: StatusCode,
     pub message: String,
     pub headers: Vec<(header::HeaderName, HeaderValue)>,
+    /// A fast refusal (open breaker, full bulkhead): its cause was logged
+    /// once when the breaker opened, so each refusal logs at debug only.
+    pub quiet: bool,
 }
 
 impl AppError {
@@ -20,6 +23,7 @@ impl AppError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             headers: Vec::new(),
+            quiet: false,
         }
     }
 
@@ -32,6 +36,7 @@ impl AppError {
                 HeaderValue::from_str(&format!("bytes */{length}"))
                     .expect("digits are a valid header"),
             )],
+            quiet: false,
         }
     }
 
@@ -60,13 +65,14 @@ impl AppError {
             status,
             message: e.to_string(),
             headers,
+            quiet: matches!(e.kind, ErrorKind::Overloaded | ErrorKind::CircuitOpen),
         }
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        if self.status.is_server_error() && !self.quiet {
             tracing::warn!(status = %self.status, "{}", self.message);
         } else {
             tracing::debug!(status = %self.status, "{}", self.message);

@@ -16,8 +16,11 @@
 //! - `GET /api/v1/negative-cache`: objects remembered as missing, with
 //!   origin, URL, reason, time left and hits; `DELETE` forgets them all,
 //!   `DELETE /api/v1/negative-cache/{task_id}` one.
-//! - `GET /api/v1/breakers`: each origin authority's circuit breaker:
-//!   state, failures in a row, times opened, time to the next probe.
+//! - `GET /api/v1/breakers`: each origin authority's circuit breaker
+//!   (`origin`, `authority`) and each plugin's own (`plugin`): state,
+//!   failures in a row, times opened, time to the next probe.
+//! - `GET /api/v1/downloads`: downloads in flight: task, origin, URL,
+//!   pieces and bytes landed so far.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -59,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/origins/{origin}/objects", get(list_objects))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/breakers", get(list_breakers))
+        .route("/api/v1/downloads", get(list_downloads))
         .route(
             "/api/v1/negative-cache",
             get(list_negative).delete(purge_negative),
@@ -220,6 +224,9 @@ async fn get_object(
     let mut info = ObjectInfo::from(&object.record);
     info.cached = object.cached();
     let (status, h, start, end) = answer(range.as_ref(), &info)?;
+    if start < end {
+        state.tasks.ready(&object, start).await?;
+    }
     let body = Body::from_stream(state.tasks.read(&object, start, end));
     Ok((status, h, body).into_response())
 }
@@ -352,6 +359,7 @@ async fn reload_plugin(
             status: StatusCode::UNPROCESSABLE_ENTITY,
             message: e.to_string(),
             headers: Vec::new(),
+            quiet: false,
         }),
         Err(e) => Err(AppError::from_error(e)),
     }
@@ -381,6 +389,12 @@ async fn purge_negative_one(
     }
 }
 
+async fn list_downloads(
+    State(state): State<AppState>,
+) -> axum::Json<Vec<crate::task::DownloadView>> {
+    axum::Json(state.tasks.downloads().await)
+}
+
 async fn list_breakers(
     State(state): State<AppState>,
 ) -> axum::Json<Vec<crate::origin::breaker::BreakerView>> {
@@ -389,6 +403,7 @@ async fn list_breakers(
             .origins
             .all()
             .flat_map(|o| o.breakers.list())
+            .chain(state.plugins.breakers())
             .collect(),
     )
 }

@@ -9,8 +9,13 @@
 //! Half-open: one probe passes; its success closes the breaker, its failure
 //! opens it again. Only transient and timeout outcomes are failures: a 404
 //! or a 403 is the origin working. Transitions are logged once each.
+//!
+//! A plugin has a breaker of its own, which counts only its traps and
+//! deadline kills: a plugin that keeps crashing stops being called (and
+//! stops burning CPU) while every other plugin goes on.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -41,39 +46,108 @@ struct Breaker {
     opens: u64,
 }
 
+/// What a set of breakers guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// The authorities an origin reaches; transient and timeout outcomes
+    /// are failures.
+    Origin(String),
+    /// One plugin (whatever origin calls it); its traps and deadline kills
+    /// are failures.
+    Plugin(String),
+}
+
+impl Scope {
+    fn failed(&self, e: &Error) -> bool {
+        match self {
+            Scope::Origin(_) => e.kind.is_retryable(),
+            Scope::Plugin(_) => {
+                matches!(e.kind, ErrorKind::PluginFailed | ErrorKind::PluginTimeout)
+            }
+        }
+    }
+}
+
 /// A breaker as the API lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BreakerView {
-    pub origin: String,
-    pub authority: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
     pub state: State,
     pub consecutive_failures: u32,
     pub opens: u64,
     pub retry_in_ms: u64,
 }
 
-/// The breakers of one origin, by authority.
+type Table = Arc<Mutex<HashMap<String, Breaker>>>;
+
+/// The breakers of one scope: an origin's by authority, or a plugin's one.
 #[derive(Debug)]
 pub struct Breakers {
-    origin: String,
+    scope: Scope,
     config: BreakerConfig,
-    by_authority: Mutex<HashMap<String, Breaker>>,
+    by_authority: Table,
 }
 
 /// Permission to make one call; report its outcome with [`Breakers::record`].
+/// A ticket dropped unreported (its call was cancelled) frees the probe it
+/// held, so a cancelled probe cannot leave a breaker half-open for good.
 #[derive(Debug)]
 #[must_use]
 pub struct Ticket {
     authority: String,
     probe: bool,
+    table: Option<Table>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.probe
+            && let Some(table) = self.table.take()
+            && let Some(b) = table.lock().get_mut(&self.authority)
+        {
+            b.probing = false;
+        }
+    }
 }
 
 impl Breakers {
     pub fn new(origin: &str, config: BreakerConfig) -> Self {
+        Self::scoped(Scope::Origin(origin.to_string()), config)
+    }
+
+    pub fn scoped(scope: Scope, config: BreakerConfig) -> Self {
         Self {
-            origin: origin.to_string(),
+            scope,
             config,
-            by_authority: Mutex::new(HashMap::new()),
+            by_authority: Table::default(),
+        }
+    }
+
+    /// The open-breaker error for `key`, to be retried in `left`.
+    fn open_error(&self, key: &str, left: Duration) -> Error {
+        let message = match &self.scope {
+            Scope::Origin(origin) => format!(
+                "origin '{origin}': circuit to {key} is open after repeated failures; next try in {} ms",
+                left.as_millis()
+            ),
+            Scope::Plugin(plugin) => format!(
+                "plugin '{plugin}' is not called: its circuit is open after repeated traps or deadline kills; next try in {} ms",
+                left.as_millis()
+            ),
+        };
+        let mut e = Error::new(ErrorKind::CircuitOpen, message);
+        e.retry_after = Some(left);
+        e
+    }
+
+    fn scope_name(&self) -> &str {
+        match &self.scope {
+            Scope::Origin(n) | Scope::Plugin(n) => n,
         }
     }
 
@@ -86,6 +160,7 @@ impl Breakers {
         let ticket = Ticket {
             authority: authority.to_string(),
             probe: false,
+            table: Some(self.by_authority.clone()),
         };
         if !self.enabled() {
             return Ok(ticket);
@@ -106,44 +181,34 @@ impl Breakers {
             State::Open if now >= b.open_until => {
                 b.state = State::HalfOpen;
                 b.probing = true;
-                tracing::info!(origin = %self.origin, authority, "circuit half-open: sending one probe");
-                Ok(Ticket {
-                    probe: true,
-                    ..ticket
-                })
+                tracing::info!(scope = %self.scope_name(), key = authority, "circuit half-open: sending one probe");
+                let mut ticket = ticket;
+                ticket.probe = true;
+                Ok(ticket)
             }
             State::HalfOpen if !b.probing => {
                 b.probing = true;
-                Ok(Ticket {
-                    probe: true,
-                    ..ticket
-                })
+                let mut ticket = ticket;
+                ticket.probe = true;
+                Ok(ticket)
             }
             _ => {
                 let left = b
                     .open_until
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(1));
-                let mut e = Error::new(
-                    ErrorKind::CircuitOpen,
-                    format!(
-                        "origin '{}': circuit to {authority} is open after repeated failures; next try in {} ms",
-                        self.origin,
-                        left.as_millis()
-                    ),
-                );
-                e.retry_after = Some(left);
-                Err(e)
+                Err(self.open_error(authority, left))
             }
         }
     }
 
     /// Reports how the call behind `ticket` went.
-    pub fn record<T>(&self, ticket: Ticket, outcome: &Result<T>) {
+    pub fn record<T>(&self, mut ticket: Ticket, outcome: &Result<T>) {
+        ticket.table = None;
         if !self.enabled() {
             return;
         }
-        let failed = matches!(outcome, Err(e) if e.kind.is_retryable());
+        let failed = matches!(outcome, Err(e) if self.scope.failed(e));
         let now = Instant::now();
         let c = &self.config;
         let mut all = self.by_authority.lock();
@@ -167,7 +232,7 @@ impl Breakers {
                 b.state = State::Closed;
                 b.level = 0;
                 b.recent.clear();
-                tracing::info!(origin = %self.origin, authority = %ticket.authority, "circuit closed: the probe succeeded");
+                tracing::info!(scope = %self.scope_name(), key = %ticket.authority, "circuit closed: the probe succeeded");
             }
             return;
         }
@@ -192,8 +257,8 @@ impl Breakers {
             b.open_until = now + interval;
             b.opens += 1;
             tracing::warn!(
-                origin = %self.origin,
-                authority = %ticket.authority,
+                scope = %self.scope_name(),
+                key = %ticket.authority,
                 consecutive_failures = b.consecutive,
                 open_for_ms = interval.as_millis() as u64,
                 "circuit opened"
@@ -207,8 +272,15 @@ impl Breakers {
             .lock()
             .iter()
             .map(|(a, b)| BreakerView {
-                origin: self.origin.clone(),
-                authority: a.clone(),
+                origin: match &self.scope {
+                    Scope::Origin(o) => Some(o.clone()),
+                    Scope::Plugin(_) => None,
+                },
+                authority: matches!(self.scope, Scope::Origin(_)).then(|| a.clone()),
+                plugin: match &self.scope {
+                    Scope::Plugin(p) => Some(p.clone()),
+                    Scope::Origin(_) => None,
+                },
                 state: b.state,
                 consecutive_failures: b.consecutive,
                 opens: b.opens,

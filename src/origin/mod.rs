@@ -13,7 +13,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use url::Url;
 
 use crate::config::Config;
@@ -36,6 +39,14 @@ pub struct Origin {
     pub retry: retry::RetryPolicy,
     /// Circuit breakers of the authorities it reaches.
     pub breakers: breaker::Breakers,
+    /// Bulkheads: downloads running (refused when full) and piece requests
+    /// in flight (waited for).
+    downloads: Arc<Semaphore>,
+    max_downloads: usize,
+    connections: Semaphore,
+    /// Per-request watchdogs: response headers, then each body chunk.
+    first_byte_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 /// Origins by name.
@@ -46,11 +57,7 @@ pub struct OriginRouter {
 
 /// A client that connects only where `allow` permits, follows redirects only
 /// there, and ignores proxy environment variables (which would bypass it).
-fn client(
-    allow: &Arc<AllowList>,
-    connect: Duration,
-    idle: Option<Duration>,
-) -> reqwest::Result<reqwest::Client> {
+fn client(allow: &Arc<AllowList>, connect: Duration) -> reqwest::Result<reqwest::Client> {
     let redirect_allow = allow.clone();
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
         if attempt.previous().len() >= 5 {
@@ -61,18 +68,15 @@ fn client(
             attempt.follow()
         }
     });
-    let mut builder = reqwest::Client::builder()
+    reqwest::Client::builder()
         .dns_resolver(Arc::new(PolicyResolver::new(allow.clone())))
         .no_proxy()
         .redirect(policy)
         .connect_timeout(connect)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90))
-        .user_agent(concat!("seedgate/", env!("CARGO_PKG_VERSION")));
-    if let Some(idle) = idle {
-        builder = builder.read_timeout(idle);
-    }
-    builder.build()
+        .user_agent(concat!("seedgate/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 impl OriginRouter {
@@ -103,7 +107,7 @@ impl OriginRouter {
             let env = Arc::new(CallEnv {
                 origin: name.clone(),
                 config: oc.resolved_plugin_config(),
-                http: client(&allow, d.connect_timeout, None)?,
+                http: client(&allow, d.connect_timeout)?,
                 allow: allow.clone(),
                 http_timeout: config
                     .plugins
@@ -121,10 +125,15 @@ impl OriginRouter {
                 base_url,
                 plugin,
                 env,
-                data: client(&allow, d.connect_timeout, Some(d.idle_timeout))?,
+                data: client(&allow, d.connect_timeout)?,
                 forward_headers,
                 retry: retry::RetryPolicy::new(config.retry.clone()),
                 breakers: breaker::Breakers::new(name, config.breaker.clone()),
+                downloads: Arc::new(Semaphore::new(oc.max_downloads)),
+                max_downloads: oc.max_downloads,
+                connections: Semaphore::new(oc.max_connections),
+                first_byte_timeout: d.first_byte_timeout,
+                idle_timeout: d.idle_timeout,
             };
             origins.insert(name.clone(), Arc::new(origin));
         }
@@ -163,6 +172,65 @@ pub struct Expect {
 }
 
 impl Origin {
+    /// A place among this origin's running downloads, or 503 when they
+    /// are all taken (a bulkhead: refused, never queued).
+    pub fn admit_download(&self) -> Result<OwnedSemaphorePermit> {
+        self.downloads.clone().try_acquire_owned().map_err(|_| {
+            let mut e = Error::new(
+                ErrorKind::Overloaded,
+                format!(
+                    "origin '{}' already runs its limit of {} downloads (origins.{}.max_downloads)",
+                    self.name, self.max_downloads, self.name
+                ),
+            );
+            e.retry_after = Some(Duration::from_secs(1));
+            e
+        })
+    }
+
+    /// Downloads from this origin running now.
+    pub fn downloads_running(&self) -> usize {
+        self.max_downloads - self.downloads.available_permits()
+    }
+
+    /// A place among the piece requests in flight to this origin, waited
+    /// for (the waiters are bounded by the running downloads).
+    pub async fn connection(&self) -> SemaphorePermit<'_> {
+        self.connections
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
+    }
+
+    /// The next chunk of a plan's response body, or a timeout when none
+    /// comes within `download.idle_timeout`. `at` is the object offset
+    /// reached, for the message.
+    pub async fn next_chunk<S>(
+        &self,
+        body: &mut S,
+        plan: &wit::RequestPlan,
+        at: u64,
+    ) -> Result<Option<Bytes>>
+    where
+        S: Stream<Item = reqwest::Result<Bytes>> + Unpin,
+    {
+        let url = || Url::parse(&plan.url).unwrap_or_else(|_| self.base_url.clone());
+        match tokio::time::timeout(self.idle_timeout, body.next()).await {
+            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
+            Ok(Some(Err(e))) => Err(fetch_error(&self.name, &url(), e)),
+            Ok(None) => Ok(None),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "origin '{}': {}: no byte for {} at byte {at} (download.idle_timeout)",
+                    self.name,
+                    url(),
+                    humantime::format_duration(self.idle_timeout)
+                ),
+            )),
+        }
+    }
+
     /// Runs origin work for `url` behind its authority's circuit breaker,
     /// retrying what may pass within the retry budget. An open breaker
     /// fails at once and is not retried.
@@ -338,10 +406,19 @@ impl Origin {
         if let Some(tag) = &plan.if_match {
             req = req.header(http::header::IF_MATCH, tag.as_str());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| fetch_error(&self.name, &url, e))?;
+        let resp = match tokio::time::timeout(self.first_byte_timeout, req.send()).await {
+            Ok(r) => r.map_err(|e| fetch_error(&self.name, &url, e))?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "origin '{}': {url}: no response within {} (download.first_byte_timeout)",
+                        self.name,
+                        humantime::format_duration(self.first_byte_timeout)
+                    ),
+                ));
+            }
+        };
         let status = resp.status().as_u16();
         let fail = |kind, what: String| {
             let mut e = Error::new(kind, format!("origin '{}': {url}: {what}", self.name));

@@ -310,6 +310,11 @@ impl PluginHost {
     }
 
     /// The limits configured for plugin `name`.
+    /// Settings of each plugin's own circuit breaker.
+    pub fn breaker_config(&self) -> &crate::config::BreakerConfig {
+        &self.config.breaker
+    }
+
     pub fn limits_for(&self, name: &str) -> EffectiveLimits {
         self.config.limits_for(name)
     }

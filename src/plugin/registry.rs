@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use super::bindings::seedgate::plugin::types as wit;
 use super::{BUILTINS, CallEnv, LogLimiter, Plugin, PluginHost};
 use crate::error::{Error, ErrorKind, Result};
+use crate::origin::breaker::{Breakers, Scope};
 
 /// Where a plugin's bytes come from.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct PluginSlot {
     current: RwLock<Arc<Plugin>>,
     permits: Arc<Semaphore>,
     max_calls: u32,
+    /// Opens on repeated traps and deadline kills.
+    pub breaker: Breakers,
     log: Arc<LogLimiter>,
     stats: Stats,
     /// (modified, length) of the file when last looked at.
@@ -103,8 +106,9 @@ impl PluginSlot {
         self.current.read().clone()
     }
 
-    /// Runs one call under the bulkhead: refused at once when the plugin
-    /// already runs `max_concurrent_calls` calls.
+    /// Runs one call under the bulkhead and the plugin's breaker: refused
+    /// at once when the plugin already runs `max_concurrent_calls` calls, or
+    /// when it trapped or was killed repeatedly (until its next probe).
     async fn guarded<R>(
         &self,
         origin: &str,
@@ -122,8 +126,12 @@ impl PluginSlot {
             e.retry_after = Some(Duration::from_secs(1));
             return Err(e);
         };
+        let ticket = self.breaker.admit(&self.name).inspect_err(|_| {
+            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+        })?;
         let started = tokio::time::Instant::now();
         let r = call(self.current()).await;
+        self.breaker.record(ticket, &r);
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .micros
@@ -309,6 +317,8 @@ impl Registry {
                 tracing::info!(plugin = %name, path = %path.display(), digest = %plugin.info.digest, "loaded custom plugin");
             }
             let limits = host.limits_for(&name);
+            let breaker =
+                Breakers::scoped(Scope::Plugin(name.clone()), host.breaker_config().clone());
             slots.insert(
                 name.clone(),
                 Arc::new(PluginSlot {
@@ -317,6 +327,7 @@ impl Registry {
                     current: RwLock::new(Arc::new(plugin)),
                     permits: Arc::new(Semaphore::new(limits.max_concurrent_calls as usize)),
                     max_calls: limits.max_concurrent_calls,
+                    breaker,
                     log,
                     stats: Stats::default(),
                     seen: Mutex::new(seen),
@@ -341,6 +352,11 @@ impl Registry {
 
     pub fn host(&self) -> &Arc<PluginHost> {
         &self.host
+    }
+
+    /// Every plugin's breaker that has seen a call.
+    pub fn breakers(&self) -> Vec<crate::origin::breaker::BreakerView> {
+        self.slots.values().flat_map(|s| s.breaker.list()).collect()
     }
 
     pub fn summaries(&self) -> Vec<SlotSummary> {

@@ -27,6 +27,7 @@
 mod gc;
 pub mod id;
 pub mod negative;
+pub mod watchdog;
 
 pub use gc::GcReport;
 pub use id::*;
@@ -38,7 +39,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use http::HeaderMap;
 use tokio::sync::{Notify, OnceCell, watch};
 use url::Url;
@@ -48,6 +49,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::origin::{Expect, Origin};
 use crate::plugin::bindings::seedgate::plugin::types as wit;
 use crate::storage::{PieceRecord, Storage, TaskRecord, TaskState};
+use watchdog::Watchdog;
 
 /// Bytes a piece writer gathers before one positioned write...
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -128,6 +130,8 @@ pub struct Download {
     plan: tokio::sync::Mutex<Option<wit::RequestPlan>>,
     request: Arc<Request>,
     restarts: u32,
+    /// Fails the task when it stops making progress.
+    watchdog: Arc<Watchdog>,
     _lease: Lease,
 }
 
@@ -169,6 +173,7 @@ impl Download {
             let fresh =
                 whole_object_plan(&plans, &origin.plugin.name, self.meta.content_length)?.clone();
             origin.check_plan(&fresh)?;
+            self.watchdog.touch();
             if plan.is_some() {
                 tracing::debug!(task = %self.record.id, "plan renewed");
             }
@@ -182,6 +187,9 @@ impl Download {
 #[derive(Debug, Default)]
 struct Slot {
     download: OnceCell<Arc<Download>>,
+    /// Why starting failed: openers already waiting on this slot get the
+    /// same answer at once instead of each trying (and waiting) again.
+    failed: parking_lot::Mutex<Option<Error>>,
 }
 
 /// Where an object's bytes come from.
@@ -208,6 +216,20 @@ impl Object {
     pub fn cached(&self) -> bool {
         matches!(self.source, Source::Local(_))
     }
+}
+
+/// A download in flight, as the API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DownloadView {
+    pub task_id: String,
+    pub origin: String,
+    pub url: String,
+    pub content_length: u64,
+    pub piece_length: u64,
+    pub pieces: u32,
+    pub pieces_landed: u32,
+    pub bytes_landed: u64,
+    pub restarts: u32,
 }
 
 /// Metadata of an object, for `HEAD`.
@@ -380,6 +402,43 @@ impl TaskManager {
         }
     }
 
+    /// Downloads in flight now (read live from their progress).
+    pub async fn downloads(&self) -> Vec<DownloadView> {
+        let slots: Vec<Arc<Slot>> = self.slots.lock().await.values().cloned().collect();
+        let mut views: Vec<DownloadView> = slots
+            .iter()
+            .filter_map(|slot| slot.download.get())
+            .filter(|dl| dl.progress.borrow().outcome.is_none())
+            .map(|dl| {
+                let r = &dl.record;
+                let progress = dl.progress.borrow();
+                let landed = progress
+                    .pieces
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.is_some());
+                let (mut pieces_landed, mut bytes_landed) = (0, 0);
+                for (n, _) in landed {
+                    pieces_landed += 1;
+                    bytes_landed += piece_span(n as u32, r.content_length, r.piece_length).1;
+                }
+                DownloadView {
+                    task_id: r.id.clone(),
+                    origin: dl.request.origin.name.clone(),
+                    url: r.url.clone(),
+                    content_length: r.content_length,
+                    piece_length: r.piece_length,
+                    pieces: progress.pieces.len() as u32,
+                    pieces_landed,
+                    bytes_landed,
+                    restarts: dl.restarts,
+                }
+            })
+            .collect();
+        views.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+        views
+    }
+
     /// Bytes of content recorded, over all tasks.
     pub fn stored_bytes(&self) -> u64 {
         self.index.lock().stored
@@ -523,16 +582,21 @@ impl TaskManager {
         let started = slot
             .download
             .get_or_try_init(|| async {
+                if let Some(e) = slot.failed.lock().clone() {
+                    return Err(e);
+                }
                 if let Some(e) = self.negative.get(&id) {
                     return Err(e);
                 }
-                let r = self
-                    .clone()
-                    .start(request.clone(), id.clone(), restarts)
-                    .await;
+                let watchdog = Arc::new(Watchdog::new(self.config.watchdog_timeout));
+                let r = tokio::select! {
+                    r = self.clone().start(request.clone(), id.clone(), restarts, watchdog.clone()) => r,
+                    () = watchdog.expired() => Err(stalled(&request, &watchdog, "no answer from the origin")),
+                };
                 if let Err(e) = &r {
                     self.negative
                         .record(&id, &request.origin.name, request.url.as_str(), e);
+                    *slot.failed.lock() = Some(e.clone());
                 }
                 r
             })
@@ -567,14 +631,17 @@ impl TaskManager {
         request: Arc<Request>,
         id: String,
         restarts: u32,
+        watchdog: Arc<Watchdog>,
     ) -> Result<Arc<Download>> {
         let origin = &request.origin;
+        let downloading = origin.admit_download()?;
         let ctx = origin.context(&request.url, &request.headers);
         let meta = origin
             .guarded(&request.url, "stat", || {
                 origin.plugin.stat(&origin.env, ctx.clone())
             })
             .await?;
+        watchdog.touch();
         let piece_length = self
             .config
             .piece_length
@@ -649,6 +716,7 @@ impl TaskManager {
             plan: tokio::sync::Mutex::new(None),
             request: request.clone(),
             restarts,
+            watchdog,
             _lease: self.lease(&id),
         });
         // Plan before answering, so a refused or malformed plan is a clean
@@ -662,7 +730,16 @@ impl TaskManager {
         let me = self.clone();
         let dl = download.clone();
         tokio::spawn(async move {
-            let outcome = if work { me.run(&dl).await } else { Ok(()) };
+            let outcome = if work {
+                tokio::select! {
+                    r = me.run(&dl) => r,
+                    () = dl.watchdog.expired() => Err(stalled(&dl.request, &dl.watchdog, "no progress")),
+                }
+            } else {
+                Ok(())
+            };
+            // The origin's bulkhead counts running downloads only.
+            drop(downloading);
             let outcome = match outcome {
                 Ok(()) => me.finish(&dl).await,
                 Err(e) => Err(e),
@@ -796,6 +873,7 @@ impl TaskManager {
         };
         let margin = self.config.plan_refresh_margin;
         let mut plan = dl.plan(margin, false).await?;
+        let _connection = origin.connection().await;
         let resp = match origin.send(&plan, expect, true).await {
             Err(e) if e.kind == ErrorKind::Forbidden && plan.expires_at_ms.is_some() => {
                 plan = dl.plan(margin, true).await?;
@@ -804,10 +882,14 @@ impl TaskManager {
             other => other?,
         };
         check_version(origin, &plan, r, resp.headers())?;
+        dl.watchdog.touch();
         let mut body = resp.bytes_stream();
         let mut writer = PieceWriter::new(dl.file.clone(), n, offset, length);
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| body_error(origin, &plan, e))?;
+        while let Some(chunk) = origin
+            .next_chunk(&mut body, &plan, offset + writer.received())
+            .await?
+        {
+            dl.watchdog.touch();
             writer.write(chunk).await?;
         }
         let piece = writer.finish().await?;
@@ -830,8 +912,10 @@ impl TaskManager {
             length: r.content_length,
             total: r.content_length,
         };
+        let _connection = origin.connection().await;
         let resp = origin.send(plan, expect, false).await?;
         check_version(origin, plan, r, resp.headers())?;
+        dl.watchdog.touch();
         let count = piece_count(r.content_length, r.piece_length);
         let mut body = resp.bytes_stream();
         let mut pending = Bytes::new();
@@ -842,8 +926,12 @@ impl TaskManager {
             let mut remaining = length;
             while remaining > 0 {
                 if pending.is_empty() {
-                    pending = match body.next().await {
-                        Some(chunk) => chunk.map_err(|e| body_error(origin, plan, e))?,
+                    let at = offset + length - remaining;
+                    pending = match origin.next_chunk(&mut body, plan, at).await? {
+                        Some(chunk) => {
+                            dl.watchdog.touch();
+                            chunk
+                        }
                         None => {
                             return Err(Error::new(
                                 ErrorKind::Transient,
@@ -874,7 +962,12 @@ impl TaskManager {
                     .map_err(|_| Error::internal("the piece committer stopped"))?;
             }
         }
-        if !pending.is_empty() || body.next().await.is_some() {
+        if !pending.is_empty()
+            || origin
+                .next_chunk(&mut body, plan, r.content_length)
+                .await?
+                .is_some()
+        {
             return Err(Error::new(
                 ErrorKind::Transient,
                 format!(
@@ -931,6 +1024,17 @@ impl TaskManager {
             Some(Err(e)) => e.clone(),
             _ => Error::internal(format!("download ended without piece {n}")),
         })
+    }
+
+    /// Waits until the piece holding byte `at` of a downloading object has
+    /// landed, so an answer can start with a status that holds: a download
+    /// that fails (its watchdog, an origin error) before that is told to
+    /// the client as an error status instead of a body cut short.
+    pub async fn ready(&self, object: &Object, at: u64) -> Result<()> {
+        if at < object.record.content_length {
+            Self::wait_piece(object, (at / object.record.piece_length) as u32).await?;
+        }
+        Ok(())
     }
 
     /// Drops piece `n` whose bytes failed their digest and has it fetched
@@ -1162,9 +1266,17 @@ fn whole_object_plan<'a>(
     }
 }
 
-fn body_error(origin: &Origin, plan: &wit::RequestPlan, e: reqwest::Error) -> Error {
-    let url = Url::parse(&plan.url).unwrap_or_else(|_| origin.base_url.clone());
-    crate::origin::fetch_error(&origin.name, &url, e)
+/// The error of a task its watchdog stopped.
+fn stalled(request: &Request, watchdog: &Watchdog, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "origin '{}': {}: {what} for {} (download.watchdog_timeout); the task was stopped",
+            request.origin.name,
+            request.url,
+            humantime::format_duration(watchdog.timeout())
+        ),
+    )
 }
 
 /// Writes one piece at its offset in buffered positioned writes, checking
@@ -1195,6 +1307,11 @@ impl PieceWriter {
             pending_len: 0,
             crc: crc32fast::Hasher::new(),
         }
+    }
+
+    /// Bytes received so far.
+    fn received(&self) -> u64 {
+        self.written + self.pending_len as u64
     }
 
     async fn write(&mut self, chunk: Bytes) -> Result<()> {

@@ -5,11 +5,16 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::fault_proxy::FaultProxy;
 use crate::support::*;
 
+/// The origin breakers (plugins have their own, listed too).
 async fn breakers(sg: &Seedgate) -> Vec<serde_json::Value> {
     let resp = get(&sg.url("/api/v1/breakers")).await;
-    serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    all.into_iter()
+        .filter(|b| b.get("origin").is_some())
+        .collect()
 }
 
 /// The origin is down: the breaker opens after 3 failures, later requests

@@ -1,12 +1,15 @@
 //! seedgate's integration tests: one binary (it links once), a module per
 //! behaviour, every test against real servers on loopback.
 
+mod fault_proxy;
 mod giftless;
 mod s3_server;
 mod support;
 
 mod breaker;
+mod bulkheads;
 mod engine;
+mod faults;
 mod gateway_http_origin;
 mod negative_cache;
 mod origin_example;
@@ -18,3 +21,4 @@ mod plugin_host;
 mod plugin_sandbox;
 mod retries;
 mod scheduler_policy;
+mod watchdog;
