@@ -6,6 +6,7 @@
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod origin;
 pub mod plugin;
 pub mod storage;

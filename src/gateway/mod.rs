@@ -21,6 +21,7 @@
 //!   failures in a row, times opened, time to the next probe.
 //! - `GET /api/v1/downloads`: downloads in flight: task, origin, URL,
 //!   pieces and bytes landed so far.
+//! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
 //! Errors are mapped from their kind to a status in one place
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/breakers", get(list_breakers))
         .route("/api/v1/downloads", get(list_downloads))
+        .route("/metrics", get(metrics))
         .route(
             "/api/v1/negative-cache",
             get(list_negative).delete(purge_negative),
@@ -387,6 +389,28 @@ async fn purge_negative_one(
             format!("no negative-cache entry for task {id}"),
         )))
     }
+}
+
+/// Prometheus scrape: counters as they are, states read live now.
+async fn metrics(State(state): State<AppState>) -> Response {
+    use crate::metrics::{METRICS, OriginLabels};
+    let m = &*METRICS;
+    m.breaker_state.clear();
+    for origin in state.origins.all() {
+        origin.breakers.export_states();
+        m.downloads_running
+            .get_or_create(&OriginLabels {
+                origin: origin.name.clone(),
+            })
+            .set(origin.downloads_running() as i64);
+    }
+    state.plugins.export_breaker_states();
+    m.negative_entries.set(state.tasks.negative.len() as i64);
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        m.encode(),
+    )
+        .into_response()
 }
 
 async fn list_downloads(

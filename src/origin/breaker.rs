@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::BreakerConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::{BreakerLabels, METRICS, TransitionLabels};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,6 +146,50 @@ impl Breakers {
         e
     }
 
+    fn scope_kind(&self) -> &'static str {
+        match &self.scope {
+            Scope::Origin(_) => "origin",
+            Scope::Plugin(_) => "plugin",
+        }
+    }
+
+    /// Counts a transition of `key`'s breaker to `to`.
+    fn moved(&self, key: &str, to: State) {
+        let to = match to {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half-open",
+        };
+        METRICS
+            .breaker_transitions
+            .get_or_create(&TransitionLabels {
+                scope: self.scope_kind().into(),
+                name: self.scope_name().into(),
+                key: key.into(),
+                to: to.into(),
+            })
+            .inc();
+    }
+
+    /// Sets the `seedgate_breaker_state` gauges of these breakers.
+    pub fn export_states(&self) {
+        for (key, b) in self.by_authority.lock().iter() {
+            let value = match b.state {
+                State::Closed => 0,
+                State::Open => 1,
+                State::HalfOpen => 2,
+            };
+            METRICS
+                .breaker_state
+                .get_or_create(&BreakerLabels {
+                    scope: self.scope_kind().into(),
+                    name: self.scope_name().into(),
+                    key: key.clone(),
+                })
+                .set(value);
+        }
+    }
+
     fn scope_name(&self) -> &str {
         match &self.scope {
             Scope::Origin(n) | Scope::Plugin(n) => n,
@@ -181,7 +226,8 @@ impl Breakers {
             State::Open if now >= b.open_until => {
                 b.state = State::HalfOpen;
                 b.probing = true;
-                tracing::info!(scope = %self.scope_name(), key = authority, "circuit half-open: sending one probe");
+                tracing::info!(scope = self.scope_kind(), name = %self.scope_name(), key = authority, "circuit half-open: sending one probe");
+                self.moved(authority, State::HalfOpen);
                 let mut ticket = ticket;
                 ticket.probe = true;
                 Ok(ticket)
@@ -197,6 +243,7 @@ impl Breakers {
                     .open_until
                     .saturating_duration_since(now)
                     .max(Duration::from_millis(1));
+                METRICS.refused(self.scope_kind(), self.scope_name(), "breaker");
                 Err(self.open_error(authority, left))
             }
         }
@@ -232,7 +279,8 @@ impl Breakers {
                 b.state = State::Closed;
                 b.level = 0;
                 b.recent.clear();
-                tracing::info!(scope = %self.scope_name(), key = %ticket.authority, "circuit closed: the probe succeeded");
+                tracing::info!(scope = self.scope_kind(), name = %self.scope_name(), key = %ticket.authority, "circuit closed: the probe succeeded");
+                self.moved(&ticket.authority, State::Closed);
             }
             return;
         }
@@ -257,12 +305,13 @@ impl Breakers {
             b.open_until = now + interval;
             b.opens += 1;
             tracing::warn!(
-                scope = %self.scope_name(),
+                scope = self.scope_kind(), name = %self.scope_name(),
                 key = %ticket.authority,
                 consecutive_failures = b.consecutive,
                 open_for_ms = interval.as_millis() as u64,
                 "circuit opened"
             );
+            self.moved(&ticket.authority, State::Open);
         }
     }
 

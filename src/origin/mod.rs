@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::METRICS;
 use crate::plugin::bindings::seedgate::plugin::types as wit;
 use crate::plugin::{CallEnv, PluginSlot, Registry};
 use policy::{AllowList, PolicyResolver};
@@ -127,7 +128,7 @@ impl OriginRouter {
                 env,
                 data: client(&allow, d.connect_timeout)?,
                 forward_headers,
-                retry: retry::RetryPolicy::new(config.retry.clone()),
+                retry: retry::RetryPolicy::new(name, config.retry.clone()),
                 breakers: breaker::Breakers::new(name, config.breaker.clone()),
                 downloads: Arc::new(Semaphore::new(oc.max_downloads)),
                 max_downloads: oc.max_downloads,
@@ -176,6 +177,7 @@ impl Origin {
     /// are all taken (a bulkhead: refused, never queued).
     pub fn admit_download(&self) -> Result<OwnedSemaphorePermit> {
         self.downloads.clone().try_acquire_owned().map_err(|_| {
+            METRICS.refused("origin", &self.name, "bulkhead");
             let mut e = Error::new(
                 ErrorKind::Overloaded,
                 format!(
@@ -219,15 +221,18 @@ impl Origin {
             Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
             Ok(Some(Err(e))) => Err(fetch_error(&self.name, &url(), e)),
             Ok(None) => Ok(None),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                format!(
-                    "origin '{}': {}: no byte for {} at byte {at} (download.idle_timeout)",
-                    self.name,
-                    url(),
-                    humantime::format_duration(self.idle_timeout)
-                ),
-            )),
+            Err(_) => Err({
+                METRICS.watchdog(&self.name, "idle");
+                Error::new(
+                    ErrorKind::Timeout,
+                    format!(
+                        "origin '{}': {}: no byte for {} at byte {at} (download.idle_timeout)",
+                        self.name,
+                        url(),
+                        humantime::format_duration(self.idle_timeout)
+                    ),
+                )
+            }),
         }
     }
 
@@ -409,6 +414,7 @@ impl Origin {
         let resp = match tokio::time::timeout(self.first_byte_timeout, req.send()).await {
             Ok(r) => r.map_err(|e| fetch_error(&self.name, &url, e))?,
             Err(_) => {
+                METRICS.watchdog(&self.name, "first_byte");
                 return Err(Error::new(
                     ErrorKind::Timeout,
                     format!(

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::RetryConfig;
 use crate::error::{Error, Result};
+use crate::metrics::METRICS;
 
 /// How far back the budget looks.
 const BUDGET_WINDOW: Duration = Duration::from_secs(10);
@@ -29,13 +30,16 @@ struct Window {
 
 #[derive(Debug)]
 pub struct RetryPolicy {
+    /// The origin's name, for metrics.
+    origin: String,
     config: RetryConfig,
     window: Mutex<Window>,
 }
 
 impl RetryPolicy {
-    pub fn new(config: RetryConfig) -> Self {
+    pub fn new(origin: &str, config: RetryConfig) -> Self {
         Self {
+            origin: origin.to_string(),
             config,
             window: Mutex::new(Window {
                 started: Instant::now(),
@@ -110,7 +114,11 @@ impl RetryPolicy {
             if !e.kind.is_retryable() || attempt >= self.config.max_attempts {
                 return Err(e);
             }
+            let labels = crate::metrics::OriginLabels {
+                origin: self.origin.clone(),
+            };
             if !self.withdraw() {
+                METRICS.retries_denied.get_or_create(&labels).inc();
                 tracing::debug!(what, error = %e, "retry budget spent; not retrying");
                 return Err(e);
             }
@@ -118,6 +126,7 @@ impl RetryPolicy {
                 Some(hint) => hint.min(self.config.max_delay),
                 None => self.backoff(attempt - 1),
             };
+            METRICS.retries.get_or_create(&labels).inc();
             tracing::debug!(what, attempt, ?wait, error = %e, "retrying");
             tokio::time::sleep(wait).await;
             attempt += 1;
@@ -132,13 +141,16 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn policy(max_attempts: u32, ratio: f64, min_per_sec: u32) -> RetryPolicy {
-        RetryPolicy::new(RetryConfig {
-            max_attempts,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(2),
-            budget_ratio: ratio,
-            budget_min_per_second: min_per_sec,
-        })
+        RetryPolicy::new(
+            "o",
+            RetryConfig {
+                max_attempts,
+                base_delay: Duration::from_millis(100),
+                max_delay: Duration::from_secs(2),
+                budget_ratio: ratio,
+                budget_min_per_second: min_per_sec,
+            },
+        )
     }
 
     async fn failing(p: &RetryPolicy, kind: ErrorKind, calls: &AtomicU32) -> Result<()> {

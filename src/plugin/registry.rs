@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use super::bindings::seedgate::plugin::types as wit;
 use super::{BUILTINS, CallEnv, LogLimiter, Plugin, PluginHost};
 use crate::error::{Error, ErrorKind, Result};
+use crate::metrics::METRICS;
 use crate::origin::breaker::{Breakers, Scope};
 
 /// Where a plugin's bytes come from.
@@ -116,6 +117,7 @@ impl PluginSlot {
     ) -> Result<R> {
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            METRICS.refused("plugin", &self.name, "bulkhead");
             let mut e = Error::new(
                 ErrorKind::Overloaded,
                 format!(
@@ -132,6 +134,13 @@ impl PluginSlot {
         let started = tokio::time::Instant::now();
         let r = call(self.current()).await;
         self.breaker.record(ticket, &r);
+        let outcome = match &r {
+            Ok(_) => "ok",
+            Err(e) if e.kind == ErrorKind::PluginFailed => "trap",
+            Err(e) if e.kind == ErrorKind::PluginTimeout => "timeout",
+            Err(_) => "error",
+        };
+        METRICS.plugin_call(&self.name, outcome, started.elapsed());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
         self.stats
             .micros
@@ -355,6 +364,12 @@ impl Registry {
     }
 
     /// Every plugin's breaker that has seen a call.
+    pub fn export_breaker_states(&self) {
+        for slot in self.slots.values() {
+            slot.breaker.export_states();
+        }
+    }
+
     pub fn breakers(&self) -> Vec<crate::origin::breaker::BreakerView> {
         self.slots.values().flat_map(|s| s.breaker.list()).collect()
     }

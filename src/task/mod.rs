@@ -1268,6 +1268,7 @@ fn whole_object_plan<'a>(
 
 /// The error of a task its watchdog stopped.
 fn stalled(request: &Request, watchdog: &Watchdog, what: &str) -> Error {
+    crate::metrics::METRICS.watchdog(&request.origin.name, "task");
     Error::new(
         ErrorKind::Timeout,
         format!(

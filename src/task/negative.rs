@@ -67,6 +67,7 @@ impl NegativeCache {
             return None;
         }
         e.hits += 1;
+        crate::metrics::METRICS.negative_hits.inc();
         let left = e.expires - now;
         Some(Error {
             kind: ErrorKind::NotFound,

@@ -139,6 +139,15 @@ base_url = "{base}"
         .find(|b| b["plugin"] == "hostile")
         .expect("the hostile plugin's breaker is listed");
     assert!(b["opens"].as_u64().unwrap() >= 1, "{b}");
+    // The same, as metrics.
+    let refused = r#"seedgate_refusals_total{scope="plugin",name="hostile",reason="breaker"}"#;
+    assert!(metric(&sg, refused).await >= 100.0);
+    let opened = r#"seedgate_breaker_transitions_total{scope="plugin",name="hostile",key="hostile",to="open"}"#;
+    assert!(metric(&sg, opened).await >= 1.0);
+    let traps = r#"seedgate_plugin_calls_total{plugin="hostile",outcome="trap"}"#;
+    assert!(metric(&sg, traps).await >= 1.0);
+    let ok = r#"seedgate_plugin_calls_total{plugin="http",outcome="ok"}"#;
+    assert!(metric(&sg, ok).await >= 400.0, "2 calls per cold GET");
     assert!(
         !breakers
             .as_array()
@@ -234,6 +243,10 @@ max_connections = 1
     let text = resp.text().await.unwrap();
     assert!(text.contains("max_downloads"), "{text}");
     assert!(refused_in < Duration::from_millis(200), "{refused_in:?}");
+    let running = r#"seedgate_downloads_running{origin="www"}"#;
+    assert_eq!(metric(&sg, running).await, 2.0);
+    let refused = r#"seedgate_refusals_total{scope="origin",name="www",reason="bulkhead"}"#;
+    assert_eq!(metric(&sg, refused).await, 1.0);
     // A stored object is served meanwhile.
     let resp = get(&sg.url("/o/www/k/3.bin")).await;
     assert_eq!(resp.status(), 200);

@@ -89,6 +89,12 @@ secret_access_key = "{SECRET_KEY}"
     assert_eq!(listed[0]["url"], "s3://data/missing/layer.tar");
     assert!(listed[0]["hits"].as_u64().unwrap() > 0);
     assert!(listed[0]["expires_in_ms"].as_u64().unwrap() <= 2000);
+    assert_eq!(metric(&sg, "seedgate_negative_cache_entries").await, 1.0);
+    let hits = metric(&sg, "seedgate_negative_cache_hits_total").await;
+    assert!(
+        hits as u64 >= total - 4 * 20,
+        "{hits} hits of {total}"
+    );
 
     // The object appears; a purge makes it visible before the TTL ends.
     s3.put("data", "missing/layer.tar", b"here now");

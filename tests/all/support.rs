@@ -416,3 +416,13 @@ base_url = "{base_url}"
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
+
+/// The value of one sample of seedgate's `/metrics`, e.g.
+/// `seedgate_refusals_total{scope="origin",name="www",reason="bulkhead"}`;
+/// 0 when the sample is absent.
+pub async fn metric(sg: &Seedgate, sample: &str) -> f64 {
+    let text = get(&sg.url("/metrics")).await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}

@@ -104,6 +104,10 @@ async fn a_silent_origin_gets_504_within_the_watchdog_and_leaks_nothing() {
         );
     }
 
+    // One watchdog stopped each task (its waiters shared the answer).
+    let fired = r#"seedgate_watchdog_fired_total{origin="www",layer="task"}"#;
+    assert_eq!(metric(&sg, fired).await, 2.0);
+
     // The stuck requests were dropped: their connections close and the
     // process holds no more descriptors than before.
     proxy.heal();
@@ -163,4 +167,8 @@ base_delay = "10ms"
     // 1 HEAD + 2 pieces + 2 retried pieces.
     assert_eq!(proxy.requests(), 5);
     assert!(took < Duration::from_secs(5), "{took:?}");
+    for layer in ["first_byte", "idle"] {
+        let sample = format!(r#"seedgate_watchdog_fired_total{{origin="www",layer="{layer}"}}"#);
+        assert_eq!(metric(&sg, &sample).await, 1.0, "{layer}");
+    }
 }

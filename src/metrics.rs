@@ -1,0 +1,219 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text).
+//!
+//! Events (a breaker opening, a refusal, a retry, a watchdog firing, a
+//! plugin call) count into process-wide families as they happen. States
+//! (each breaker's position, downloads running, negative-cache entries) are
+//! read live from the process at scrape time, never from a copy.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BreakerLabels {
+    /// `origin` or `plugin`.
+    pub scope: String,
+    /// The origin's or the plugin's name.
+    pub name: String,
+    /// The authority (`host:port`) for an origin; the plugin's name again.
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransitionLabels {
+    pub scope: String,
+    pub name: String,
+    pub key: String,
+    /// `open`, `half-open` or `closed`.
+    pub to: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub scope: String,
+    pub name: String,
+    /// `breaker` (open circuit) or `bulkhead` (limit of concurrent work).
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OriginLabels {
+    pub origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchdogLabels {
+    pub origin: String,
+    /// `task`, `first_byte` or `idle`.
+    pub layer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    pub plugin: String,
+    /// `ok`, `error` (the plugin answered with an error), `trap`, `timeout`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    pub plugin: String,
+}
+
+/// Every metric seedgate exports.
+pub struct Metrics {
+    registry: Registry,
+    pub breaker_transitions: Family<TransitionLabels, Counter>,
+    pub breaker_state: Family<BreakerLabels, Gauge>,
+    pub refusals: Family<RefusalLabels, Counter>,
+    pub retries: Family<OriginLabels, Counter>,
+    pub retries_denied: Family<OriginLabels, Counter>,
+    pub watchdog_fired: Family<WatchdogLabels, Counter>,
+    pub negative_hits: Counter,
+    pub negative_entries: Gauge,
+    pub downloads_running: Family<OriginLabels, Gauge>,
+    pub plugin_calls: Family<PluginCallLabels, Counter>,
+    pub plugin_call_seconds: Family<PluginLabels, Histogram>,
+}
+
+/// The process's metrics.
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("seedgate");
+        let breaker_transitions = Family::default();
+        registry.register(
+            "breaker_transitions",
+            "Circuit breaker state changes, by breaker and new state",
+            breaker_transitions.clone(),
+        );
+        let breaker_state = Family::default();
+        registry.register(
+            "breaker_state",
+            "Circuit breaker state now: 0 closed, 1 open, 2 half-open",
+            breaker_state.clone(),
+        );
+        let refusals = Family::default();
+        registry.register(
+            "refusals",
+            "Requests refused at once (503) by an open breaker or a full bulkhead",
+            refusals.clone(),
+        );
+        let retries = Family::default();
+        registry.register(
+            "origin_retries",
+            "Retries of transient or timed-out origin work",
+            retries.clone(),
+        );
+        let retries_denied = Family::default();
+        registry.register(
+            "origin_retries_denied",
+            "Retries not made because the origin's retry budget was spent",
+            retries_denied.clone(),
+        );
+        let watchdog_fired = Family::default();
+        registry.register(
+            "watchdog_fired",
+            "Watchdog timeouts, by origin and layer (task, first_byte, idle)",
+            watchdog_fired.clone(),
+        );
+        let negative_hits = Counter::default();
+        registry.register(
+            "negative_cache_hits",
+            "Requests answered 'not found' from the negative cache",
+            negative_hits.clone(),
+        );
+        let negative_entries = Gauge::default();
+        registry.register(
+            "negative_cache_entries",
+            "Objects remembered as missing now",
+            negative_entries.clone(),
+        );
+        let downloads_running = Family::default();
+        registry.register(
+            "downloads_running",
+            "Downloads in flight now, by origin",
+            downloads_running.clone(),
+        );
+        let plugin_calls = Family::default();
+        registry.register(
+            "plugin_calls",
+            "Plugin calls, by plugin and outcome (ok, error, trap, timeout)",
+            plugin_calls.clone(),
+        );
+        let plugin_call_seconds = Family::<PluginLabels, Histogram>::new_with_constructor(|| {
+            // 50 µs .. ~13 s.
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+        });
+        registry.register(
+            "plugin_call_duration_seconds",
+            "Duration of plugin calls (instantiation included)",
+            plugin_call_seconds.clone(),
+        );
+        Self {
+            registry,
+            breaker_transitions,
+            breaker_state,
+            refusals,
+            retries,
+            retries_denied,
+            watchdog_fired,
+            negative_hits,
+            negative_entries,
+            downloads_running,
+            plugin_calls,
+            plugin_call_seconds,
+        }
+    }
+
+    /// The metrics in OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
+    pub fn refused(&self, scope: &str, name: &str, reason: &str) {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                scope: scope.into(),
+                name: name.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    pub fn watchdog(&self, origin: &str, layer: &str) {
+        self.watchdog_fired
+            .get_or_create(&WatchdogLabels {
+                origin: origin.into(),
+                layer: layer.into(),
+            })
+            .inc();
+    }
+
+    pub fn plugin_call(&self, plugin: &str, outcome: &str, took: Duration) {
+        self.plugin_calls
+            .get_or_create(&PluginCallLabels {
+                plugin: plugin.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        self.plugin_call_seconds
+            .get_or_create(&PluginLabels {
+                plugin: plugin.into(),
+            })
+            .observe(took.as_secs_f64());
+    }
+}
+
+/// The media type of [`Metrics::encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
