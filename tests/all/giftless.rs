@@ -161,6 +161,22 @@ impl Giftless {
     }
 
     /// Requests with `method` whose path contains `part`.
+    /// Waits (up to 2 s) until the access log stops growing: gunicorn logs
+    /// a request after it has sent the answer, so a client can see the
+    /// answer before its log line.
+    pub async fn settle(&self) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut seen = self.requests().len();
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let now = self.requests().len();
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     pub fn count(&self, method: &str, part: &str) -> usize {
         self.requests()
             .iter()

@@ -91,10 +91,7 @@ secret_access_key = "{SECRET_KEY}"
     assert!(listed[0]["expires_in_ms"].as_u64().unwrap() <= 2000);
     assert_eq!(metric(&sg, "seedgate_negative_cache_entries").await, 1.0);
     let hits = metric(&sg, "seedgate_negative_cache_hits_total").await;
-    assert!(
-        hits as u64 >= total - 4 * 20,
-        "{hits} hits of {total}"
-    );
+    assert!(hits as u64 >= total - 4 * 20, "{hits} hits of {total}");
 
     // The object appears; a purge makes it visible before the TTL ends.
     s3.put("data", "missing/layer.tar", b"here now");

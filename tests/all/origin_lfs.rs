@@ -29,6 +29,7 @@ async fn anonymous_repository_object_round_trip() {
     let lfs = Giftless::start(&dir.path().join("lfs"));
     let data = pseudo_random(9 * MIB + 5, 41);
     let key = lfs.upload("team/models", &data, None).await;
+    lfs.settle().await;
     let batches_before = lfs.count("POST", "/objects/batch");
     let sg = Seedgate::start(
         dir.path(),
@@ -44,6 +45,7 @@ async fn anonymous_repository_object_round_trip() {
     );
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
     let oid = &key[..64];
+    lfs.settle().await;
     assert_eq!(
         lfs.count("POST", "/objects/batch") - batches_before,
         2,
@@ -56,6 +58,7 @@ async fn anonymous_repository_object_round_trip() {
     let resp = get(&sg.url(&format!("/o/lfs/{key}"))).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    lfs.settle().await;
     assert_eq!(
         lfs.requests().len(),
         before,
@@ -76,6 +79,7 @@ async fn missing_objects_and_wrong_sizes() {
         dir.path(),
         &lfs_origin("lfs", &lfs.endpoint("team/models"), ""),
     );
+    lfs.settle().await;
     let batches = || lfs.count("POST", "/objects/batch");
 
     let before = batches();
@@ -84,6 +88,7 @@ async fn missing_objects_and_wrong_sizes() {
     assert_eq!(resp.status(), 404);
     let body = resp.text().await.unwrap();
     assert!(body.contains("LFS batch") && body.contains("404"), "{body}");
+    lfs.settle().await;
     assert_eq!(batches() - before, 1);
 
     let before = batches();
@@ -92,6 +97,7 @@ async fn missing_objects_and_wrong_sizes() {
     assert_eq!(resp.status(), 400);
     let body = resp.text().await.unwrap();
     assert!(body.contains("422"), "{body}");
+    lfs.settle().await;
     assert_eq!(batches() - before, 1);
 
     let before = batches();
@@ -99,6 +105,7 @@ async fn missing_objects_and_wrong_sizes() {
     assert_eq!(resp.status(), 400);
     let body = resp.text().await.unwrap();
     assert!(body.contains("64 hex digits"), "{body}");
+    lfs.settle().await;
     assert_eq!(batches(), before);
 }
 

@@ -96,7 +96,8 @@ async fn object_is_read_through_presigned_ranged_plans() {
 }
 
 /// A missing key and a missing bucket are 404, a wrong secret is 403
-/// (S3 refused the signature); each costs S3 exactly one request.
+/// (S3 refused the signature); each costs S3 exactly one request: none is
+/// retried, and none counts against the breaker.
 #[tokio::test]
 async fn missing_key_missing_bucket_and_wrong_secret() {
     let s = setup();
@@ -120,6 +121,12 @@ async fn missing_key_missing_bucket_and_wrong_secret() {
         "{body}"
     );
     assert_eq!(s.s3.count("HEAD", "/data/present.bin"), 1);
+    // Permanent: asked again, each is one request and a 403 again; more of
+    // them in a row than the breaker's threshold never open it.
+    for _ in 0..12 {
+        assert_eq!(get(&s.sg.url("/o/wrong/present.bin")).await.status(), 403);
+    }
+    assert_eq!(s.s3.count("HEAD", "/data/present.bin"), 13);
 
     // The same object with the right secret is served.
     let resp = get(&s.sg.url("/o/s3/present.bin")).await;

@@ -298,11 +298,19 @@ pub fn ok_or_status(url: &str, resp: http::Response) -> Result<http::Response, O
 /// destination or an oversized answer is invalid (not worth a retry), a
 /// timeout is a timeout, a failed connection is transient.
 pub fn transport_error(url: &str, e: http::HttpError) -> OriginError {
+    // The host's message usually names the URL already.
+    let named = |m: String| {
+        if m.contains(url) {
+            m
+        } else {
+            format!("{url}: {m}")
+        }
+    };
     match e {
-        http::HttpError::Denied(m) => OriginError::invalid(format!("{url}: {m}")),
-        http::HttpError::Timeout(m) => OriginError::timeout(format!("{url}: {m}")),
-        http::HttpError::TooLarge(m) => OriginError::invalid(format!("{url}: {m}")),
-        http::HttpError::Failed(m) => OriginError::transient(format!("{url}: {m}")),
+        http::HttpError::Denied(m) => OriginError::invalid(named(m)),
+        http::HttpError::Timeout(m) => OriginError::timeout(named(m)),
+        http::HttpError::TooLarge(m) => OriginError::invalid(named(m)),
+        http::HttpError::Failed(m) => OriginError::transient(named(m)),
     }
 }
 
