@@ -32,9 +32,56 @@ pub struct Config {
     pub retry: RetryConfig,
     #[serde(default)]
     pub breaker: BreakerConfig,
+    #[serde(default)]
+    pub preheat: PreheatConfig,
     /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
     #[serde(default)]
     pub origins: BTreeMap<String, OriginConfig>,
+}
+
+/// `[preheat]`: preheat jobs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreheatConfig {
+    /// Objects of one job downloaded at once, unless the job says.
+    #[serde(default = "default_preheat_concurrency")]
+    pub concurrency: usize,
+    /// The most a job may ask for.
+    #[serde(default = "default_preheat_max_concurrency")]
+    pub max_concurrency: usize,
+    /// Jobs running at once; more wait, queued.
+    #[serde(default = "default_preheat_max_running_jobs")]
+    pub max_running_jobs: usize,
+    /// Objects one job may hold (a prefix that lists more fails the job).
+    #[serde(default = "default_preheat_max_items")]
+    pub max_items: usize,
+}
+
+fn default_preheat_concurrency() -> usize {
+    4
+}
+
+fn default_preheat_max_concurrency() -> usize {
+    32
+}
+
+fn default_preheat_max_running_jobs() -> usize {
+    4
+}
+
+fn default_preheat_max_items() -> usize {
+    10_000
+}
+
+impl Default for PreheatConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_preheat_concurrency(),
+            max_concurrency: default_preheat_max_concurrency(),
+            max_running_jobs: default_preheat_max_running_jobs(),
+            max_items: default_preheat_max_items(),
+        }
+    }
 }
 
 /// `[server]`: the HTTP gateway.
@@ -714,6 +761,26 @@ impl Config {
             if c == 0 {
                 bad(key, "must be at least 1".into());
             }
+        }
+        let p = &self.preheat;
+        for (key, v) in [
+            ("preheat.concurrency", p.concurrency),
+            ("preheat.max_concurrency", p.max_concurrency),
+            ("preheat.max_running_jobs", p.max_running_jobs),
+            ("preheat.max_items", p.max_items),
+        ] {
+            if v == 0 {
+                bad(key.into(), "must be at least 1".into());
+            }
+        }
+        if p.concurrency > p.max_concurrency {
+            bad(
+                "preheat.concurrency".into(),
+                format!(
+                    "{} is above preheat.max_concurrency ({})",
+                    p.concurrency, p.max_concurrency
+                ),
+            );
         }
         if self.retry.max_attempts == 0 {
             bad("retry.max_attempts".into(), "must be at least 1".into());

@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod metrics;
 pub mod origin;
 pub mod plugin;
+pub mod preheat;
 pub mod storage;
 pub mod task;
 
@@ -49,18 +50,27 @@ impl Server {
         }
         plugins.spawn_watcher(config.plugins.reload_interval);
         let origins = Arc::new(origin::OriginRouter::new(config, &plugins)?);
+        let storage = Arc::new(storage);
         let tasks = task::TaskManager::new(
-            Arc::new(storage),
+            storage.clone(),
             config.download.clone(),
             config.storage.clone(),
             config.negative_cache.clone(),
         )
         .context("reconciling storage")?;
         tasks.spawn_gc();
+        let jobs = preheat::JobManager::start(
+            config.preheat.clone(),
+            storage,
+            tasks.clone(),
+            origins.clone(),
+        )
+        .context("loading preheat jobs")?;
         let app = gateway::router(gateway::AppState {
             tasks,
             origins,
             plugins,
+            jobs,
         });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -62,6 +62,11 @@ pub struct PluginCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JobLabels {
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
 }
@@ -80,6 +85,7 @@ pub struct Metrics {
     pub downloads_running: Family<OriginLabels, Gauge>,
     pub plugin_calls: Family<PluginCallLabels, Counter>,
     pub plugin_call_seconds: Family<PluginLabels, Histogram>,
+    pub jobs: Family<JobLabels, Gauge>,
 }
 
 /// The process's metrics.
@@ -157,7 +163,14 @@ impl Metrics {
             "Duration of plugin calls (instantiation included)",
             plugin_call_seconds.clone(),
         );
+        let jobs = Family::default();
+        registry.register(
+            "preheat_jobs",
+            "Preheat jobs known now, by state",
+            jobs.clone(),
+        );
         Self {
+            jobs,
             registry,
             breaker_transitions,
             breaker_state,

@@ -21,6 +21,9 @@
 //!   failures in a row, times opened, time to the next probe.
 //! - `GET /api/v1/downloads`: downloads in flight: task, origin, URL,
 //!   pieces and bytes landed so far.
+//! - `POST /api/v1/preheat` (JSON [`crate::preheat::JobRequest`], optional
+//!   `Idempotency-Key`): a preheat job; `GET /api/v1/preheat` lists jobs,
+//!   `GET /api/v1/preheat/{id}` shows one with its objects, `DELETE` cancels.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
 //! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
 //!
@@ -51,6 +54,7 @@ pub struct AppState {
     pub tasks: Arc<TaskManager>,
     pub origins: Arc<OriginRouter>,
     pub plugins: Arc<Registry>,
+    pub jobs: Arc<crate::preheat::JobManager>,
 }
 
 /// The gateway's routes.
@@ -65,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/breakers", get(list_breakers))
         .route("/api/v1/downloads", get(list_downloads))
         .route("/metrics", get(metrics))
+        .route("/api/v1/preheat", get(list_jobs).post(create_job))
+        .route("/api/v1/preheat/{id}", get(get_job).delete(cancel_job))
         .route(
             "/api/v1/negative-cache",
             get(list_negative).delete(purge_negative),
@@ -391,6 +397,60 @@ async fn purge_negative_one(
     }
 }
 
+/// Creates a preheat job: 201 with the job, or 200 with the job an earlier
+/// request with the same `Idempotency-Key` made.
+async fn create_job(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<axum::Json<crate::preheat::JobRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, AppError> {
+    let axum::Json(request) =
+        body.map_err(|e| AppError::bad_request(format!("preheat request: {}", e.body_text())))?;
+    let key = match headers.get("idempotency-key") {
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 256)
+                .ok_or_else(|| {
+                    AppError::bad_request("Idempotency-Key must be 1 to 256 visible characters")
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let (job, created) = state.jobs.create(request, key).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let location = format!("/api/v1/preheat/{}", job.record.id);
+    Ok((status, [(header::LOCATION, location)], axum::Json(job)).into_response())
+}
+
+async fn list_jobs(State(state): State<AppState>) -> axum::Json<Vec<crate::preheat::JobView>> {
+    axum::Json(state.jobs.list())
+}
+
+async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<crate::preheat::JobView>, AppError> {
+    state.jobs.get(&id, true).map(axum::Json).ok_or_else(|| {
+        AppError::from_error(Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!("no preheat job {id}"),
+        ))
+    })
+}
+
+async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<crate::preheat::JobView>, AppError> {
+    Ok(axum::Json(state.jobs.cancel(&id)?))
+}
+
 /// Prometheus scrape: counters as they are, states read live now.
 async fn metrics(State(state): State<AppState>) -> Response {
     use crate::metrics::{METRICS, OriginLabels};
@@ -406,6 +466,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     state.plugins.export_breaker_states();
     m.negative_entries.set(state.tasks.negative.len() as i64);
+    m.jobs.clear();
+    for (job_state, n) in state.jobs.count_by_state() {
+        let name = serde_json::to_value(job_state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        m.jobs
+            .get_or_create(&crate::metrics::JobLabels { state: name })
+            .set(n as i64);
+    }
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         m.encode(),

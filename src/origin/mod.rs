@@ -158,6 +158,19 @@ impl OriginRouter {
         self.origins.keys()
     }
 
+    /// The origin whose `base_url` holds `url` (the longest one when
+    /// several do): a full URL is fetched only through the origin it falls
+    /// under, with that origin's plugin, allowlist and limits.
+    pub fn owner(&self, url: &Url) -> Option<&Arc<Origin>> {
+        self.origins
+            .values()
+            .filter(|o| {
+                url.as_str().starts_with(o.base_url.as_str())
+                    && url.as_str().len() > o.base_url.as_str().len()
+            })
+            .max_by_key(|o| o.base_url.as_str().len())
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Arc<Origin>> {
         self.origins.values()
     }

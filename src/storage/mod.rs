@@ -145,6 +145,12 @@ impl Storage {
     }
 
     /// Path of a task's content file.
+    /// A tree of the metadata store for another module's records (preheat
+    /// jobs), flushed with the rest by [`Storage::flush`].
+    pub fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     pub fn content_path(&self, task_id: &str) -> PathBuf {
         self.content_dir
             .join(&task_id[..3.min(task_id.len())])

@@ -117,6 +117,17 @@ struct Request {
     headers: HeaderMap,
     /// The first byte the opener will read: its piece is fetched first.
     first_byte: u64,
+    spec: TaskSpec,
+}
+
+/// What, besides the URL, makes a task (as in Dragonfly): a tag and an
+/// application set apart tasks of the same URL, and a fixed piece length
+/// changes the layout (and the id).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskSpec {
+    pub tag: Option<String>,
+    pub application: Option<String>,
+    pub piece_length: Option<u64>,
 }
 
 /// A download in flight.
@@ -383,9 +394,22 @@ impl TaskManager {
 
     /// The Dragonfly task id of a URL under this configuration.
     pub fn task_id(&self, url: &Url) -> Result<String> {
+        self.task_id_of(url, &TaskSpec::default())
+    }
+
+    /// The piece length `spec` fixes, or the configured one.
+    fn fixed_piece_length(&self, spec: &TaskSpec) -> Option<u64> {
+        spec.piece_length
+            .or(self.config.piece_length.map(|b| b.as_u64()))
+    }
+
+    /// The Dragonfly task id of a URL with a tag, application or piece length.
+    pub fn task_id_of(&self, url: &Url, spec: &TaskSpec) -> Result<String> {
         task_id(&TaskIdParams {
             url: url.as_str(),
-            piece_length: self.config.piece_length.map(|b| b.as_u64()),
+            piece_length: self.fixed_piece_length(spec),
+            tag: spec.tag.as_deref(),
+            application: spec.application.as_deref(),
             ..Default::default()
         })
         .map_err(|e| Error::new(ErrorKind::Invalid, format!("'{url}' is not a URL: {e}")))
@@ -523,11 +547,25 @@ impl TaskManager {
         headers: &HeaderMap,
         first_byte: u64,
     ) -> Result<Object> {
+        self.open_with(origin, url, headers, first_byte, TaskSpec::default())
+            .await
+    }
+
+    /// [`TaskManager::open`] of the task `spec` sets apart.
+    pub async fn open_with(
+        self: &Arc<Self>,
+        origin: &Arc<Origin>,
+        url: &Url,
+        headers: &HeaderMap,
+        first_byte: u64,
+        spec: TaskSpec,
+    ) -> Result<Object> {
         let request = Arc::new(Request {
             origin: origin.clone(),
             url: url.clone(),
             headers: headers.clone(),
             first_byte,
+            spec,
         });
         self.open_request(request, 0).await
     }
@@ -548,7 +586,7 @@ impl TaskManager {
         request: Arc<Request>,
         restarts: u32,
     ) -> Result<Object> {
-        let id = self.task_id(&request.url)?;
+        let id = self.task_id_of(&request.url, &request.spec)?;
         // Leased before looking, so the collector cannot delete what we find.
         let lease = Arc::new(self.lease(&id));
         if let Some((mut record, crcs)) = self.complete(&id)? {
@@ -643,9 +681,7 @@ impl TaskManager {
             .await?;
         watchdog.touch();
         let piece_length = self
-            .config
-            .piece_length
-            .map(|b| b.as_u64())
+            .fixed_piece_length(&request.spec)
             .unwrap_or_else(|| piece_length(meta.content_length));
         let now = now_ms();
         let record = TaskRecord {
@@ -1024,6 +1060,40 @@ impl TaskManager {
             Some(Err(e)) => e.clone(),
             _ => Error::internal(format!("download ended without piece {n}")),
         })
+    }
+
+    /// Waits until `object` is stored whole (its download ended), telling
+    /// `progress` the bytes landed so far each time more land.
+    pub async fn wait_stored(&self, object: &Object, mut progress: impl FnMut(u64)) -> Result<()> {
+        let dl = match &object.source {
+            Source::Local(_) => {
+                progress(object.record.content_length);
+                return Ok(());
+            }
+            Source::Download(dl) => dl,
+        };
+        let r = &dl.record;
+        let mut rx = dl.progress.subscribe();
+        loop {
+            let (bytes, outcome) = {
+                let p = rx.borrow_and_update();
+                let bytes: u64 = p
+                    .pieces
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.is_some())
+                    .map(|(n, _)| piece_span(n as u32, r.content_length, r.piece_length).1)
+                    .sum();
+                (bytes, p.outcome.clone())
+            };
+            progress(bytes);
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            rx.changed()
+                .await
+                .map_err(|_| Error::internal("download vanished"))?;
+        }
     }
 
     /// Waits until the piece holding byte `at` of a downloading object has

@@ -19,6 +19,7 @@ mod origin_s3;
 mod plugin_check;
 mod plugin_host;
 mod plugin_sandbox;
+mod preheat;
 mod retries;
 mod scheduler_policy;
 mod watchdog;

@@ -1,0 +1,787 @@
+//! Preheat jobs: warm objects into the piece store before a rollout.
+//!
+//! A job names its objects by full URL, by keys of a named origin, or by a
+//! key prefix expanded through the origin plugin's `list-objects`. Each
+//! object is opened as a task (sharing the download with any reader that
+//! wants it too) and waited for until it is stored whole; at most the job's
+//! `concurrency` objects at a time, and at most `preheat.max_running_jobs`
+//! jobs at a time (the others wait, queued).
+//!
+//! Jobs live in sled: the job in `jobs`, each item in `job-items`, an
+//! idempotency key in `job-keys`. An item's record is written when its
+//! state changes; bytes done are counted live in memory and read from
+//! there by the API. After a restart, unfinished jobs resume: items stored
+//! already are done at once, the others are downloaded (resuming from
+//! their recorded pieces).
+//!
+//! A missing object is reported as `missing` with the origin's reason and
+//! is not retried (the origin layer retries transient failures, and the
+//! negative cache answers repeats).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt;
+use http::HeaderMap;
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, Semaphore};
+use url::Url;
+
+use crate::config::PreheatConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::origin::{Origin, OriginRouter};
+use crate::storage::Storage;
+use crate::task::{TaskManager, TaskSpec};
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::new(ErrorKind::Invalid, message)
+}
+
+/// What a client asks for: `POST /api/v1/preheat`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// Full object URLs; each must fall under a configured origin's
+    /// `base_url` (nothing else is fetched).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
+    /// The named origin of `keys` and `prefix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Every object whose key starts with this (through `list-objects`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    /// A fixed piece length in bytes (4 MiB..=64 MiB); part of task ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// Request headers for the origin (passed to the plugin as a client's
+    /// would be, so only the origin's `forward_headers`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Objects downloaded at once (default `preheat.concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for a place among the running jobs.
+    Queued,
+    /// Expanding its prefix.
+    Listing,
+    Running,
+    /// Every object is stored.
+    Succeeded,
+    /// Done, but some objects are missing or failed (see the items).
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ItemState {
+    Pending,
+    Running,
+    Done,
+    /// The origin says it does not exist.
+    Missing,
+    Failed,
+    /// The job was cancelled before it finished.
+    Cancelled,
+}
+
+/// One object of a job, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ItemRecord {
+    pub url: String,
+    pub origin: String,
+    pub state: ItemState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job, as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    pub state: JobState,
+    pub request: JobRequest,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// Items are known (the prefix is expanded).
+    pub expanded: bool,
+    pub items: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A job's item as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ItemView {
+    #[serde(flatten)]
+    pub record: ItemRecord,
+    pub bytes_done: u64,
+}
+
+/// A job as the API shows it: progress read live.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    pub record: JobRecord,
+    pub progress: Progress,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub objects: Option<Vec<ItemView>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Progress {
+    pub total: u32,
+    pub pending: u32,
+    pub running: u32,
+    pub done: u32,
+    pub missing: u32,
+    pub failed: u32,
+    pub cancelled: u32,
+    /// Bytes of the objects whose length is known.
+    pub bytes_total: u64,
+    pub bytes_done: u64,
+}
+
+/// A job in memory: its record, its items and their live byte counts.
+struct Job {
+    record: Mutex<JobRecord>,
+    items: Mutex<Vec<ItemRecord>>,
+    bytes: Mutex<Vec<Arc<AtomicU64>>>,
+    cancelled: AtomicBool,
+    cancel: Notify,
+}
+
+impl Job {
+    fn view(&self, with_items: bool) -> JobView {
+        let record = self.record.lock().clone();
+        let items = self.items.lock().clone();
+        let bytes: Vec<u64> = self
+            .bytes
+            .lock()
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let mut p = Progress {
+            total: items.len() as u32,
+            ..Default::default()
+        };
+        for (i, item) in items.iter().enumerate() {
+            match item.state {
+                ItemState::Pending => p.pending += 1,
+                ItemState::Running => p.running += 1,
+                ItemState::Done => p.done += 1,
+                ItemState::Missing => p.missing += 1,
+                ItemState::Failed => p.failed += 1,
+                ItemState::Cancelled => p.cancelled += 1,
+            }
+            p.bytes_total += item.content_length.unwrap_or(0);
+            p.bytes_done += bytes.get(i).copied().unwrap_or(0);
+        }
+        let objects = with_items.then(|| {
+            items
+                .into_iter()
+                .enumerate()
+                .map(|(i, record)| ItemView {
+                    record,
+                    bytes_done: bytes.get(i).copied().unwrap_or(0),
+                })
+                .collect()
+        });
+        JobView {
+            record,
+            progress: p,
+            objects,
+        }
+    }
+}
+
+/// Every preheat job: creates, runs, resumes, lists and cancels them.
+pub struct JobManager {
+    config: PreheatConfig,
+    storage: Arc<Storage>,
+    tasks: Arc<TaskManager>,
+    origins: Arc<OriginRouter>,
+    jobs_tree: sled::Tree,
+    items_tree: sled::Tree,
+    keys_tree: sled::Tree,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// Places among the running jobs.
+    running: Arc<Semaphore>,
+    /// Serializes creation, so one idempotency key makes one job.
+    creating: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for JobManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobManager").finish_non_exhaustive()
+    }
+}
+
+fn item_key(job: &str, i: u32) -> Vec<u8> {
+    format!("{job}/{i:08}").into_bytes()
+}
+
+/// A fingerprint of a request, to tell a repeated submission from a
+/// different one under the same idempotency key.
+fn fingerprint(r: &JobRequest) -> String {
+    let json = serde_json::to_vec(r).expect("requests serialize");
+    hex::encode(Sha256::digest(json))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct KeyRecord {
+    job: String,
+    fingerprint: String,
+}
+
+impl JobManager {
+    /// Loads the stored jobs and resumes the unfinished ones.
+    pub fn start(
+        config: PreheatConfig,
+        storage: Arc<Storage>,
+        tasks: Arc<TaskManager>,
+        origins: Arc<OriginRouter>,
+    ) -> Result<Arc<Self>> {
+        let me = Arc::new(Self {
+            running: Arc::new(Semaphore::new(config.max_running_jobs)),
+            config,
+            jobs_tree: storage.tree("jobs")?,
+            items_tree: storage.tree("job-items")?,
+            keys_tree: storage.tree("job-keys")?,
+            storage,
+            tasks,
+            origins,
+            jobs: Mutex::new(BTreeMap::new()),
+            creating: tokio::sync::Mutex::new(()),
+        });
+        let mut resumed = 0;
+        for entry in me.jobs_tree.iter() {
+            let (_, value) = entry.map_err(|e| Error::internal(e.to_string()))?;
+            let Ok(record) = serde_json::from_slice::<JobRecord>(&value) else {
+                continue;
+            };
+            let mut items = Vec::new();
+            let prefix = format!("{}/", record.id);
+            for entry in me.items_tree.scan_prefix(prefix.as_bytes()) {
+                let (_, value) = entry.map_err(|e| Error::internal(e.to_string()))?;
+                if let Ok(item) = serde_json::from_slice::<ItemRecord>(&value) {
+                    items.push(item);
+                }
+            }
+            let unfinished = !record.state.is_final();
+            let job = Arc::new(Job {
+                bytes: Mutex::new(
+                    items
+                        .iter()
+                        .map(|i| {
+                            let done = if i.state == ItemState::Done {
+                                i.content_length.unwrap_or(0)
+                            } else {
+                                0
+                            };
+                            Arc::new(AtomicU64::new(done))
+                        })
+                        .collect(),
+                ),
+                items: Mutex::new(items),
+                record: Mutex::new(record.clone()),
+                cancelled: AtomicBool::new(false),
+                cancel: Notify::new(),
+            });
+            me.jobs.lock().insert(record.id.clone(), job.clone());
+            if unfinished {
+                resumed += 1;
+                me.clone().spawn(job);
+            }
+        }
+        if resumed > 0 {
+            tracing::info!(jobs = resumed, "resuming preheat jobs");
+        }
+        Ok(me)
+    }
+
+    fn origin(&self, name: &str) -> Result<Arc<Origin>> {
+        self.origins.get(name).map_err(|e| invalid(e.message))
+    }
+
+    /// Checks a request and lists the items it names (a prefix is
+    /// expanded later, when the job runs).
+    fn items_of(&self, r: &JobRequest) -> Result<Vec<ItemRecord>> {
+        let mut items = Vec::new();
+        if r.urls.is_empty() && r.keys.is_empty() && r.prefix.is_none() {
+            return Err(invalid("a preheat job needs urls, keys or a prefix"));
+        }
+        if let Some(len) = r.piece_length
+            && !(crate::task::MIN_PIECE_LENGTH..=crate::task::MAX_PIECE_LENGTH).contains(&len)
+        {
+            return Err(invalid(format!(
+                "piece_length {len} is outside 4 MiB..=64 MiB"
+            )));
+        }
+        if let Some(c) = r.concurrency
+            && !(1..=self.config.max_concurrency).contains(&c)
+        {
+            return Err(invalid(format!(
+                "concurrency {c} is outside 1..={} (preheat.max_concurrency)",
+                self.config.max_concurrency
+            )));
+        }
+        for (name, value) in &r.headers {
+            http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| invalid(format!("header name '{name}' is not valid")))?;
+            http::HeaderValue::from_str(value)
+                .map_err(|_| invalid(format!("header '{name}' has a value that is not valid")))?;
+        }
+        for url in &r.urls {
+            let parsed =
+                Url::parse(url).map_err(|e| invalid(format!("'{url}' is not a URL: {e}")))?;
+            let origin = self.origins.owner(&parsed).ok_or_else(|| {
+                invalid(format!(
+                    "'{url}' is not under the base_url of any configured origin"
+                ))
+            })?;
+            items.push(ItemRecord {
+                url: parsed.to_string(),
+                origin: origin.name.clone(),
+                state: ItemState::Pending,
+                task_id: None,
+                content_length: None,
+                error: None,
+            });
+        }
+        if !r.keys.is_empty() || r.prefix.is_some() {
+            let name = r
+                .origin
+                .as_deref()
+                .ok_or_else(|| invalid("keys and prefix need an origin"))?;
+            let origin = self.origin(name)?;
+            for key in &r.keys {
+                items.push(ItemRecord {
+                    url: origin.object_url(key)?.to_string(),
+                    origin: origin.name.clone(),
+                    state: ItemState::Pending,
+                    task_id: None,
+                    content_length: None,
+                    error: None,
+                });
+            }
+        } else if r.origin.is_some() {
+            return Err(invalid("origin is only used with keys or a prefix"));
+        }
+        if items.len() > self.config.max_items {
+            return Err(invalid(format!(
+                "{} objects is more than preheat.max_items ({})",
+                items.len(),
+                self.config.max_items
+            )));
+        }
+        Ok(items)
+    }
+
+    /// Creates a job (or, for a known idempotency key with the same
+    /// request, returns the job it made). `Ok((job, created))`.
+    pub async fn create(
+        self: &Arc<Self>,
+        request: JobRequest,
+        idempotency_key: Option<String>,
+    ) -> Result<(JobView, bool)> {
+        let items = self.items_of(&request)?;
+        let _one_at_a_time = self.creating.lock().await;
+        let print = fingerprint(&request);
+        if let Some(key) = &idempotency_key
+            && let Some(known) = self
+                .keys_tree
+                .get(key.as_bytes())
+                .map_err(|e| Error::internal(e.to_string()))?
+            && let Ok(known) = serde_json::from_slice::<KeyRecord>(&known)
+        {
+            if known.fingerprint != print {
+                return Err(Error::new(
+                    ErrorKind::Conflict,
+                    format!(
+                        "Idempotency-Key '{key}' was used for job {} with a different request",
+                        known.job
+                    ),
+                ));
+            }
+            if let Some(view) = self.get(&known.job, false) {
+                return Ok((view, false));
+            }
+        }
+        let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+        let now = now_ms();
+        let record = JobRecord {
+            id: id.clone(),
+            state: JobState::Queued,
+            expanded: request.prefix.is_none(),
+            items: items.len() as u32,
+            request,
+            idempotency_key: idempotency_key.clone(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            error: None,
+        };
+        for (i, item) in items.iter().enumerate() {
+            self.put_item(&id, i as u32, item)?;
+        }
+        self.put_job(&record)?;
+        if let Some(key) = &idempotency_key {
+            let value = serde_json::to_vec(&KeyRecord {
+                job: id.clone(),
+                fingerprint: print,
+            })
+            .expect("records serialize");
+            self.keys_tree
+                .insert(key.as_bytes(), value)
+                .map_err(|e| Error::internal(e.to_string()))?;
+        }
+        // Durable before it is acknowledged.
+        self.storage.flush().await?;
+        let job = Arc::new(Job {
+            bytes: Mutex::new(items.iter().map(|_| Arc::new(AtomicU64::new(0))).collect()),
+            items: Mutex::new(items),
+            record: Mutex::new(record),
+            cancelled: AtomicBool::new(false),
+            cancel: Notify::new(),
+        });
+        self.jobs.lock().insert(id.clone(), job.clone());
+        tracing::info!(job = %id, objects = job.items.lock().len(), "preheat job created");
+        let view = job.view(false);
+        self.clone().spawn(job);
+        Ok((view, true))
+    }
+
+    pub fn get(&self, id: &str, with_items: bool) -> Option<JobView> {
+        let job = self.jobs.lock().get(id).cloned()?;
+        Some(job.view(with_items))
+    }
+
+    /// Every job, newest first, without items.
+    pub fn list(&self) -> Vec<JobView> {
+        let jobs: Vec<Arc<Job>> = self.jobs.lock().values().cloned().collect();
+        let mut views: Vec<JobView> = jobs.iter().map(|j| j.view(false)).collect();
+        views.sort_by_key(|v| std::cmp::Reverse(v.record.created_at_ms));
+        views
+    }
+
+    /// Jobs by state, for metrics.
+    pub fn count_by_state(&self) -> HashMap<JobState, usize> {
+        let mut counts = HashMap::new();
+        for job in self.jobs.lock().values() {
+            *counts.entry(job.record.lock().state).or_default() += 1;
+        }
+        counts
+    }
+
+    /// Cancels a job: no new object starts, and objects being downloaded
+    /// are no longer waited for (their downloads finish, since readers may
+    /// share them). A finished job is left as it is.
+    pub fn cancel(&self, id: &str) -> Result<JobView> {
+        let job = self
+            .jobs
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no preheat job {id}")))?;
+        if !job.record.lock().state.is_final() {
+            job.cancelled.store(true, Ordering::SeqCst);
+            job.cancel.notify_waiters();
+            tracing::info!(job = %id, "preheat job cancel requested");
+        }
+        Ok(job.view(false))
+    }
+
+    fn put_job(&self, record: &JobRecord) -> Result<()> {
+        let value = serde_json::to_vec(record).expect("records serialize");
+        self.jobs_tree
+            .insert(record.id.as_bytes(), value)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(())
+    }
+
+    fn put_item(&self, job: &str, i: u32, item: &ItemRecord) -> Result<()> {
+        let value = serde_json::to_vec(item).expect("records serialize");
+        self.items_tree
+            .insert(item_key(job, i), value)
+            .map_err(|e| Error::internal(e.to_string()))?;
+        Ok(())
+    }
+
+    fn set_state(&self, job: &Job, state: JobState, error: Option<String>) {
+        let record = {
+            let mut r = job.record.lock();
+            r.state = state;
+            r.updated_at_ms = now_ms();
+            if error.is_some() {
+                r.error = error;
+            }
+            r.clone()
+        };
+        if let Err(e) = self.put_job(&record) {
+            tracing::warn!(job = %record.id, error = %e, "storing preheat job");
+        }
+    }
+
+    fn set_item(&self, job: &Job, i: usize, change: impl FnOnce(&mut ItemRecord)) {
+        let item = {
+            let mut items = job.items.lock();
+            change(&mut items[i]);
+            items[i].clone()
+        };
+        let id = job.record.lock().id.clone();
+        if let Err(e) = self.put_item(&id, i as u32, &item) {
+            tracing::warn!(job = %id, error = %e, "storing preheat item");
+        }
+    }
+
+    fn spawn(self: Arc<Self>, job: Arc<Job>) {
+        tokio::spawn(async move {
+            let id = job.record.lock().id.clone();
+            let outcome = self.run(&job).await;
+            let state = match &outcome {
+                Err(_) => JobState::Failed,
+                Ok(()) if job.cancelled.load(Ordering::SeqCst) => JobState::Cancelled,
+                Ok(()) => {
+                    let items = job.items.lock();
+                    if items.iter().all(|i| i.state == ItemState::Done) {
+                        JobState::Succeeded
+                    } else {
+                        JobState::Failed
+                    }
+                }
+            };
+            self.set_state(&job, state, outcome.err().map(|e| e.to_string()));
+            if let Err(e) = self.storage.flush().await {
+                tracing::warn!(job = %id, error = %e, "flushing preheat job");
+            }
+            let p = job.view(false).progress;
+            tracing::info!(job = %id, ?state, done = p.done, missing = p.missing, failed = p.failed, bytes = p.bytes_done, "preheat job ended");
+        });
+    }
+
+    async fn run(&self, job: &Arc<Job>) -> Result<()> {
+        let _place = tokio::select! {
+            p = self.running.clone().acquire_owned() => p.expect("never closed"),
+            () = cancelled(job) => return Ok(()),
+        };
+        let request = job.record.lock().request.clone();
+        if !job.record.lock().expanded {
+            self.set_state(job, JobState::Listing, None);
+            self.expand(job, &request).await?;
+        }
+        if job.cancelled.load(Ordering::SeqCst) {
+            self.cancel_rest(job);
+            return Ok(());
+        }
+        self.set_state(job, JobState::Running, None);
+        let concurrency = request
+            .concurrency
+            .unwrap_or(self.config.concurrency)
+            .max(1);
+        let spec = TaskSpec {
+            tag: request.tag.clone(),
+            application: request.application.clone(),
+            piece_length: request.piece_length,
+        };
+        let mut headers = HeaderMap::new();
+        for (k, v) in &request.headers {
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        let todo: Vec<usize> = job
+            .items
+            .lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| !matches!(i.state, ItemState::Done | ItemState::Missing))
+            .map(|(n, _)| n)
+            .collect();
+        let work = futures_util::stream::iter(todo)
+            .map(|i| self.run_item(job, i, &spec, &headers))
+            .buffer_unordered(concurrency);
+        tokio::select! {
+            () = work.for_each(|()| async {}) => {}
+            () = cancelled(job) => {}
+        }
+        if job.cancelled.load(Ordering::SeqCst) {
+            self.cancel_rest(job);
+        }
+        Ok(())
+    }
+
+    /// Marks what did not finish as cancelled.
+    fn cancel_rest(&self, job: &Job) {
+        let open: Vec<usize> = job
+            .items
+            .lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i.state, ItemState::Pending | ItemState::Running))
+            .map(|(n, _)| n)
+            .collect();
+        for i in open {
+            self.set_item(job, i, |item| item.state = ItemState::Cancelled);
+        }
+    }
+
+    /// Lists the prefix into items, page by page.
+    async fn expand(&self, job: &Arc<Job>, request: &JobRequest) -> Result<()> {
+        let (Some(name), Some(prefix)) = (&request.origin, &request.prefix) else {
+            return Ok(());
+        };
+        let origin = self.origin(name)?;
+        let id = job.record.lock().id.clone();
+        let mut token = None;
+        loop {
+            let page = origin
+                .list(prefix, token.take(), 1000)
+                .await
+                .map_err(|e| e.context(format!("listing prefix '{prefix}'")))?;
+            for object in page.objects {
+                let mut items = job.items.lock();
+                if items.iter().any(|i| i.url == object.url) {
+                    continue;
+                }
+                if items.len() >= self.config.max_items {
+                    return Err(invalid(format!(
+                        "prefix '{prefix}' holds more than preheat.max_items ({}) objects",
+                        self.config.max_items
+                    )));
+                }
+                let item = ItemRecord {
+                    url: object.url,
+                    origin: origin.name.clone(),
+                    state: ItemState::Pending,
+                    task_id: None,
+                    content_length: object.size,
+                    error: None,
+                };
+                let i = items.len() as u32;
+                items.push(item.clone());
+                drop(items);
+                job.bytes.lock().push(Arc::new(AtomicU64::new(0)));
+                self.put_item(&id, i, &item)?;
+            }
+            match page.next_page_token {
+                Some(t) if !job.cancelled.load(Ordering::SeqCst) => token = Some(t),
+                _ => break,
+            }
+        }
+        let record = {
+            let mut r = job.record.lock();
+            r.expanded = true;
+            r.items = job.items.lock().len() as u32;
+            r.clone()
+        };
+        self.put_job(&record)?;
+        Ok(())
+    }
+
+    async fn run_item(&self, job: &Arc<Job>, i: usize, spec: &TaskSpec, headers: &HeaderMap) {
+        if job.cancelled.load(Ordering::SeqCst) {
+            return;
+        }
+        let (url, origin) = {
+            let items = job.items.lock();
+            (items[i].url.clone(), items[i].origin.clone())
+        };
+        let bytes = job.bytes.lock()[i].clone();
+        self.set_item(job, i, |item| item.state = ItemState::Running);
+        let outcome = async {
+            let origin = self.origin(&origin)?;
+            let url = Url::parse(&url).map_err(|e| invalid(format!("'{url}': {e}")))?;
+            // A task restarted because the object changed is opened again.
+            let mut tries = 0;
+            loop {
+                let object = self
+                    .tasks
+                    .open_with(&origin, &url, headers, 0, spec.clone())
+                    .await?;
+                let (task, length) = (object.record.id.clone(), object.record.content_length);
+                self.set_item(job, i, |item| {
+                    item.task_id = Some(task);
+                    item.content_length = Some(length);
+                });
+                let stored = self
+                    .tasks
+                    .wait_stored(&object, |b| bytes.store(b, Ordering::Relaxed))
+                    .await;
+                match stored {
+                    Err(e) if e.kind == ErrorKind::Changed && tries < 3 => tries += 1,
+                    other => return other,
+                }
+            }
+        };
+        let outcome = tokio::select! {
+            r = outcome => r,
+            () = cancelled(job) => return,
+        };
+        self.set_item(job, i, |item| match outcome {
+            Ok(()) => {
+                item.state = ItemState::Done;
+                item.error = None;
+            }
+            Err(e) => {
+                item.state = if e.kind == ErrorKind::NotFound {
+                    ItemState::Missing
+                } else {
+                    ItemState::Failed
+                };
+                item.error = Some(e.to_string());
+            }
+        });
+    }
+}
+
+/// Completes when the job is cancelled.
+async fn cancelled(job: &Job) {
+    loop {
+        // Registered before the flag is read, so a cancel in between is
+        // not missed.
+        let mut notified = std::pin::pin!(job.cancel.notified());
+        notified.as_mut().enable();
+        if job.cancelled.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
+}
