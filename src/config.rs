@@ -587,6 +587,10 @@ pub struct OriginConfig {
     /// `download.piece_concurrency` wait).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Objects may also be asked for by full URL (`GET /fetch?url=URL`)
+    /// when the URL falls under `base_url`.
+    #[serde(default)]
+    pub allow_full_urls: bool,
     /// The plugin's own table. String values `env:NAME` are replaced by the
     /// environment variable `NAME` when the config is loaded.
     #[serde(default)]

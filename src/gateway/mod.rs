@@ -63,11 +63,13 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ready\n" }))
         .route("/o/{origin}/{*key}", get(get_object).head(head_object))
-        .route("/api/v1/tasks/{id}", delete(delete_task))
+        .route("/fetch", get(fetch_get).head(fetch_head))
+        .route("/api/v1/tasks/{id}", get(get_task).delete(delete_task))
         .route("/api/v1/origins/{origin}/objects", get(list_objects))
         .route("/api/v1/plugins", get(list_plugins))
         .route("/api/v1/breakers", get(list_breakers))
         .route("/api/v1/downloads", get(list_downloads))
+        .route("/api/v1/tasks", get(list_tasks))
         .route("/metrics", get(metrics))
         .route("/api/v1/preheat", get(list_jobs).post(create_job))
         .route("/api/v1/preheat/{id}", get(get_job).delete(cancel_job))
@@ -203,17 +205,55 @@ fn answer(
     Ok((status, h, start, end))
 }
 
+/// Whether the client's copy (`If-None-Match`, else `If-Modified-Since`)
+/// is the object's current version, so the answer is 304.
+fn not_modified(headers: &HeaderMap, info: &ObjectInfo) -> bool {
+    if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
+        let Ok(inm) = inm.to_str() else {
+            return false;
+        };
+        let weak = |t: &str| t.trim().trim_start_matches("W/").to_string();
+        return match &info.etag {
+            Some(etag) => inm
+                .split(',')
+                .any(|t| t.trim() == "*" || weak(t) == weak(etag)),
+            None => false,
+        };
+    }
+    let since = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let modified = info
+        .last_modified
+        .as_deref()
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    matches!((since, modified), (Some(s), Some(m)) if m <= s)
+}
+
+fn is_conditional(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::IF_NONE_MATCH) || headers.contains_key(header::IF_MODIFIED_SINCE)
+}
+
+/// 304 with the object's validators.
+fn not_modified_answer(info: &ObjectInfo) -> Response {
+    let mut h = HeaderMap::new();
+    for (k, v) in object_headers(info).iter() {
+        if k == header::ETAG || k == header::LAST_MODIFIED || k.as_str().starts_with("x-seedgate") {
+            h.insert(k.clone(), v.clone());
+        }
+    }
+    (StatusCode::NOT_MODIFIED, h).into_response()
+}
+
 async fn head_object(
     State(state): State<AppState>,
     Path((origin, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let range = RangeHeader::from_headers(&headers)?;
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
-    let info = state.tasks.head(&origin, &url, &headers).await?;
-    let (status, h, _, _) = answer(range.as_ref(), &info)?;
-    Ok((status, h).into_response())
+    serve_head(&state, &origin, &url, &headers).await
 }
 
 async fn get_object(
@@ -223,12 +263,92 @@ async fn get_object(
 ) -> Result<Response, AppError> {
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
-    let range = RangeHeader::from_headers(&headers)?;
+    serve_get(&state, &origin, &url, &headers).await
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FetchQuery {
+    url: String,
+}
+
+/// The origin a full URL falls under, if that origin allows full URLs.
+fn full_url_origin(
+    state: &AppState,
+    q: &FetchQuery,
+) -> Result<(Arc<crate::origin::Origin>, url::Url), AppError> {
+    let url = url::Url::parse(&q.url)
+        .map_err(|e| AppError::bad_request(format!("'{}' is not a URL: {e}", q.url)))?;
+    let origin = state.origins.owner(&url).ok_or_else(|| {
+        AppError::from_error(Error::new(
+            crate::error::ErrorKind::Forbidden,
+            format!("'{url}' is not under the base_url of any configured origin"),
+        ))
+    })?;
+    if !origin.allow_full_urls {
+        return Err(AppError::from_error(Error::new(
+            crate::error::ErrorKind::Forbidden,
+            format!(
+                "origin '{}' does not take full URLs (origins.{}.allow_full_urls); use /o/{}/KEY",
+                origin.name, origin.name, origin.name
+            ),
+        )));
+    }
+    // Its key, checked as /o/ checks keys (no '..' climbing out).
+    let key = &url.as_str()[origin.base_url.as_str().len()..];
+    origin.object_url(key.split(['?', '#']).next().unwrap_or(""))?;
+    Ok((origin.clone(), url))
+}
+
+async fn fetch_get(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<FetchQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (origin, url) = full_url_origin(&state, &q)?;
+    serve_get(&state, &origin, &url, &headers).await
+}
+
+async fn fetch_head(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<FetchQuery>,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
+    let (origin, url) = full_url_origin(&state, &q)?;
+    serve_head(&state, &origin, &url, &headers).await
+}
+
+async fn serve_head(
+    state: &AppState,
+    origin: &Arc<crate::origin::Origin>,
+    url: &url::Url,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let range = RangeHeader::from_headers(headers)?;
+    let info = state.tasks.head(origin, url, headers).await?;
+    if is_conditional(headers) && not_modified(headers, &info) {
+        return Ok(not_modified_answer(&info));
+    }
+    let (status, h, _, _) = answer(range.as_ref(), &info)?;
+    Ok((status, h).into_response())
+}
+
+async fn serve_get(
+    state: &AppState,
+    origin: &Arc<crate::origin::Origin>,
+    url: &url::Url,
+    headers: &HeaderMap,
+) -> Result<Response, AppError> {
+    let range = RangeHeader::from_headers(headers)?;
+    // A client holding the current version gets 304 from the metadata
+    // alone: no download starts.
+    if is_conditional(headers) {
+        let info = state.tasks.head(origin, url, headers).await?;
+        if not_modified(headers, &info) {
+            return Ok(not_modified_answer(&info));
+        }
+    }
     let first_byte = range.as_ref().map_or(0, RangeHeader::first_byte);
-    let object = state
-        .tasks
-        .open(&origin, &url, &headers, first_byte)
-        .await?;
+    let object = state.tasks.open(origin, url, headers, first_byte).await?;
     let mut info = ObjectInfo::from(&object.record);
     info.cached = object.cached();
     let (status, h, start, end) = answer(range.as_ref(), &info)?;
@@ -481,6 +601,32 @@ async fn metrics(State(state): State<AppState>) -> Response {
         m.encode(),
     )
         .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct TaskQuery {
+    limit: Option<usize>,
+}
+
+/// Stored and downloading tasks, most recently read first.
+async fn list_tasks(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<TaskQuery>,
+) -> Result<axum::Json<Vec<crate::task::TaskView>>, AppError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    Ok(axum::Json(state.tasks.tasks(limit).await?))
+}
+
+async fn get_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<crate::task::TaskView>, AppError> {
+    state.tasks.task(&id).await?.map(axum::Json).ok_or_else(|| {
+        AppError::from_error(Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!("no task {id}"),
+        ))
+    })
 }
 
 async fn list_downloads(

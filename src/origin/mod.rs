@@ -45,6 +45,8 @@ pub struct Origin {
     downloads: Arc<Semaphore>,
     max_downloads: usize,
     connections: Semaphore,
+    /// Objects may be asked for by full URL under `base_url`.
+    pub allow_full_urls: bool,
     /// Per-request watchdogs: response headers, then each body chunk.
     first_byte_timeout: Duration,
     idle_timeout: Duration,
@@ -133,6 +135,7 @@ impl OriginRouter {
                 downloads: Arc::new(Semaphore::new(oc.max_downloads)),
                 max_downloads: oc.max_downloads,
                 connections: Semaphore::new(oc.max_connections),
+                allow_full_urls: oc.allow_full_urls,
                 first_byte_timeout: d.first_byte_timeout,
                 idle_timeout: d.idle_timeout,
             };

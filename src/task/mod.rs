@@ -243,6 +243,30 @@ pub struct DownloadView {
     pub restarts: u32,
 }
 
+/// A task as the API lists it: what is stored, and live progress while it
+/// downloads.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TaskView {
+    pub task_id: String,
+    pub url: String,
+    /// `succeeded` (stored whole), `running` (downloading now) or `partial`
+    /// (some pieces stored, no download running).
+    pub state: &'static str,
+    pub content_length: u64,
+    pub piece_length: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub bytes_stored: u64,
+    /// While downloading: bytes landed so far (readable, maybe not yet
+    /// recorded) and the origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download: Option<DownloadView>,
+    /// Readers and downloads holding it now (it is not evicted meanwhile).
+    pub holders: usize,
+    pub created_at_ms: u64,
+    pub accessed_at_ms: u64,
+}
+
 /// Metadata of an object, for `HEAD`.
 #[derive(Debug, Clone)]
 pub struct ObjectInfo {
@@ -461,6 +485,59 @@ impl TaskManager {
             .collect();
         views.sort_by(|a, b| a.task_id.cmp(&b.task_id));
         views
+    }
+
+    /// Stored and downloading tasks, most recently read first, at most
+    /// `limit` of them.
+    pub async fn tasks(&self, limit: usize) -> Result<Vec<TaskView>> {
+        let downloads: HashMap<String, DownloadView> = self
+            .downloads()
+            .await
+            .into_iter()
+            .map(|d| (d.task_id.clone(), d))
+            .collect();
+        let records = self.storage.tasks()?;
+        let index = self.index.lock();
+        let mut views: Vec<TaskView> = records
+            .into_iter()
+            .map(|r| {
+                let usage = index.tasks.get(&r.id);
+                let download = downloads.get(&r.id).cloned();
+                let state = if download.is_some() {
+                    "running"
+                } else if r.state == TaskState::Succeeded && !index.finishing.contains(&r.id) {
+                    "succeeded"
+                } else {
+                    "partial"
+                };
+                TaskView {
+                    state,
+                    bytes_stored: usage.map_or(0, |u| u.stored),
+                    holders: usage.map_or(0, |u| u.leases),
+                    accessed_at_ms: usage
+                        .map_or(r.accessed_at_ms, |u| u.accessed_ms.max(r.accessed_at_ms)),
+                    download,
+                    task_id: r.id,
+                    url: r.url,
+                    content_length: r.content_length,
+                    piece_length: r.piece_length,
+                    etag: r.etag,
+                    created_at_ms: r.created_at_ms,
+                }
+            })
+            .collect();
+        views.sort_by_key(|v| std::cmp::Reverse(v.accessed_at_ms));
+        views.truncate(limit);
+        Ok(views)
+    }
+
+    /// One task, if stored or downloading.
+    pub async fn task(&self, id: &str) -> Result<Option<TaskView>> {
+        Ok(self
+            .tasks(usize::MAX)
+            .await?
+            .into_iter()
+            .find(|t| t.task_id == id))
     }
 
     /// Bytes of content recorded, over all tasks.

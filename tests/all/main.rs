@@ -10,6 +10,7 @@ mod breaker;
 mod bulkheads;
 mod engine;
 mod faults;
+mod gateway_api;
 mod gateway_http_origin;
 mod negative_cache;
 mod origin_example;

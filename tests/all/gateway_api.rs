@@ -1,0 +1,177 @@
+//! The gateway's object and task API against nginx: conditional requests,
+//! full-URL reads (only for origins that allow them, and only under their
+//! base URL), and the task list.
+
+use serde_json::Value;
+
+use crate::support::*;
+
+async fn json(sg: &Seedgate, path: &str) -> (u16, Value) {
+    let resp = get(&sg.url(path)).await;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn config(nginx: &Nginx) -> String {
+    format!(
+        r#"
+[origins.www]
+plugin = "http"
+base_url = "{base}"
+allow_full_urls = true
+
+[origins.closed]
+plugin = "http"
+base_url = "{base}closed/"
+"#,
+        base = nginx.base_url()
+    )
+}
+
+/// `If-None-Match` with the current ETag, or `If-Modified-Since` at or
+/// after Last-Modified, is 304 with the validators, and a conditional GET
+/// of an object not stored yet starts no download (one HEAD, no GET).
+#[tokio::test]
+async fn conditional_requests_get_304_without_a_download() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(200_000, 71);
+    nginx.put("cond/a.bin", &data);
+    let sg = Seedgate::start(dir.path(), &config(&nginx));
+    let url = sg.url("/o/www/cond/a.bin");
+    let head = client().head(&url).send().await.unwrap();
+    let etag = head.headers()["etag"].to_str().unwrap().to_string();
+    let modified = head.headers()["last-modified"]
+        .to_str()
+        .unwrap()
+        .to_string();
+
+    for (name, value) in [
+        ("if-none-match", etag.clone()),
+        ("if-none-match", format!("\"nope\", W/{etag}")),
+        ("if-none-match", "*".to_string()),
+        ("if-modified-since", modified.clone()),
+    ] {
+        let resp = client()
+            .get(&url)
+            .header(name, &value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 304, "{name}: {value}");
+        assert_eq!(resp.headers()["etag"], etag.as_str());
+        assert!(resp.bytes().await.unwrap().is_empty());
+    }
+    let gets = || {
+        nginx
+            .requests("/cond/a.bin")
+            .iter()
+            .filter(|r| r.0 == "GET")
+            .count()
+    };
+    assert_eq!(gets(), 0, "no download for a 304");
+
+    // A stale validator gets the object.
+    let resp = client()
+        .get(&url)
+        .header("if-none-match", "\"old\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    let resp = client()
+        .get(&url)
+        .header("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+    // And HEAD answers 304 as well.
+    let resp = client()
+        .head(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 304);
+}
+
+/// `GET /fetch?url=` serves a full URL through the origin it falls under
+/// (sharing the task with `/o/`), and refuses URLs of origins that do not
+/// allow it and URLs under no origin (no fetching of arbitrary addresses).
+#[tokio::test]
+async fn full_urls_only_under_origins_that_allow_them() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(300_000, 72);
+    nginx.put("full/a.bin", &data);
+    nginx.put("closed/b.bin", b"closed");
+    let sg = Seedgate::start(dir.path(), &config(&nginx));
+    let full = format!("{}full/a.bin", nginx.base_url());
+    let fetch = |u: &str| sg.url(&format!("/fetch?url={}", urlencode(u)));
+
+    let resp = get(&fetch(&full)).await;
+    assert_eq!(resp.status(), 200);
+    let task = task_of(&resp);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    let resp = get(&sg.url("/o/www/full/a.bin")).await;
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+    assert_eq!(task_of(&resp), task, "one task for both ways in");
+
+    // The longest base_url wins: /closed/ belongs to `closed`, which does
+    // not take full URLs.
+    let resp = get(&fetch(&format!("{}closed/b.bin", nginx.base_url()))).await;
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("allow_full_urls"));
+    for (u, status) in [
+        ("http://169.254.169.254/latest/meta-data/", 403),
+        ("http://127.0.0.1:1/x", 403),
+        ("file:///etc/passwd", 403),
+        ("not a url", 400),
+    ] {
+        let resp = get(&fetch(u)).await;
+        assert_eq!(resp.status(), status, "{u}");
+    }
+    assert_eq!(get(&sg.url("/fetch")).await.status(), 400, "no url");
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// `GET /api/v1/tasks` lists stored tasks, most recently read first, and
+/// `GET /api/v1/tasks/{id}` shows one; unknown ids are 404.
+#[tokio::test]
+async fn tasks_are_listed_and_shown() {
+    let (dir, nginx) = origin();
+    for i in 0..3 {
+        nginx.put(&format!("t/{i}.bin"), &pseudo_random(50_000 + i, 73));
+    }
+    let sg = Seedgate::start(dir.path(), &config(&nginx));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let resp = get(&sg.url(&format!("/o/www/t/{i}.bin"))).await;
+        ids.push(task_of(&resp));
+        resp.bytes().await.unwrap();
+    }
+    let (status, list) = json(&sg, "/api/v1/tasks").await;
+    assert_eq!(status, 200);
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 3, "{list:?}");
+    for t in list {
+        assert_eq!(t["state"], "succeeded", "{t}");
+        assert_eq!(t["bytes_stored"], t["content_length"]);
+    }
+    let (status, one) = json(&sg, &format!("/api/v1/tasks/{}", ids[1])).await;
+    assert_eq!(status, 200);
+    assert_eq!(one["content_length"], 50_001);
+    assert!(one["url"].as_str().unwrap().ends_with("/t/1.bin"));
+    let (status, limited) = json(&sg, "/api/v1/tasks?limit=2").await;
+    assert_eq!(status, 200);
+    assert_eq!(limited.as_array().unwrap().len(), 2);
+    assert_eq!(json(&sg, "/api/v1/tasks/nope").await.0, 404);
+}
