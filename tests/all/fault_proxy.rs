@@ -5,13 +5,12 @@
 //! the upstream and answers with the upstream's answer, unless a fault rule
 //! matches the request; then it breaks that answer in one of the ways
 //! origins break: it is down, it delays, it answers 5xx, it accepts and
-//! never answers, it stalls or cuts the body after N bytes, or it lies
-//! about the Content-Length.
+//! never answers, it resets the connection, it stalls or cuts the body
+//! after N bytes, or it lies about the Content-Length.
 //!
 //! It counts connections (seen and open now) and requests, so tests can
 //! assert what the origin saw and that nothing leaked.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -37,6 +36,8 @@ pub enum Fault {
     TruncateAfter(u64),
     /// Send the true body under a Content-Length off by this many bytes.
     LieLength(i64),
+    /// Read the request, then reset the connection (RST, no answer).
+    Reset,
 }
 
 /// A fault, which requests it applies to, and how many more times.
@@ -86,10 +87,26 @@ impl FaultProxy {
                 let (r, c2, client) = (r.clone(), c.clone(), client.clone());
                 c.open.fetch_add(1, Ordering::SeqCst);
                 let c = c.clone();
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let (r, c, client) = (r.clone(), c2.clone(), client.clone());
-                        async move { Ok::<_, Infallible>(relay(req, upstream, &r, &c, &client).await) }
+                        async move {
+                            match relay(req, upstream, &r, &c, &client).await {
+                                Some(resp) => Ok(resp),
+                                None => {
+                                    // SO_LINGER 0: closing sends RST. The
+                                    // socket lives as long as this
+                                    // connection's service.
+                                    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                                    let _ = rustix::net::sockopt::set_socket_linger(
+                                        fd,
+                                        Some(Duration::ZERO),
+                                    );
+                                    Err(std::io::Error::other("fault proxy: reset"))
+                                }
+                            }
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -184,7 +201,7 @@ async fn relay(
     rules: &parking_lot::Mutex<Vec<Rule>>,
     counters: &Counters,
     client: &reqwest::Client,
-) -> http::Response<Body> {
+) -> Option<http::Response<Body>> {
     counters.requests.fetch_add(1, Ordering::SeqCst);
     struct Leave<'a>(&'a AtomicUsize);
     impl Drop for Leave<'_> {
@@ -203,11 +220,14 @@ async fn relay(
     }
     match fault {
         Some(Fault::Status(status)) => {
-            return http::Response::builder()
-                .status(status)
-                .body(Body::from(format!("fault proxy: injected {status}\n")))
-                .unwrap();
+            return Some(
+                http::Response::builder()
+                    .status(status)
+                    .body(Body::from(format!("fault proxy: injected {status}\n")))
+                    .unwrap(),
+            );
         }
+        Some(Fault::Reset) => return None,
         Some(Fault::Silent) => std::future::pending::<()>().await,
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         _ => {}
@@ -229,10 +249,12 @@ async fn relay(
     let resp = match ask.send().await {
         Ok(r) => r,
         Err(e) => {
-            return http::Response::builder()
-                .status(502)
-                .body(Body::from(format!("fault proxy: upstream: {e}\n")))
-                .unwrap();
+            return Some(
+                http::Response::builder()
+                    .status(502)
+                    .body(Body::from(format!("fault proxy: upstream: {e}\n")))
+                    .unwrap(),
+            );
         }
     };
     let mut out = http::Response::builder().status(resp.status());
@@ -261,7 +283,7 @@ async fn relay(
         }
         _ => Body::from_stream(body.map(|c| c.map_err(std::io::Error::other))),
     };
-    out.body(body).unwrap()
+    Some(out.body(body).unwrap())
 }
 
 /// The first `n` bytes of a body.

@@ -17,24 +17,27 @@ async fn truncated_and_lying_bodies_are_refetched_and_never_stored() {
 piece_length = "4 MiB"
 idle_timeout = "1s"
 
+# One more attempt than there are faults: whichever pieces the faults
+# land on, each piece gets through.
 [retry]
 base_delay = "10ms"
-max_attempts = 4
+max_attempts = 9
 
 {}"#,
         http_origin_config(&proxy.base_url())
     );
     let sg = Seedgate::start(dir.path(), &config);
-    // The first five piece requests break, each in its own way, and two
-    // retries meet 503s; the retries after them go through.
+    // The first five piece requests break, each in its own way, and three
+    // retries meet 503s and a reset; the retries after them go through.
     let get_ = Some(http::Method::GET);
     proxy.inject(Fault::TruncateAfter(1 << 20), get_.clone(), 1);
     proxy.inject(Fault::TruncateAfter(0), get_.clone(), 1);
     proxy.inject(Fault::LieLength(-1000), get_.clone(), 1);
     proxy.inject(Fault::LieLength(1000), get_.clone(), 1);
     proxy.inject(Fault::StallAfter(3 << 20), get_.clone(), 1);
-    // And a burst of 5xx on top.
-    proxy.inject(Fault::Status(503), get_, 2);
+    // And a burst of 5xx and a reset on top.
+    proxy.inject(Fault::Status(503), get_.clone(), 2);
+    proxy.inject(Fault::Reset, get_, 1);
 
     let resp = get(&sg.url("/o/www/f/obj.bin")).await;
     assert_eq!(resp.status(), 200);
@@ -42,9 +45,9 @@ max_attempts = 4
     let body = resp.bytes().await.unwrap();
     assert_eq!(body.len(), data.len());
     assert_eq!(sha256(&body), sha256(&data), "served bytes");
-    assert_eq!(proxy.faulted(), 7);
+    assert_eq!(proxy.faulted(), 8);
     // 1 HEAD, 5 pieces and one more request for each broken answer.
-    assert_eq!(proxy.requests(), 13);
+    assert_eq!(proxy.requests(), 14);
 
     // What was stored is the origin's object, and it is served from disk.
     let content = std::fs::read(sg.content_file(&task)).unwrap();
