@@ -90,6 +90,23 @@ impl Default for PreheatConfig {
 pub struct ServerConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A bearer token every API call must carry (`Authorization: Bearer
+    /// TOKEN`), except object reads and health; `env:NAME` and `file:PATH`
+    /// are resolved. Unset: no token is asked for.
+    #[serde(default)]
+    pub api_token: Option<String>,
+    /// Object reads (`/o/`, `/fetch`) need the token too.
+    #[serde(default)]
+    pub token_for_reads: bool,
+}
+
+impl ServerConfig {
+    /// The API token with its secret resolved.
+    pub fn resolved_api_token(&self) -> Option<String> {
+        self.api_token
+            .as_deref()
+            .map(|t| resolve_secret(t).unwrap_or_default())
+    }
 }
 
 /// 127.0.0.1:8080: loopback only until an operator opens it up.
@@ -101,6 +118,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: default_listen(),
+            api_token: None,
+            token_for_reads: false,
         }
     }
 }
@@ -765,6 +784,21 @@ impl Config {
             if c == 0 {
                 bad(key, "must be at least 1".into());
             }
+        }
+        if let Some(token) = &self.server.api_token {
+            match resolve_secret(token) {
+                Err(e) => bad("server.api_token".into(), e),
+                Ok(t) if t.len() < 16 => bad(
+                    "server.api_token".into(),
+                    "must be at least 16 characters".into(),
+                ),
+                Ok(_) => {}
+            }
+        } else if self.server.token_for_reads {
+            bad(
+                "server.token_for_reads".into(),
+                "needs server.api_token".into(),
+            );
         }
         let p = &self.preheat;
         for (key, v) in [

@@ -71,6 +71,8 @@ impl Server {
             origins,
             plugins,
             jobs,
+            token: config.server.resolved_api_token().map(Arc::from),
+            token_for_reads: config.server.token_for_reads,
         });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

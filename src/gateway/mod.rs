@@ -25,7 +25,12 @@
 //!   `Idempotency-Key`): a preheat job; `GET /api/v1/preheat` lists jobs,
 //!   `GET /api/v1/preheat/{id}` shows one with its objects, `DELETE` cancels.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
-//! - `GET /healthz`: the process is alive. `GET /readyz`: it can serve.
+//! - `GET /healthz`: the process is alive. `GET /readyz`: content can be
+//!   written and plugins are loaded (JSON; 503 with the reason if not).
+//!
+//! With `server.api_token` set, everything but object reads and health
+//! needs `Authorization: Bearer TOKEN` (object reads too with
+//! `server.token_for_reads`); without it, 401.
 //!
 //! Errors are mapped from their kind to a status in one place
 //! ([`error`]) and carry a one-line reason in the body.
@@ -55,15 +60,85 @@ pub struct AppState {
     pub origins: Arc<OriginRouter>,
     pub plugins: Arc<Registry>,
     pub jobs: Arc<crate::preheat::JobManager>,
+    /// The API's bearer token, if one is configured.
+    pub token: Option<Arc<str>>,
+    /// Object reads need the token too.
+    pub token_for_reads: bool,
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lets a request through only with `Authorization: Bearer TOKEN`.
+async fn require_token(
+    State(token): State<Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same_secret(t.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+        other => {
+            let why = if other.is_some() {
+                "the bearer token is not the API token\n"
+            } else {
+                "this endpoint needs Authorization: Bearer TOKEN (server.api_token)\n"
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                why,
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Ready when content can be written and plugins are loaded.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let plugins = state.plugins.names().count();
+    let storage = state.tasks.probe_storage().await;
+    let ready = storage.is_ok() && plugins > 0;
+    let body = serde_json::json!({
+        "ready": ready,
+        "storage": match &storage {
+            Ok(()) => "writable".to_string(),
+            Err(e) => e.to_string(),
+        },
+        "plugins": plugins,
+        "origins": state.origins.names().count(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// The gateway's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let guard = |r: Router<AppState>, on: bool| match (&state.token, on) {
+        (Some(token), true) => r.route_layer(axum::middleware::from_fn_with_state(
+            token.clone(),
+            require_token,
+        )),
+        _ => r,
+    };
+    let health = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ready\n" }))
+        .route("/readyz", get(readyz));
+    let reads = Router::new()
         .route("/o/{origin}/{*key}", get(get_object).head(head_object))
-        .route("/fetch", get(fetch_get).head(fetch_head))
+        .route("/fetch", get(fetch_get).head(fetch_head));
+    let reads = guard(reads, state.token_for_reads);
+    let api = Router::new()
         .route("/api/v1/tasks/{id}", get(get_task).delete(delete_task))
         .route("/api/v1/origins/{origin}/objects", get(list_objects))
         .route("/api/v1/plugins", get(list_plugins))
@@ -81,8 +156,9 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/plugins/{name}/reload",
             axum::routing::post(reload_plugin),
-        )
-        .with_state(state)
+        );
+    let api = guard(api, true);
+    health.merge(reads).merge(api).with_state(state)
 }
 
 /// What a `Range` header asks for, once checked against the length.

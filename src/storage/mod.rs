@@ -145,6 +145,21 @@ impl Storage {
     }
 
     /// Path of a task's content file.
+    /// Checks that content can be written: creates, syncs and removes a
+    /// small file in the content directory.
+    pub fn probe_writable(&self) -> Result<(), StorageError> {
+        let path = self.content_dir.join(".ready-probe");
+        let io = |source| StorageError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::create(&path).map_err(io)?;
+        std::io::Write::write_all(&mut f, b"ok").map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::remove_file(&path).map_err(io)?;
+        Ok(())
+    }
+
     /// A tree of the metadata store for another module's records (preheat
     /// jobs), flushed with the rest by [`Storage::flush`].
     pub fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {

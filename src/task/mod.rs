@@ -540,6 +540,15 @@ impl TaskManager {
             .find(|t| t.task_id == id))
     }
 
+    /// Whether content can be written now (for `/readyz`).
+    pub async fn probe_storage(&self) -> Result<()> {
+        let storage = self.storage.clone();
+        tokio::task::spawn_blocking(move || storage.probe_writable())
+            .await
+            .map_err(|e| Error::internal(e.to_string()))?
+            .map_err(Error::from)
+    }
+
     /// Bytes of content recorded, over all tasks.
     pub fn stored_bytes(&self) -> u64 {
         self.index.lock().stored

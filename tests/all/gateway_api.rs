@@ -175,3 +175,73 @@ async fn tasks_are_listed_and_shown() {
     assert_eq!(limited.as_array().unwrap().len(), 2);
     assert_eq!(json(&sg, "/api/v1/tasks/nope").await.0, 404);
 }
+
+/// With `server.api_token`, the API (and metrics) need the bearer token;
+/// health and object reads do not, unless `token_for_reads` is set. The
+/// token comes from a `file:` secret.
+#[tokio::test]
+async fn the_api_token_guards_everything_but_reads_and_health() {
+    const TOKEN: &str = "s3cret-token-0123456789";
+    let (dir, nginx) = origin();
+    nginx.put("sec/a.bin", b"guarded");
+    let secret = dir.path().join("api-token");
+    std::fs::write(&secret, format!("{TOKEN}\n")).unwrap();
+    let start = |reads: bool| {
+        let sub = dir.path().join(if reads { "reads" } else { "api" });
+        std::fs::create_dir_all(&sub).unwrap();
+        Seedgate::start(
+            &sub,
+            &format!(
+                "[server]\napi_token = \"file:{}\"\ntoken_for_reads = {reads}\n{}",
+                secret.display(),
+                config(&nginx)
+            ),
+        )
+    };
+    let sg = start(false);
+    let ask = |path: &str, token: Option<&str>| {
+        let mut req = client().get(sg.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(ask("/healthz", None).await, 200);
+    let (status, ready) = json(&sg, "/readyz").await;
+    assert_eq!(status, 200);
+    assert_eq!(ready["storage"], "writable", "{ready}");
+    assert_eq!(ready["plugins"], 3);
+    assert_eq!(ask("/o/www/sec/a.bin", None).await, 200);
+    for path in [
+        "/api/v1/tasks",
+        "/api/v1/preheat",
+        "/metrics",
+        "/api/v1/plugins",
+    ] {
+        assert_eq!(ask(path, None).await, 401, "{path}");
+        assert_eq!(
+            ask(path, Some("wrong-token-0123456789")).await,
+            401,
+            "{path}"
+        );
+        assert_eq!(ask(path, Some(TOKEN)).await, 200, "{path}");
+    }
+    let resp = client()
+        .post(sg.url("/api/v1/preheat"))
+        .header("content-type", "application/json")
+        .body(r#"{"origin":"www","keys":["sec/a.bin"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+    drop(sg);
+
+    let sg = start(true);
+    let url = sg.url("/o/www/sec/a.bin");
+    assert_eq!(get(&url).await.status(), 401);
+    let resp = client().get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(&resp.bytes().await.unwrap()[..], b"guarded");
+    assert_eq!(get(&sg.url("/healthz")).await.status(), 200);
+}
