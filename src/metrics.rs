@@ -62,6 +62,19 @@ pub struct PluginCallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabels {
+    /// `local` (every byte was stored) or `origin` (fetched for it).
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    /// `stored` (content recorded), `used` and `limit` (as the watermarks
+    /// see them: the quota and `stored`, or the filesystem's size and use).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
     pub state: String,
 }
@@ -86,6 +99,11 @@ pub struct Metrics {
     pub plugin_calls: Family<PluginCallLabels, Counter>,
     pub plugin_call_seconds: Family<PluginLabels, Histogram>,
     pub jobs: Family<JobLabels, Gauge>,
+    pub object_requests: Family<SourceLabels, Counter>,
+    pub bytes_served: Family<SourceLabels, Counter>,
+    pub origin_bytes: Family<OriginLabels, Counter>,
+    pub hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub storage_bytes: Family<StorageLabels, Gauge>,
 }
 
 /// The process's metrics.
@@ -169,7 +187,42 @@ impl Metrics {
             "Preheat jobs known now, by state",
             jobs.clone(),
         );
+        let object_requests = Family::default();
+        registry.register(
+            "object_requests",
+            "Object GETs answered, by source: local (a hit) or origin (a miss)",
+            object_requests.clone(),
+        );
+        let bytes_served = Family::default();
+        registry.register(
+            "served_bytes",
+            "Object bytes sent to clients, by source of the request",
+            bytes_served.clone(),
+        );
+        let origin_bytes = Family::default();
+        registry.register(
+            "origin_bytes",
+            "Piece bytes received from origins",
+            origin_bytes.clone(),
+        );
+        let hit_ratio = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "hit_ratio",
+            "Object GETs answered from local pieces, of all object GETs since start",
+            hit_ratio.clone(),
+        );
+        let storage_bytes = Family::default();
+        registry.register(
+            "storage_bytes",
+            "Content bytes stored, and the use and limit the watermarks apply to",
+            storage_bytes.clone(),
+        );
         Self {
+            object_requests,
+            bytes_served,
+            origin_bytes,
+            hit_ratio,
+            storage_bytes,
             jobs,
             registry,
             breaker_transitions,

@@ -431,7 +431,24 @@ async fn serve_get(
     if start < end {
         state.tasks.ready(&object, start).await?;
     }
-    let body = Body::from_stream(state.tasks.read(&object, start, end));
+    let source = if object.cached() { "local" } else { "origin" };
+    let labels = crate::metrics::SourceLabels {
+        source: source.into(),
+    };
+    crate::metrics::METRICS
+        .object_requests
+        .get_or_create(&labels)
+        .inc();
+    let served = crate::metrics::METRICS
+        .bytes_served
+        .get_or_create(&labels)
+        .clone();
+    let stream = state.tasks.read(&object, start, end);
+    let body = Body::from_stream(futures_util::StreamExt::inspect(stream, move |chunk| {
+        if let Ok(bytes) = chunk {
+            served.inc_by(bytes.len() as u64);
+        }
+    }));
     Ok((status, h, body).into_response())
 }
 
@@ -662,6 +679,25 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     state.plugins.export_breaker_states();
     m.negative_entries.set(state.tasks.negative.len() as i64);
+    let requests = |source: &str| {
+        m.object_requests
+            .get(&crate::metrics::SourceLabels {
+                source: source.into(),
+            })
+            .map_or(0, |c| c.get())
+    };
+    let (hits, misses) = (requests("local"), requests("origin"));
+    if hits + misses > 0 {
+        m.hit_ratio.set(hits as f64 / (hits + misses) as f64);
+    }
+    if let Ok((limit, used)) = state.tasks.usage() {
+        let stored = state.tasks.stored_bytes();
+        for (kind, v) in [("limit", limit), ("used", used), ("stored", stored)] {
+            m.storage_bytes
+                .get_or_create(&crate::metrics::StorageLabels { kind: kind.into() })
+                .set(v as i64);
+        }
+    }
     m.jobs.clear();
     for (job_state, n) in state.jobs.count_by_state() {
         let name = serde_json::to_value(job_state)

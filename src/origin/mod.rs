@@ -206,6 +206,16 @@ impl Origin {
         })
     }
 
+    /// The counter of piece bytes received from this origin.
+    pub fn received_counter(&self) -> prometheus_client::metrics::counter::Counter {
+        METRICS
+            .origin_bytes
+            .get_or_create(&crate::metrics::OriginLabels {
+                origin: self.name.clone(),
+            })
+            .clone()
+    }
+
     /// Downloads from this origin running now.
     pub fn downloads_running(&self) -> usize {
         self.max_downloads - self.downloads.available_permits()

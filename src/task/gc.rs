@@ -50,8 +50,9 @@ impl TaskManager {
         });
     }
 
-    /// (limit, used) in bytes for the watermarks.
-    fn usage(&self) -> Result<(u64, u64)> {
+    /// (limit, used) in bytes for the watermarks: the quota and the bytes
+    /// stored, or the filesystem's size and use.
+    pub fn usage(&self) -> Result<(u64, u64)> {
         Ok(match self.gc.quota {
             Some(q) => (q.as_u64(), self.index.lock().stored),
             None => self.storage.filesystem_usage()?,

@@ -1005,6 +1005,7 @@ impl TaskManager {
         };
         check_version(origin, &plan, r, resp.headers())?;
         dl.watchdog.touch();
+        let received = origin.received_counter();
         let mut body = resp.bytes_stream();
         let mut writer = PieceWriter::new(dl.file.clone(), n, offset, length);
         while let Some(chunk) = origin
@@ -1012,6 +1013,7 @@ impl TaskManager {
             .await?
         {
             dl.watchdog.touch();
+            received.inc_by(chunk.len() as u64);
             writer.write(chunk).await?;
         }
         let piece = writer.finish().await?;
@@ -1035,6 +1037,7 @@ impl TaskManager {
             total: r.content_length,
         };
         let _connection = origin.connection().await;
+        let received = origin.received_counter();
         let resp = origin.send(plan, expect, false).await?;
         check_version(origin, plan, r, resp.headers())?;
         dl.watchdog.touch();
@@ -1052,6 +1055,7 @@ impl TaskManager {
                     pending = match origin.next_chunk(&mut body, plan, at).await? {
                         Some(chunk) => {
                             dl.watchdog.touch();
+                            received.inc_by(chunk.len() as u64);
                             chunk
                         }
                         None => {

@@ -174,6 +174,39 @@ async fn tasks_are_listed_and_shown() {
     assert_eq!(status, 200);
     assert_eq!(limited.as_array().unwrap().len(), 2);
     assert_eq!(json(&sg, "/api/v1/tasks/nope").await.0, 404);
+
+    // The same traffic in metrics: 3 misses and now 1 hit.
+    let resp = get(&sg.url("/o/www/t/0.bin")).await;
+    resp.bytes().await.unwrap();
+    let total = (50_000 + 50_001 + 50_002) as f64;
+    let m = |s: &'static str| metric(&sg, s);
+    assert_eq!(
+        m(r#"seedgate_object_requests_total{source="origin"}"#).await,
+        3.0
+    );
+    assert_eq!(
+        m(r#"seedgate_object_requests_total{source="local"}"#).await,
+        1.0
+    );
+    assert_eq!(
+        m(r#"seedgate_served_bytes_total{source="origin"}"#).await,
+        total
+    );
+    assert_eq!(
+        m(r#"seedgate_served_bytes_total{source="local"}"#).await,
+        50_000.0
+    );
+    assert_eq!(
+        m(r#"seedgate_origin_bytes_total{origin="www"}"#).await,
+        total
+    );
+    assert_eq!(m("seedgate_hit_ratio").await, 0.25);
+    assert_eq!(m(r#"seedgate_storage_bytes{kind="stored"}"#).await, total);
+    let (used, limit) = (
+        m(r#"seedgate_storage_bytes{kind="used"}"#).await,
+        m(r#"seedgate_storage_bytes{kind="limit"}"#).await,
+    );
+    assert!(used >= total && limit > used, "{used} of {limit}");
 }
 
 /// With `server.api_token`, the API (and metrics) need the bearer token;
