@@ -98,6 +98,23 @@ pub struct ServerConfig {
     /// Object reads (`/o/`, `/fetch`) need the token too.
     #[serde(default)]
     pub token_for_reads: bool,
+    /// A client must send its whole request head within this long after
+    /// connecting (or after its previous request), or it is disconnected.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+}
+
+/// 10 seconds to send a request head.
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// 64 KiB of request head.
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize::kib(64)
 }
 
 impl ServerConfig {
@@ -120,6 +137,8 @@ impl Default for ServerConfig {
             listen: default_listen(),
             api_token: None,
             token_for_reads: false,
+            header_read_timeout: default_header_read_timeout(),
+            max_header_bytes: default_max_header_bytes(),
         }
     }
 }
@@ -784,6 +803,18 @@ impl Config {
             if c == 0 {
                 bad(key, "must be at least 1".into());
             }
+        }
+        if self.server.header_read_timeout.is_zero() {
+            bad(
+                "server.header_read_timeout".into(),
+                "must be more than zero".into(),
+            );
+        }
+        if self.server.max_header_bytes.as_u64() < 8192 {
+            bad(
+                "server.max_header_bytes".into(),
+                "must be at least 8 KiB".into(),
+            );
         }
         if let Some(token) = &self.server.api_token {
             match resolve_secret(token) {

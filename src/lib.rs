@@ -24,6 +24,14 @@ use crate::config::Config;
 pub struct Server {
     listener: tokio::net::TcpListener,
     app: axum::Router,
+    limits: ServerLimits,
+}
+
+/// What the connection loop enforces.
+#[derive(Debug, Clone, Copy)]
+struct ServerLimits {
+    header_read_timeout: std::time::Duration,
+    max_header_bytes: usize,
 }
 
 impl Server {
@@ -77,30 +85,82 @@ impl Server {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        Ok(Self { listener, app })
+        let limits = ServerLimits {
+            header_read_timeout: config.server.header_read_timeout,
+            max_header_bytes: config.server.max_header_bytes.as_u64() as usize,
+        };
+        Ok(Self {
+            listener,
+            app,
+            limits,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets requests in flight finish.
+    /// Serves until `shutdown` resolves, then lets requests in flight
+    /// finish (for up to 30 s).
+    ///
+    /// hyper directly rather than `axum::serve`, for the limits a gateway
+    /// facing many clients needs: a client must send its request head
+    /// within `server.header_read_timeout` (a slow client cannot hold a
+    /// connection), and a head over `server.max_header_bytes` is refused.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use axum::serve::ListenerExt;
-        // Without TCP_NODELAY a small answer written in two parts (headers,
-        // then the body) waits for the client's delayed ACK: +40 ms on a
-        // kept-alive connection.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
+        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+        use hyper_util::server::conn::auto::Builder;
+        use hyper_util::service::TowerToHyperService;
+
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.header_read_timeout)
+            .max_buf_size(self.limits.max_header_bytes.max(8192));
+        builder.http2().timer(TokioTimer::new());
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, _) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors and the like: pause, go on.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            // Without TCP_NODELAY a small answer written in two parts
+            // (headers, then the body) waits for the client's delayed ACK:
+            // +40 ms on a kept-alive connection.
+            if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(error = %e, "TCP_NODELAY");
             }
-        });
-        axum::serve(listener, self.app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("serving")
+            let service = TowerToHyperService::new(self.app.clone());
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection ended");
+                }
+            });
+        }
+        drop(self.listener);
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
+                tracing::warn!("requests still running 30 s after shutdown began; stopping");
+            }
+        }
+        Ok(())
     }
 }

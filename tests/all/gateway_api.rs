@@ -2,6 +2,8 @@
 //! full-URL reads (only for origins that allow them, and only under their
 //! base URL), and the task list.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::support::*;
@@ -277,4 +279,63 @@ async fn the_api_token_guards_everything_but_reads_and_health() {
     assert_eq!(resp.status(), 200);
     assert_eq!(&resp.bytes().await.unwrap()[..], b"guarded");
     assert_eq!(get(&sg.url("/healthz")).await.status(), 200);
+}
+
+/// Hostile clients cost nothing: one that sends its request head too
+/// slowly is disconnected at `server.header_read_timeout`, an oversized
+/// head is refused with 431, and a key climbing out of the origin's base
+/// URL (sent raw, as no well-behaved client would) is 400; meanwhile the
+/// gateway keeps serving.
+#[tokio::test]
+async fn slow_oversized_and_traversing_clients_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (dir, nginx) = origin();
+    nginx.put("h/a.bin", b"fine");
+    let sg = Seedgate::start(
+        dir.path(),
+        &format!(
+            "[server]\nheader_read_timeout = \"1s\"\nmax_header_bytes = \"16 KiB\"\n{}",
+            config(&nginx)
+        ),
+    );
+
+    // Slowloris: half a request line, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(sg.addr).await.unwrap();
+    slow.write_all(b"GET /o/www/h/a.bin HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t = tokio::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    let waited = t.elapsed();
+    assert!(read.is_ok(), "still connected after 5 s");
+    assert!(waited < Duration::from_secs(3), "closed after {waited:?}");
+    // Served meanwhile, and after.
+    assert_eq!(get(&sg.url("/o/www/h/a.bin")).await.status(), 200);
+
+    let resp = client()
+        .get(sg.url("/o/www/h/a.bin"))
+        .header("x-big", "a".repeat(32 * 1024))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 431);
+
+    for raw in [
+        "/o/www/../../etc/passwd",
+        "/o/www/h/%2e%2e/%2e%2e/etc/passwd",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(sg.addr).await.unwrap();
+        s.write_all(
+            format!("GET {raw} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).await.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 400"), "{raw}: {answer}");
+        assert!(answer.contains("'..'"), "{raw}: {answer}");
+    }
+    assert_eq!(nginx.requests("/etc/passwd").len(), 0);
+    assert_eq!(get(&sg.url("/o/www/h/a.bin")).await.status(), 200);
 }
