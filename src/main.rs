@@ -1,5 +1,8 @@
 //! The `seedgate` command: `serve` runs the gateway; `config check` reports
-//! every problem of a config file; `plugin check` examines a plugin file.
+//! every problem of a config file; `plugin check` examines a plugin file;
+//! `get`, `preheat` and `status` talk to a running server.
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -51,6 +54,30 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Download an object through a running server into a file, with a
+    /// progress bar; an interrupted download resumes where it stopped.
+    Get {
+        /// ORIGIN/KEY, or a full URL (of an origin with allow_full_urls).
+        source: String,
+        /// The file to write.
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        remote: cli::Remote,
+    },
+    /// Create a preheat job on a running server (and follow it with --wait).
+    Preheat {
+        #[command(flatten)]
+        args: cli::PreheatArgs,
+        #[command(flatten)]
+        remote: cli::Remote,
+    },
+    /// Print a running server's live state: downloads, jobs, plugins,
+    /// breakers, negative cache, storage.
+    Status {
+        #[command(flatten)]
+        remote: cli::Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -75,7 +102,34 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    let client = |work: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<bool>>>>| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        match rt.block_on(work) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("seedgate: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    };
     match cli.command {
+        Command::Get {
+            source,
+            output,
+            remote,
+        } => client(Box::pin(async move {
+            cli::get(&remote, &source, &output).await.map(|()| true)
+        })),
+        Command::Preheat { args, remote } => {
+            client(Box::pin(async move { cli::preheat(&remote, &args).await }))
+        }
+        Command::Status { remote } => client(Box::pin(async move {
+            cli::status(&remote).await.map(|()| true)
+        })),
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match Config::load(&file) {

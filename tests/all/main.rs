@@ -8,6 +8,7 @@ mod support;
 
 mod breaker;
 mod bulkheads;
+mod cli;
 mod engine;
 mod faults;
 mod gateway_api;
