@@ -25,6 +25,8 @@
 //!   `Idempotency-Key`): a preheat job; `GET /api/v1/preheat` lists jobs,
 //!   `GET /api/v1/preheat/{id}` shows one with its objects, `DELETE` cancels.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
+//! - `GET /`: a live status page (downloads, jobs, plugins, breakers,
+//!   negative cache, disk), refreshed every second from the API.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: content can be
 //!   written and plugins are loaded (JSON; 503 with the reason if not).
 //!
@@ -100,6 +102,19 @@ async fn require_token(
     }
 }
 
+/// The live status page: static HTML whose script reads the API once a
+/// second. It holds no data itself, so it needs no token (its API calls do).
+async fn status_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("status.html"),
+    )
+        .into_response()
+}
+
 /// Ready when content can be written and plugins are loaded.
 async fn readyz(State(state): State<AppState>) -> Response {
     let plugins = state.plugins.names().count();
@@ -132,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         _ => r,
     };
     let health = Router::new()
+        .route("/", get(status_page))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
     let reads = Router::new()

@@ -24,4 +24,5 @@ mod plugin_sandbox;
 mod preheat;
 mod retries;
 mod scheduler_policy;
+mod status_page;
 mod watchdog;
