@@ -9,6 +9,7 @@ mod support;
 mod breaker;
 mod bulkheads;
 mod cli;
+mod config_check;
 mod engine;
 mod faults;
 mod gateway_api;
