@@ -25,6 +25,8 @@
 //!   `Idempotency-Key`): a preheat job; `GET /api/v1/preheat` lists jobs,
 //!   `GET /api/v1/preheat/{id}` shows one with its objects, `DELETE` cancels.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
+//! - `GET /openapi.json`: the OpenAPI 3.1 document of all of this
+//!   (`src/gateway/openapi.json`, checked against the routes by a test).
 //! - `GET /`: a live status page (downloads, jobs, plugins, breakers,
 //!   negative cache, disk), refreshed every second from the API.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: content can be
@@ -148,6 +150,15 @@ pub fn router(state: AppState) -> Router {
     };
     let health = Router::new()
         .route("/", get(status_page))
+        .route(
+            "/openapi.json",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    include_str!("openapi.json"),
+                )
+            }),
+        )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz));
     let reads = Router::new()

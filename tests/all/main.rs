@@ -15,6 +15,7 @@ mod faults;
 mod gateway_api;
 mod gateway_http_origin;
 mod negative_cache;
+mod openapi;
 mod origin_example;
 mod origin_http;
 mod origin_lfs;
