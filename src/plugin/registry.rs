@@ -94,6 +94,8 @@ pub struct SlotSummary {
     pub reloads: u64,
     pub log_lines_dropped: u64,
     pub last_reload_error: Option<String>,
+    /// The plugin's own breaker (traps and deadline kills).
+    pub breaker: crate::origin::breaker::State,
 }
 
 fn file_state(path: &Path) -> Option<(SystemTime, u64)> {
@@ -270,6 +272,11 @@ impl PluginSlot {
             reloads: self.stats.reloads.load(Ordering::Relaxed),
             log_lines_dropped: self.log.dropped_total(),
             last_reload_error: self.last_error.lock().clone(),
+            breaker: self
+                .breaker
+                .list()
+                .first()
+                .map_or(crate::origin::breaker::State::Closed, |b| b.state),
         }
     }
 }
