@@ -92,7 +92,10 @@ async fn main() {
     origin.put("large.bin", &pseudo_random(64 << 20, 2));
     let each = (preheat_mib << 20) / objects;
     for i in 0..objects {
-        origin.put(&format!("pre/{i}.bin"), &pseudo_random(each, 100 + i as u64));
+        origin.put(
+            &format!("pre/{i}.bin"),
+            &pseudo_random(each, 100 + i as u64),
+        );
     }
     let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
     let sg = Seedgate::start(dir.path(), &http_origin_config(&origin.base_url()));

@@ -87,9 +87,39 @@ struct Progress {
     outcome: Option<Result<(), Error>>,
 }
 
-/// A piece being read (and checked) on a blocking thread: `None` when its
-/// bytes failed their digest.
-type PieceRead = tokio::task::JoinHandle<Result<Option<Bytes>>>;
+/// A piece being read (and checked): `None` when its bytes failed their
+/// digest. Small pieces are read at once; others on a blocking thread.
+enum PieceRead {
+    Done(Result<Option<Bytes>>),
+    Blocking(tokio::task::JoinHandle<Result<Option<Bytes>>>),
+}
+
+impl PieceRead {
+    async fn bytes(self) -> io::Result<Result<Option<Bytes>>> {
+        match self {
+            PieceRead::Done(r) => Ok(r),
+            PieceRead::Blocking(h) => h
+                .await
+                .map_err(|e| io::Error::other(format!("piece reader: {e}"))),
+        }
+    }
+}
+
+/// Pieces up to this long (the tail of a small object) are read on the
+/// async worker: a page-cache read of a few KiB costs less than handing it
+/// to a blocking thread.
+const INLINE_READ: u64 = 64 * 1024;
+
+/// A complete task as its readers need it, kept in memory once read: its
+/// record, its piece digests and its open content file, so a hit costs no
+/// metadata read and no `open`. Dropped whenever its pieces change or the
+/// task goes (closing the file, so eviction frees space at once).
+#[derive(Debug)]
+struct Hot {
+    record: TaskRecord,
+    crcs: Arc<Vec<u32>>,
+    file: Arc<File>,
+}
 
 /// A piece readers may read.
 #[derive(Debug, Clone, Copy)]
@@ -310,16 +340,16 @@ struct Usage {
     accessed_ms: u64,
     /// Readers and downloads holding the task; never evicted while > 0.
     leases: usize,
-    /// Piece digests of a complete task, once read; dropped whenever its
-    /// pieces change.
-    crcs: Option<Arc<Vec<u32>>>,
+    /// A complete task as readers need it, once read; dropped whenever its
+    /// pieces change (and with the task).
+    hot: Option<Arc<Hot>>,
 }
 
 impl Index {
     fn add(&mut self, id: &str, bytes: u64) {
         let u = self.tasks.entry(id.to_string()).or_default();
         u.stored += bytes;
-        u.crcs = None;
+        u.hot = None;
         self.stored += bytes;
     }
 
@@ -327,7 +357,7 @@ impl Index {
         if let Some(u) = self.tasks.get_mut(id) {
             let bytes = bytes.min(u.stored);
             u.stored -= bytes;
-            u.crcs = None;
+            u.hot = None;
             self.stored -= bytes;
         }
     }
@@ -557,16 +587,21 @@ impl TaskManager {
     /// The stored task of `id` with its piece digests, if complete. The
     /// digests are read from sled once and then kept in the index (a read
     /// of a hot object does not scan its piece records).
-    fn complete(&self, id: &str) -> Result<Option<(TaskRecord, Arc<Vec<u32>>)>> {
+    fn complete(&self, id: &str) -> Result<Option<Arc<Hot>>> {
+        {
+            let index = self.index.lock();
+            if index.finishing.contains(id) {
+                return Ok(None);
+            }
+            if let Some(hot) = index.tasks.get(id).and_then(|u| u.hot.clone()) {
+                return Ok(Some(hot));
+            }
+        }
         let Some(record) = self.storage.task(id)? else {
             return Ok(None);
         };
         if record.state != TaskState::Succeeded || self.index.lock().finishing.contains(id) {
             return Ok(None);
-        }
-        let cached = self.index.lock().tasks.get(id).and_then(|u| u.crcs.clone());
-        if let Some(crcs) = cached {
-            return Ok(Some((record, crcs)));
         }
         let count = piece_count(record.content_length, record.piece_length) as usize;
         let mut crcs = vec![None; count];
@@ -578,11 +613,19 @@ impl TaskManager {
         let Some(crcs) = crcs.into_iter().collect::<Option<Vec<u32>>>() else {
             return Ok(None);
         };
-        let crcs = Arc::new(crcs);
-        if let Some(u) = self.index.lock().tasks.get_mut(id) {
-            u.crcs = Some(crcs.clone());
+        let hot = Arc::new(Hot {
+            crcs: Arc::new(crcs),
+            file: Arc::new(self.storage.open_content(id)?),
+            record,
+        });
+        // Kept only while the index agrees the task is whole (a repair or
+        // eviction in between has changed it).
+        if let Some(u) = self.index.lock().tasks.get_mut(id)
+            && u.stored == hot.record.content_length
+        {
+            u.hot = Some(hot.clone());
         }
-        Ok(Some((record, crcs)))
+        Ok(Some(hot))
     }
 
     /// Metadata without starting a download: from disk, from a running
@@ -675,17 +718,27 @@ impl TaskManager {
         let id = self.task_id_of(&request.url, &request.spec)?;
         // Leased before looking, so the collector cannot delete what we find.
         let lease = Arc::new(self.lease(&id));
-        if let Some((mut record, crcs)) = self.complete(&id)? {
-            let file = self.storage.open_content(&id)?;
+        if let Some(hot) = self.complete(&id)? {
+            let mut record = hot.record.clone();
             let now = now_ms();
             if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
                 record.accessed_at_ms = now;
                 self.storage.put_task(&record)?;
+                let fresh = Arc::new(Hot {
+                    record: record.clone(),
+                    crcs: hot.crcs.clone(),
+                    file: hot.file.clone(),
+                });
+                if let Some(u) = self.index.lock().tasks.get_mut(&id)
+                    && u.hot.as_ref().is_some_and(|h| Arc::ptr_eq(h, &hot))
+                {
+                    u.hot = Some(fresh);
+                }
             }
             return Ok(Object {
                 record,
-                source: Source::Local(crcs),
-                file: Arc::new(file),
+                source: Source::Local(hot.crcs.clone()),
+                file: hot.file.clone(),
                 request,
                 _lease: lease,
             });
@@ -915,15 +968,9 @@ impl TaskManager {
         .await;
         self.index.lock().finishing.remove(&record.id);
         durable?;
-        let crcs: Option<Vec<u32>> = dl
-            .progress
-            .borrow()
-            .pieces
-            .iter()
-            .map(|p| p.map(|l| l.crc))
-            .collect();
+        // The next reader reads the record and digests once, then keeps them.
         if let Some(u) = self.index.lock().tasks.get_mut(&record.id) {
-            u.crcs = crcs.map(Arc::new);
+            u.hot = None;
         }
         Ok(())
     }
@@ -1231,7 +1278,7 @@ impl TaskManager {
         let file = object.file.clone();
         let verify = self.config.verify_on_read && !landed.fresh;
         let id = r.id.clone();
-        tokio::task::spawn_blocking(move || {
+        let read = move || {
             let buf = read_at(&file, offset, length as usize)
                 .map_err(|e| Error::internal(format!("reading piece {n} of task {id}: {e}")))?;
             if verify && crc32fast::hash(&buf) != landed.crc {
@@ -1239,7 +1286,12 @@ impl TaskManager {
                 return Ok(None);
             }
             Ok(Some(Bytes::from(buf)))
-        })
+        };
+        if length <= INLINE_READ {
+            PieceRead::Done(read())
+        } else {
+            PieceRead::Blocking(tokio::task::spawn_blocking(read))
+        }
     }
 
     /// Piece `n` if it can be read without waiting (stored, or landed).
@@ -1285,7 +1337,7 @@ impl TaskManager {
                         Some((m, read, _budget)) if m == n => read,
                         _ => me.start_read(&object, n, landed),
                     };
-                    let read = read.await.map_err(|e| io::Error::other(format!("piece reader: {e}")))?;
+                    let read = read.bytes().await?;
                     if let Some(bytes) = read.map_err(io::Error::other)? {
                         break bytes;
                     }

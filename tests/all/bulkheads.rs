@@ -207,6 +207,7 @@ max_connections = 1
     let sg = Seedgate::start(dir.path(), &config);
     let resp = get(&sg.url("/o/www/k/3.bin")).await;
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    wait_stored(&sg.url("/o/www/k/3.bin")).await;
 
     // Every piece answer takes 400 ms: two downloads of 2 pieces each.
     proxy.inject(

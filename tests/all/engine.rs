@@ -192,6 +192,7 @@ async fn corrupt_piece_is_detected_and_refetched() {
     );
     assert_eq!(std::fs::read(&file).unwrap(), data, "repaired on disk");
 
+    wait_stored(&sg.url("/o/www/c.bin")).await;
     let resp = get(&sg.url("/o/www/c.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
     assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
@@ -446,6 +447,7 @@ async fn kill_9_at_random_moments_never_serves_a_wrong_byte() {
         "kill -9: {kills} kills, {mid_download} mid-download, {objects} objects of {size} B, \
          {served} B served before kills, origin sent {fetched} B"
     );
+    wait_stored(&sg.url(&format!("/o/www/{name}"))).await;
     let resp = get(&sg.url(&format!("/o/www/{name}"))).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
 }

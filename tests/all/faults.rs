@@ -52,6 +52,7 @@ max_attempts = 9
     // What was stored is the origin's object, and it is served from disk.
     let content = std::fs::read(sg.content_file(&task)).unwrap();
     assert_eq!(sha256(&content), sha256(&data), "stored bytes");
+    wait_stored(&sg.url("/o/www/f/obj.bin")).await;
     let before = proxy.requests();
     let resp = get(&sg.url("/o/www/f/obj.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");

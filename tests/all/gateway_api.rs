@@ -85,6 +85,7 @@ async fn conditional_requests_get_304_without_a_download() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    wait_stored(&url).await;
     let resp = client()
         .get(&url)
         .header("if-modified-since", "Mon, 01 Jan 2001 00:00:00 GMT")
@@ -120,6 +121,7 @@ async fn full_urls_only_under_origins_that_allow_them() {
     assert_eq!(resp.status(), 200);
     let task = task_of(&resp);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    wait_stored(&sg.url("/o/www/full/a.bin")).await;
     let resp = get(&sg.url("/o/www/full/a.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
     assert_eq!(task_of(&resp), task, "one task for both ways in");

@@ -46,6 +46,7 @@ async fn large_object_matches_origin_and_second_read_is_local() {
         "{first:?}"
     );
 
+    wait_stored(&sg.url("/o/www/big.bin")).await;
     let resp = get(&sg.url("/o/www/big.bin")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");

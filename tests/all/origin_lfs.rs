@@ -54,6 +54,7 @@ async fn anonymous_repository_object_round_trip() {
     );
     assert_eq!(lfs.count("GET", oid), 1, "{:?}", lfs.requests());
 
+    wait_stored(&sg.url(&format!("/o/lfs/{key}"))).await;
     let before = lfs.requests().len();
     let resp = get(&sg.url(&format!("/o/lfs/{key}"))).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");

@@ -83,6 +83,7 @@ async fn object_is_read_through_presigned_ranged_plans() {
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.bytes().await.unwrap(), &other[9437184..9437284]);
 
+    wait_stored(&s.sg.url("/o/s3/layers/one.bin")).await;
     let before = s.s3.requests().len();
     let resp = get(&s.sg.url("/o/s3/layers/one.bin")).await;
     assert_eq!(resp.headers()["x-seedgate-cache"], "hit");

@@ -426,3 +426,25 @@ pub async fn metric(sg: &Seedgate, sample: &str) -> f64 {
         .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
+
+/// Waits (up to 10 s) until seedgate says the object at `url` (a `/o/` or
+/// `/fetch` URL) is stored: a reader gets every byte as the pieces land,
+/// and the task is recorded complete, durably, a moment later.
+pub async fn wait_stored(url: &str) {
+    let t = tokio::time::Instant::now();
+    loop {
+        let resp = client().head(url).send().await.unwrap();
+        if resp
+            .headers()
+            .get("x-seedgate-cache")
+            .is_some_and(|v| v == "hit")
+        {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{url} stored within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
