@@ -67,9 +67,16 @@ base_delay = "10ms"
     let before = proxy.connections();
     let mut slowest = Duration::ZERO;
     let mut n = 0;
+    // One client: building one per request costs tens of ms on a loaded
+    // runner, which is the test's time, not seedgate's.
+    let http = client();
     while opened_at.elapsed() < Duration::from_millis(3500) {
         let t = Instant::now();
-        let resp = get(&sg.url(&format!("/o/www/b/{}.bin", 4 + n % 10))).await;
+        let resp = http
+            .get(sg.url(&format!("/o/www/b/{}.bin", 4 + n % 10)))
+            .send()
+            .await
+            .unwrap();
         slowest = slowest.max(t.elapsed());
         assert_eq!(resp.status(), 503);
         assert!(resp.headers().contains_key("retry-after"));
@@ -81,7 +88,9 @@ base_delay = "10ms"
     // 1 s intervals (+20% jitter) over 3.5 s: at most 3 probes. Each probe
     // is one stat; its HEAD may open a connection (no retry while probing).
     assert!(probes <= 3, "{probes} probes");
-    assert!(n >= 50, "{n}");
+    // Many requests in the open interval, each answered at once.
+    assert!(n >= 30, "{n}");
+    assert!(slowest < Duration::from_millis(500), "{slowest:?}");
 
     // The origin comes back: the next probe succeeds and closes the breaker.
     proxy.set_down(false);
