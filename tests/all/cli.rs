@@ -43,6 +43,7 @@ async fn get_downloads_and_resumes() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&data));
+    wait_stored(&sg.url("/o/www/cli/a.bin")).await;
 
     // An interrupted download: the first 2 MiB are in a.bin.part, with the
     // record of what they are of.

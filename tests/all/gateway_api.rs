@@ -158,9 +158,11 @@ async fn tasks_are_listed_and_shown() {
     let sg = Seedgate::start(dir.path(), &config(&nginx));
     let mut ids = Vec::new();
     for i in 0..3 {
-        let resp = get(&sg.url(&format!("/o/www/t/{i}.bin"))).await;
+        let url = sg.url(&format!("/o/www/t/{i}.bin"));
+        let resp = get(&url).await;
         ids.push(task_of(&resp));
         resp.bytes().await.unwrap();
+        wait_stored(&url).await;
     }
     let (status, list) = json(&sg, "/api/v1/tasks").await;
     assert_eq!(status, 200);
