@@ -53,9 +53,12 @@ http_timeout = "30s"
 /// `clients` concurrent GETs of `path`; each answer's status, reason and
 /// time.
 async fn storm(sg: &Seedgate, path: &str, clients: usize) -> Vec<(u16, String, Duration)> {
+    // One client built up front: building one per request is tens of ms
+    // of the test's own CPU each on a loaded runner.
+    let http = client();
     let started = Instant::now();
     let asks = (0..clients).map(|_| async {
-        let resp = client().get(sg.url(path)).send().await.unwrap();
+        let resp = http.get(sg.url(path)).send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
         (status, text, started.elapsed())
