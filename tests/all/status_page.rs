@@ -36,9 +36,11 @@ async fn the_status_page_shows_a_running_preheat() {
         nginx.put(k, &pseudo_random(2 << 20, 400 + i as u64));
     }
     let sg = Seedgate::start(dir.path(), &http_origin_config(&proxy.base_url()));
-    // Each piece answer takes 2 s: the job runs while the page looks.
+    // Each piece answer takes 4 s, one object at a time: the job runs for
+    // half a minute, long after the page has looked (even on a loaded
+    // runner).
     proxy.inject(
-        Fault::Delay(Duration::from_secs(2)),
+        Fault::Delay(Duration::from_secs(4)),
         Some(http::Method::GET),
         usize::MAX,
     );
@@ -46,7 +48,7 @@ async fn the_status_page_shows_a_running_preheat() {
     let resp = client()
         .post(sg.url("/api/v1/preheat"))
         .header("content-type", "application/json")
-        .body(serde_json::json!({"origin": "www", "keys": keys, "concurrency": 2}).to_string())
+        .body(serde_json::json!({"origin": "www", "keys": keys, "concurrency": 1}).to_string())
         .send()
         .await
         .unwrap();
