@@ -236,8 +236,9 @@ max_connections = 1
         assert!(t.elapsed() < Duration::from_secs(5), "two downloads start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let http = client();
     let t = Instant::now();
-    let resp = get(&sg.url("/o/www/k/2.bin")).await;
+    let resp = http.get(sg.url("/o/www/k/2.bin")).send().await.unwrap();
     let refused_in = t.elapsed();
     assert_eq!(resp.status(), 503);
     assert_eq!(resp.headers()["retry-after"], "1");
