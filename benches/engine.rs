@@ -27,13 +27,6 @@ use tokio::time::Instant;
 
 const MIB: usize = 1024 * 1024;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// GETs `url`, counting body bytes; returns (bytes, time, a header).
 async fn fetch(url: &str, header: &str) -> (u64, Duration, String) {
     let t = Instant::now();

@@ -21,13 +21,6 @@ use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// (requests/s, MiB/s) of `wrk` against `url`.
 fn wrk(url: &str, secs: usize, connections: usize) -> (f64, f64) {
     let out = Command::new("wrk")

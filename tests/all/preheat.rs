@@ -50,6 +50,34 @@ async fn finished(sg: &Seedgate, id: &str, within: Duration) -> Value {
     }
 }
 
+/// nginx with `count` objects of `len` bytes under `prefix/`, a fault proxy
+/// in front that delays every piece answer by `delay`, and seedgate on it.
+struct Slow {
+    dir: tempfile::TempDir,
+    nginx: Nginx,
+    proxy: FaultProxy,
+    sg: Seedgate,
+    data: Vec<Vec<u8>>,
+}
+
+async fn slow_origin(prefix: &str, count: u64, len: usize, seed: u64, delay: Duration) -> Slow {
+    let (dir, nginx) = origin();
+    let proxy = FaultProxy::start(nginx.port).await;
+    let data: Vec<Vec<u8>> = (0..count).map(|i| pseudo_random(len, seed + i)).collect();
+    for (i, d) in data.iter().enumerate() {
+        nginx.put(&format!("{prefix}/{i}.bin"), d);
+    }
+    let sg = Seedgate::start(dir.path(), &http_origin_config(&proxy.base_url()));
+    proxy.inject(Fault::Delay(delay), Some(http::Method::GET), usize::MAX);
+    Slow {
+        dir,
+        nginx,
+        proxy,
+        sg,
+        data,
+    }
+}
+
 fn s3_config(s3: &S3Server) -> String {
     format!(
         r#"
@@ -118,19 +146,14 @@ async fn a_prefix_from_s3_is_stored_whole() {
 /// At most `concurrency` objects are fetched at once.
 #[tokio::test]
 async fn keys_urls_and_a_missing_object() {
-    let (dir, nginx) = origin();
-    let proxy = FaultProxy::start(nginx.port).await;
-    let data: Vec<Vec<u8>> = (0..6).map(|i| pseudo_random(MIB, 200 + i)).collect();
-    for (i, d) in data.iter().enumerate() {
-        nginx.put(&format!("pre/{i}.bin"), d);
-    }
-    let sg = Seedgate::start(dir.path(), &http_origin_config(&proxy.base_url()));
     // Every piece answer takes 150 ms, so the concurrency limit shows.
-    proxy.inject(
-        Fault::Delay(Duration::from_millis(150)),
-        Some(http::Method::GET),
-        usize::MAX,
-    );
+    let Slow {
+        dir: _dir,
+        nginx,
+        proxy,
+        sg,
+        data,
+    } = slow_origin("pre", 6, MIB, 200, Duration::from_millis(150)).await;
     let body = json!({
         "origin": "www",
         "keys": ["pre/0.bin", "pre/1.bin", "pre/2.bin", "pre/missing.bin"],
@@ -303,18 +326,13 @@ async fn cancel_stops_a_job() {
 /// are not fetched again.
 #[tokio::test]
 async fn a_job_resumes_after_kill_9() {
-    let (dir, nginx) = origin();
-    let proxy = FaultProxy::start(nginx.port).await;
-    let data: Vec<Vec<u8>> = (0..8).map(|i| pseudo_random(MIB, 300 + i)).collect();
-    for (i, d) in data.iter().enumerate() {
-        nginx.put(&format!("r/{i}.bin"), d);
-    }
-    let sg = Seedgate::start(dir.path(), &http_origin_config(&proxy.base_url()));
-    proxy.inject(
-        Fault::Delay(Duration::from_millis(200)),
-        Some(http::Method::GET),
-        usize::MAX,
-    );
+    let Slow {
+        dir: _dir,
+        nginx,
+        proxy: _proxy,
+        sg,
+        data,
+    } = slow_origin("r", 8, MIB, 300, Duration::from_millis(200)).await;
     let keys: Vec<String> = (0..8).map(|i| format!("r/{i}.bin")).collect();
     let (_, created) = create(
         &sg,

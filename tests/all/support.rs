@@ -448,3 +448,12 @@ pub async fn wait_stored(url: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A number from the environment (benchmark knobs), or `default`.
+#[allow(dead_code)] // used by the benches
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
