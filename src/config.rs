@@ -105,6 +105,9 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers) accepted.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: ByteSize,
+    /// The same API on a unix socket at this path, for local clients.
+    #[serde(default)]
+    pub unix_socket: Option<PathBuf>,
 }
 
 /// 10 seconds to send a request head.
@@ -139,6 +142,7 @@ impl Default for ServerConfig {
             token_for_reads: false,
             header_read_timeout: default_header_read_timeout(),
             max_header_bytes: default_max_header_bytes(),
+            unix_socket: None,
         }
     }
 }

@@ -23,8 +23,45 @@ use crate::config::Config;
 /// A running gateway's pieces, ready to be served.
 pub struct Server {
     listener: tokio::net::TcpListener,
+    /// The same API on a unix socket, for local clients.
+    unix: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
     app: axum::Router,
     limits: ServerLimits,
+}
+
+/// Binds the unix socket at `path`. A socket file left by a process that
+/// died (kill -9, OOM) is removed, but only after a connect finds nobody
+/// listening on it: a live seedgate's socket is never taken over, and a
+/// path that is not a socket is never removed.
+pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match tokio::net::UnixListener::bind(path) {
+        Ok(l) => return Ok(l),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+        Err(e) => return Err(e).with_context(|| format!("binding unix socket {}", path.display())),
+    }
+    let meta = std::fs::symlink_metadata(path)
+        .with_context(|| format!("unix socket {}", path.display()))?;
+    if !meta.file_type().is_socket() {
+        anyhow::bail!(
+            "unix socket {}: the path exists and is not a socket; refusing to replace it",
+            path.display()
+        );
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => anyhow::bail!(
+            "unix socket {}: another process is listening on it (a seedgate already running?); refusing to take it over",
+            path.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            tracing::warn!(path = %path.display(), "removing a stale unix socket (nobody listens on it)");
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale unix socket {}", path.display()))?;
+            tokio::net::UnixListener::bind(path)
+                .with_context(|| format!("binding unix socket {}", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("probing unix socket {}", path.display())),
+    }
 }
 
 /// What the connection loop enforces.
@@ -37,6 +74,12 @@ struct ServerLimits {
 impl Server {
     /// Opens storage, loads the plugins, binds the origins and the listener.
     pub async fn bind(config: &Config) -> anyhow::Result<Self> {
+        // First, so a second instance is told about the socket it would
+        // steal rather than about a locked store.
+        let unix = match &config.server.unix_socket {
+            Some(path) => Some((bind_unix(path)?, path.clone())),
+            None => None,
+        };
         let storage = storage::Storage::open(
             &config.storage.data_dir,
             config.storage.metadata_cache.as_u64(),
@@ -91,6 +134,7 @@ impl Server {
         };
         Ok(Self {
             listener,
+            unix,
             app,
             limits,
         })
@@ -124,8 +168,31 @@ impl Server {
         builder.http2().timer(TokioTimer::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
+        let unix = self.unix.map(|(l, _)| l);
         loop {
             let (stream, _) = tokio::select! {
+                accepted = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => {
+                    match accepted {
+                        Ok((stream, _)) => {
+                            let service = TowerToHyperService::new(self.app.clone());
+                            let conn = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned();
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(error = %e, "unix connection ended");
+                                }
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unix accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        }
+                    }
+                    continue;
+                }
                 accepted = self.listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -155,6 +222,10 @@ impl Server {
             });
         }
         drop(self.listener);
+        drop(unix);
+        if let Some(path) = unix_path {
+            let _ = std::fs::remove_file(path);
+        }
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {

@@ -27,4 +27,5 @@ mod preheat;
 mod retries;
 mod scheduler_policy;
 mod status_page;
+mod unix_socket;
 mod watchdog;
