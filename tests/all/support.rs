@@ -182,7 +182,18 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM first, so the master takes its workers down with it (a
+    /// SIGKILLed master can leave workers behind); SIGKILL after 2 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
