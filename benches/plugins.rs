@@ -209,25 +209,9 @@ async fn run() {
     s3.put("bench", "small.bin", b"sixteen bytes...");
 
     let text = format!(
-        r#"
-[plugins]
-call_timeout = "5s"
-
-[origins.s3]
-plugin = "s3"
-base_url = "s3://bench/"
-allowed_hosts = ["127.0.0.1"]
-[origins.s3.config]
-endpoint = "{endpoint}"
-access_key_id = "{ACCESS_KEY}"
-secret_access_key = "{SECRET_KEY}"
-
-[origins.www]
-plugin = "http"
-base_url = "{base}"
-"#,
-        endpoint = s3.endpoint(),
-        base = nginx.base_url()
+        "[plugins]\ncall_timeout = \"5s\"\n{}{}",
+        s3.origin_config("s3", "bench", SECRET_KEY),
+        http_origin_config(&nginx.base_url())
     );
     let config = Config::parse(&text, Path::new("bench.toml")).unwrap();
     let host = PluginHost::new(config.plugins.clone(), None).unwrap();

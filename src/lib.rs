@@ -64,6 +64,12 @@ pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListe
     }
 }
 
+/// A connection accepted on either listener.
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
 /// What the connection loop enforces.
 #[derive(Debug, Clone, Copy)]
 struct ServerLimits {
@@ -155,6 +161,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        use futures_util::FutureExt;
         use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
         use hyper_util::server::conn::auto::Builder;
         use hyper_util::service::TowerToHyperService;
@@ -171,50 +178,44 @@ impl Server {
         let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
         let unix = self.unix.map(|(l, _)| l);
         loop {
-            let (stream, _) = tokio::select! {
-                accepted = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => {
-                    match accepted {
-                        Ok((stream, _)) => {
-                            let service = TowerToHyperService::new(self.app.clone());
-                            let conn = builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                                .into_owned();
-                            let conn = graceful.watch(conn);
-                            tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(error = %e, "unix connection ended");
-                                }
-                            });
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "unix accept failed");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        }
-                    }
-                    continue;
+            let accepted = tokio::select! {
+                a = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => {
+                    a.map(|(s, _)| Accepted::Unix(s))
                 }
-                accepted = self.listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of descriptors and the like: pause, go on.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                a = self.listener.accept() => a.map(|(s, _)| Accepted::Tcp(s)),
                 () = &mut shutdown => break,
             };
-            // Without TCP_NODELAY a small answer written in two parts
-            // (headers, then the body) waits for the client's delayed ACK:
-            // +40 ms on a kept-alive connection.
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY");
-            }
             let service = TowerToHyperService::new(self.app.clone());
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let conn = graceful.watch(conn);
+            let conn = match accepted {
+                Ok(Accepted::Tcp(stream)) => {
+                    // Without TCP_NODELAY a small answer written in two
+                    // parts (headers, then the body) waits for the client's
+                    // delayed ACK: +40 ms on a kept-alive connection.
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "TCP_NODELAY");
+                    }
+                    graceful
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .boxed()
+                }
+                Ok(Accepted::Unix(stream)) => graceful
+                    .watch(
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .into_owned(),
+                    )
+                    .boxed(),
+                Err(e) => {
+                    // Out of descriptors and the like: pause, go on.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             tokio::spawn(async move {
                 if let Err(e) = conn.await {
                     tracing::debug!(error = %e, "connection ended");

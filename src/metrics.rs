@@ -84,6 +84,13 @@ pub struct PluginLabels {
     pub plugin: String,
 }
 
+/// The counters of one source of object reads.
+#[derive(Debug, Clone)]
+pub struct SourceCounters {
+    pub requests: Counter,
+    pub served: Counter,
+}
+
 /// Every metric seedgate exports.
 pub struct Metrics {
     registry: Registry,
@@ -99,8 +106,11 @@ pub struct Metrics {
     pub plugin_calls: Family<PluginCallLabels, Counter>,
     pub plugin_call_seconds: Family<PluginLabels, Histogram>,
     pub jobs: Family<JobLabels, Gauge>,
-    pub object_requests: Family<SourceLabels, Counter>,
-    pub bytes_served: Family<SourceLabels, Counter>,
+    /// Requests and bytes served, for hits (`local`) and misses
+    /// (`origin`): created once, so a request updates two counters without
+    /// a label lookup.
+    pub local: SourceCounters,
+    pub origin: SourceCounters,
     pub origin_bytes: Family<OriginLabels, Counter>,
     pub hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub storage_bytes: Family<StorageLabels, Gauge>,
@@ -187,13 +197,13 @@ impl Metrics {
             "Preheat jobs known now, by state",
             jobs.clone(),
         );
-        let object_requests = Family::default();
+        let object_requests = Family::<SourceLabels, Counter>::default();
         registry.register(
             "object_requests",
             "Object GETs answered, by source: local (a hit) or origin (a miss)",
             object_requests.clone(),
         );
-        let bytes_served = Family::default();
+        let bytes_served = Family::<SourceLabels, Counter>::default();
         registry.register(
             "served_bytes",
             "Object bytes sent to clients, by source of the request",
@@ -217,9 +227,21 @@ impl Metrics {
             "Content bytes stored, and the use and limit the watermarks apply to",
             storage_bytes.clone(),
         );
+        let by_source = |source: &str| SourceCounters {
+            requests: object_requests
+                .get_or_create(&SourceLabels {
+                    source: source.into(),
+                })
+                .clone(),
+            served: bytes_served
+                .get_or_create(&SourceLabels {
+                    source: source.into(),
+                })
+                .clone(),
+        };
         Self {
-            object_requests,
-            bytes_served,
+            local: by_source("local"),
+            origin: by_source("origin"),
             origin_bytes,
             hit_ratio,
             storage_bytes,

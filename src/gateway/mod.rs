@@ -458,18 +458,10 @@ async fn serve_get(
     if start < end {
         state.tasks.ready(&object, start).await?;
     }
-    let source = if object.cached() { "local" } else { "origin" };
-    let labels = crate::metrics::SourceLabels {
-        source: source.into(),
-    };
-    crate::metrics::METRICS
-        .object_requests
-        .get_or_create(&labels)
-        .inc();
-    let served = crate::metrics::METRICS
-        .bytes_served
-        .get_or_create(&labels)
-        .clone();
+    let m = &*crate::metrics::METRICS;
+    let source = if object.cached() { &m.local } else { &m.origin };
+    source.requests.inc();
+    let served = source.served.clone();
     let stream = state.tasks.read(&object, start, end);
     let body = Body::from_stream(futures_util::StreamExt::inspect(stream, move |chunk| {
         if let Ok(bytes) = chunk {
@@ -706,14 +698,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     }
     state.plugins.export_breaker_states();
     m.negative_entries.set(state.tasks.negative.len() as i64);
-    let requests = |source: &str| {
-        m.object_requests
-            .get(&crate::metrics::SourceLabels {
-                source: source.into(),
-            })
-            .map_or(0, |c| c.get())
-    };
-    let (hits, misses) = (requests("local"), requests("origin"));
+    let (hits, misses) = (m.local.requests.get(), m.origin.requests.get());
     if hits + misses > 0 {
         m.hit_ratio.set(hits as f64 / (hits + misses) as f64);
     }

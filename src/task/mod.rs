@@ -520,7 +520,7 @@ impl TaskManager {
     /// Stored and downloading tasks, most recently read first, at most
     /// `limit` of them.
     pub async fn tasks(&self, limit: usize) -> Result<Vec<TaskView>> {
-        let downloads: HashMap<String, DownloadView> = self
+        let mut downloads: HashMap<String, DownloadView> = self
             .downloads()
             .await
             .into_iter()
@@ -531,29 +531,8 @@ impl TaskManager {
         let mut views: Vec<TaskView> = records
             .into_iter()
             .map(|r| {
-                let usage = index.tasks.get(&r.id);
-                let download = downloads.get(&r.id).cloned();
-                let state = if download.is_some() {
-                    "running"
-                } else if r.state == TaskState::Succeeded && !index.finishing.contains(&r.id) {
-                    "succeeded"
-                } else {
-                    "partial"
-                };
-                TaskView {
-                    state,
-                    bytes_stored: usage.map_or(0, |u| u.stored),
-                    holders: usage.map_or(0, |u| u.leases),
-                    accessed_at_ms: usage
-                        .map_or(r.accessed_at_ms, |u| u.accessed_ms.max(r.accessed_at_ms)),
-                    download,
-                    task_id: r.id,
-                    url: r.url,
-                    content_length: r.content_length,
-                    piece_length: r.piece_length,
-                    etag: r.etag,
-                    created_at_ms: r.created_at_ms,
-                }
+                let download = downloads.remove(&r.id);
+                task_view(&index, r, download)
             })
             .collect();
         views.sort_by_key(|v| std::cmp::Reverse(v.accessed_at_ms));
@@ -563,11 +542,11 @@ impl TaskManager {
 
     /// One task, if stored or downloading.
     pub async fn task(&self, id: &str) -> Result<Option<TaskView>> {
-        Ok(self
-            .tasks(usize::MAX)
-            .await?
-            .into_iter()
-            .find(|t| t.task_id == id))
+        let download = self.downloads().await.into_iter().find(|d| d.task_id == id);
+        let Some(record) = self.storage.task(id)? else {
+            return Ok(None);
+        };
+        Ok(Some(task_view(&self.index.lock(), record, download)))
     }
 
     /// Whether content can be written now (for `/readyz`).
@@ -1361,6 +1340,31 @@ impl TaskManager {
                 yield part;
             }
         }
+    }
+}
+
+/// A task record as the API shows it, with what the index knows of it.
+fn task_view(index: &Index, r: TaskRecord, download: Option<DownloadView>) -> TaskView {
+    let usage = index.tasks.get(&r.id);
+    let state = if download.is_some() {
+        "running"
+    } else if r.state == TaskState::Succeeded && !index.finishing.contains(&r.id) {
+        "succeeded"
+    } else {
+        "partial"
+    };
+    TaskView {
+        state,
+        bytes_stored: usage.map_or(0, |u| u.stored),
+        holders: usage.map_or(0, |u| u.leases),
+        accessed_at_ms: usage.map_or(r.accessed_at_ms, |u| u.accessed_ms.max(r.accessed_at_ms)),
+        download,
+        task_id: r.id,
+        url: r.url,
+        content_length: r.content_length,
+        piece_length: r.piece_length,
+        etag: r.etag,
+        created_at_ms: r.created_at_ms,
     }
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::s3_server::{S3Server, SECRET_KEY};
 use crate::support::*;
 
 async fn entries(sg: &Seedgate) -> Vec<serde_json::Value> {
@@ -25,20 +25,8 @@ async fn missing_s3_object_costs_one_request_per_ttl() {
     let s3 = S3Server::start(&dir.path().join("s3"));
     s3.bucket("data");
     let config = format!(
-        r#"
-[negative_cache]
-ttl = "2s"
-
-[origins.s3]
-plugin = "s3"
-base_url = "s3://data/"
-allowed_hosts = ["127.0.0.1"]
-[origins.s3.config]
-endpoint = "{}"
-access_key_id = "{ACCESS_KEY}"
-secret_access_key = "{SECRET_KEY}"
-"#,
-        s3.endpoint()
+        "[negative_cache]\nttl = \"2s\"\n{}",
+        s3.origin_config("s3", "data", SECRET_KEY)
     );
     let sg = Seedgate::start(dir.path(), &config);
     let url = sg.url("/o/s3/missing/layer.tar");

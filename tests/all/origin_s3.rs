@@ -3,7 +3,7 @@
 //! ranges, the error taxonomy (missing key, missing bucket, wrong secret)
 //! and ListObjectsV2 paging.
 
-use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::s3_server::{S3Server, SECRET_KEY};
 use crate::support::*;
 
 const MIB: usize = 1024 * 1024;
@@ -23,22 +23,7 @@ fn setup() -> Setup {
     s3.bucket("data");
     let secret = dir.path().join("s3-secret");
     std::fs::write(&secret, format!("{SECRET_KEY}\n")).unwrap();
-    let origin = |name: &str, bucket: &str, secret: &str| {
-        format!(
-            r#"
-[origins.{name}]
-plugin = "s3"
-base_url = "s3://{bucket}/"
-allowed_hosts = ["127.0.0.1"]
-[origins.{name}.config]
-endpoint = "{endpoint}"
-region = "us-east-1"
-access_key_id = "{ACCESS_KEY}"
-secret_access_key = "{secret}"
-"#,
-            endpoint = s3.endpoint()
-        )
-    };
+    let origin = |name: &str, bucket: &str, secret: &str| s3.origin_config(name, bucket, secret);
     let config = [
         origin("s3", "data", &format!("file:{}", secret.display())),
         origin("wrong", "data", "not-the-secret"),

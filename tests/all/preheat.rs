@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::fault_proxy::{Fault, FaultProxy};
-use crate::s3_server::{ACCESS_KEY, S3Server, SECRET_KEY};
+use crate::s3_server::{S3Server, SECRET_KEY};
 use crate::support::*;
 
 const MIB: usize = 1 << 20;
@@ -79,20 +79,7 @@ async fn slow_origin(prefix: &str, count: u64, len: usize, seed: u64, delay: Dur
 }
 
 fn s3_config(s3: &S3Server) -> String {
-    format!(
-        r#"
-[origins.s3]
-plugin = "s3"
-base_url = "s3://data/"
-allowed_hosts = ["127.0.0.1"]
-[origins.s3.config]
-endpoint = "{}"
-region = "us-east-1"
-access_key_id = "{ACCESS_KEY}"
-secret_access_key = "{SECRET_KEY}"
-"#,
-        s3.endpoint()
-    )
+    s3.origin_config("s3", "data", SECRET_KEY)
 }
 
 /// A prefix is listed through the s3 plugin and every object under it is
@@ -352,29 +339,25 @@ async fn a_job_resumes_after_kill_9() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (config, data_dir) = sg.kill();
-    let gets_at_kill: usize = (0..8)
-        .map(|i| {
-            nginx
-                .requests(&format!("/r/{i}.bin"))
-                .iter()
-                .filter(|r| r.0 == "GET")
-                .count()
-        })
-        .sum();
+    // GETs the origin answered for the 8 objects.
+    let gets = || -> usize {
+        (0..8)
+            .map(|i| {
+                nginx
+                    .requests(&format!("/r/{i}.bin"))
+                    .iter()
+                    .filter(|r| r.0 == "GET")
+                    .count()
+            })
+            .sum()
+    };
+    let gets_at_kill = gets();
 
     let sg = Seedgate::start_with(&config, &data_dir);
     let j = finished(&sg, &id, Duration::from_secs(30)).await;
     assert_eq!(j["state"], "succeeded", "{j}");
     assert_eq!(j["progress"]["done"], 8);
-    let gets: usize = (0..8)
-        .map(|i| {
-            nginx
-                .requests(&format!("/r/{i}.bin"))
-                .iter()
-                .filter(|r| r.0 == "GET")
-                .count()
-        })
-        .sum();
+    let gets = gets();
     // Objects done before the kill were not fetched again: at most the
     // one in flight at the kill is fetched twice.
     assert!(

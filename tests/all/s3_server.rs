@@ -63,6 +63,26 @@ impl S3Server {
         format!("http://{}", self.addr)
     }
 
+    /// Config of an s3 origin `name` on `bucket` of this server, signing
+    /// with the test access key and `secret` (a value or an `env:`/`file:`
+    /// secret).
+    pub fn origin_config(&self, name: &str, bucket: &str, secret: &str) -> String {
+        format!(
+            r#"
+[origins.{name}]
+plugin = "s3"
+base_url = "s3://{bucket}/"
+allowed_hosts = ["127.0.0.1"]
+[origins.{name}.config]
+endpoint = "{endpoint}"
+region = "us-east-1"
+access_key_id = "{ACCESS_KEY}"
+secret_access_key = "{secret}"
+"#,
+            endpoint = self.endpoint()
+        )
+    }
+
     /// Stores `bytes` as `bucket/key`.
     pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
         let path = self.root.join(bucket).join(key);
