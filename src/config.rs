@@ -342,9 +342,11 @@ fn default_retry_ratio() -> f64 {
     0.2
 }
 
-/// 1 per second.
+/// 10 per second, linkerd's and Finagle's floor: enough that a burst right
+/// after start (when the window has counted few requests yet) still gets
+/// its retries.
 fn default_retry_min() -> u32 {
-    1
+    10
 }
 
 impl Default for RetryConfig {
