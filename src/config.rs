@@ -34,6 +34,9 @@ pub struct Config {
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub preheat: PreheatConfig,
+    /// The Dragonfly seed peer; absent: off.
+    #[serde(default)]
+    pub seed_peer: Option<SeedPeerConfig>,
     /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
     #[serde(default)]
     pub origins: BTreeMap<String, OriginConfig>,
@@ -82,6 +85,113 @@ impl Default for PreheatConfig {
             max_items: default_preheat_max_items(),
         }
     }
+}
+
+/// `[seed_peer]`: seedgate as a Dragonfly v2 seed peer: the
+/// `DfdaemonUpload` gRPC service, Dragonfly's TCP piece protocol, and the
+/// announcer that registers this host with schedulers as a super seed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPeerConfig {
+    /// `DfdaemonUpload` and `grpc.health.v1` (gRPC). Dragonfly's port: 4000.
+    #[serde(default = "default_upload_listen")]
+    pub upload_listen: SocketAddr,
+    /// Dragonfly's TCP piece protocol ("vortex"). Dragonfly's port: 4005.
+    #[serde(default = "default_piece_listen")]
+    pub piece_listen: SocketAddr,
+    /// The address peers and schedulers reach this host at. Unset: the
+    /// local address of the route to the first scheduler, else the upload
+    /// listener's address when it is not a wildcard, else 127.0.0.1.
+    #[serde(default)]
+    pub advertise_ip: Option<std::net::IpAddr>,
+    /// Unset: the system's hostname.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Told to schedulers, which prefer parents in the same IDC and
+    /// location (`country|province|city|...`).
+    #[serde(default)]
+    pub idc: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// The scheduler cluster this seed peer belongs to.
+    #[serde(default = "default_scheduler_cluster_id")]
+    pub scheduler_cluster_id: u64,
+    /// Schedulers to register with (`http://HOST:8002`). Each task is
+    /// reported to one of them, picked by rendezvous hashing of its id.
+    #[serde(default)]
+    pub schedulers: Vec<String>,
+    /// How often the host is announced again (Dragonfly's default).
+    #[serde(default = "default_announce_interval", with = "humantime_serde")]
+    pub announce_interval: Duration,
+    /// After a failed announce, the wait before the next one starts here
+    /// and doubles (with jitter) up to `reconnect_backoff_max`.
+    #[serde(default = "default_reconnect_backoff_min", with = "humantime_serde")]
+    pub reconnect_backoff_min: Duration,
+    #[serde(default = "default_reconnect_backoff_max", with = "humantime_serde")]
+    pub reconnect_backoff_max: Duration,
+    /// Each scheduler RPC (announce, delete) gives up after this long.
+    #[serde(default = "default_scheduler_timeout", with = "humantime_serde")]
+    pub scheduler_timeout: Duration,
+    /// `SyncHost` sends the host's load this often.
+    #[serde(default = "default_sync_host_interval", with = "humantime_serde")]
+    pub sync_host_interval: Duration,
+    /// `/readyz` answers 503 until at least one scheduler has accepted the
+    /// host (when schedulers are configured).
+    #[serde(default = "default_true")]
+    pub ready_requires_scheduler: bool,
+    /// Piece protocol connections served at once; one more is answered
+    /// with an error packet and closed.
+    #[serde(default = "default_max_piece_connections")]
+    pub max_piece_connections: usize,
+}
+
+/// 1024 piece connections.
+fn default_max_piece_connections() -> usize {
+    1024
+}
+
+/// 0.0.0.0:4000, Dragonfly's upload port.
+fn default_upload_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4000))
+}
+
+/// 0.0.0.0:4005, Dragonfly's TCP piece port.
+fn default_piece_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 4005))
+}
+
+/// Cluster 1, Dragonfly's default cluster.
+fn default_scheduler_cluster_id() -> u64 {
+    1
+}
+
+/// 5 minutes between host announcements.
+fn default_announce_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// 1 second after the first failed announce...
+fn default_reconnect_backoff_min() -> Duration {
+    Duration::from_secs(1)
+}
+
+/// ...doubling up to 1 minute.
+fn default_reconnect_backoff_max() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// 10 seconds per scheduler call.
+fn default_scheduler_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// Host load every 5 seconds on `SyncHost`.
+fn default_sync_host_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[server]`: the HTTP gateway.
@@ -836,6 +946,53 @@ impl Config {
                 "server.token_for_reads".into(),
                 "needs server.api_token".into(),
             );
+        }
+        if let Some(sp) = &self.seed_peer {
+            for (key, t) in [
+                ("seed_peer.announce_interval", sp.announce_interval),
+                ("seed_peer.reconnect_backoff_min", sp.reconnect_backoff_min),
+                ("seed_peer.reconnect_backoff_max", sp.reconnect_backoff_max),
+                ("seed_peer.scheduler_timeout", sp.scheduler_timeout),
+                ("seed_peer.sync_host_interval", sp.sync_host_interval),
+            ] {
+                if t.is_zero() {
+                    bad(key.into(), "must be more than zero".into());
+                }
+            }
+            if sp.max_piece_connections == 0 {
+                bad(
+                    "seed_peer.max_piece_connections".into(),
+                    "must be at least 1".into(),
+                );
+            }
+            if sp.reconnect_backoff_min > sp.reconnect_backoff_max {
+                bad(
+                    "seed_peer.reconnect_backoff_min".into(),
+                    "is above seed_peer.reconnect_backoff_max".into(),
+                );
+            }
+            if sp.upload_listen == sp.piece_listen && sp.upload_listen.port() != 0 {
+                bad(
+                    "seed_peer.piece_listen".into(),
+                    format!("{} is also seed_peer.upload_listen", sp.piece_listen),
+                );
+            }
+            for (i, u) in sp.schedulers.iter().enumerate() {
+                let ok = Url::parse(u).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some()
+                        && u.port_or_known_default().is_some()
+                });
+                if !ok {
+                    bad(
+                        format!("seed_peer.schedulers[{i}]"),
+                        format!("'{u}' is not an http(s)://HOST:PORT address"),
+                    );
+                }
+            }
+            if sp.hostname.as_deref().is_some_and(str::is_empty) {
+                bad("seed_peer.hostname".into(), "must not be empty".into());
+            }
         }
         let p = &self.preheat;
         for (key, v) in [

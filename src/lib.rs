@@ -8,6 +8,7 @@ pub mod error;
 pub mod gateway;
 pub mod metrics;
 pub mod origin;
+pub mod peer;
 pub mod plugin;
 pub mod preheat;
 pub mod storage;
@@ -27,6 +28,8 @@ pub struct Server {
     unix: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
     app: axum::Router,
     limits: ServerLimits,
+    /// The Dragonfly seed peer, when `[seed_peer]` is configured.
+    peer: Option<peer::SeedPeer>,
 }
 
 /// Binds the unix socket at `path`. A socket file left by a process that
@@ -123,6 +126,18 @@ impl Server {
             origins.clone(),
         )
         .context("loading preheat jobs")?;
+        let peer = match &config.seed_peer {
+            Some(sp) => Some(
+                peer::SeedPeer::bind(
+                    sp,
+                    config.storage.data_dir.clone(),
+                    tasks.clone(),
+                    origins.clone(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let app = gateway::router(gateway::AppState {
             tasks,
             origins,
@@ -130,6 +145,7 @@ impl Server {
             jobs,
             token: config.server.resolved_api_token().map(Arc::from),
             token_for_reads: config.server.token_for_reads,
+            schedulers: peer.as_ref().map(|p| p.announcer.clone()),
         });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
@@ -143,6 +159,7 @@ impl Server {
             unix,
             app,
             limits,
+            peer,
         })
     }
 
@@ -174,6 +191,15 @@ impl Server {
             .max_buf_size(self.limits.max_header_bytes.max(8192));
         builder.http2().timer(TokioTimer::new());
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let stop_peer = tokio_util::sync::CancellationToken::new();
+        let peer = self.peer.map(|p| {
+            let cancel = stop_peer.clone();
+            tokio::spawn(async move {
+                if let Err(e) = p.run(cancel).await {
+                    tracing::error!(error = %format!("{e:#}"), "seed peer stopped");
+                }
+            })
+        });
         let mut shutdown = std::pin::pin!(shutdown);
         let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
         let unix = self.unix.map(|(l, _)| l);
@@ -224,6 +250,16 @@ impl Server {
         }
         drop(self.listener);
         drop(unix);
+        // The seed peer stops first: it tells its schedulers this host is
+        // leaving (DeleteHost) while requests in flight finish.
+        stop_peer.cancel();
+        if let Some(peer) = peer
+            && tokio::time::timeout(std::time::Duration::from_secs(10), peer)
+                .await
+                .is_err()
+        {
+            tracing::warn!("the seed peer did not stop within 10 s");
+        }
         if let Some(path) = unix_path {
             let _ = std::fs::remove_file(path);
         }

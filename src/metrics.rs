@@ -114,6 +114,45 @@ pub struct Metrics {
     pub origin_bytes: Family<OriginLabels, Counter>,
     pub hit_ratio: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub storage_bytes: Family<StorageLabels, Gauge>,
+    /// The Dragonfly seed peer: pieces and bytes sent over the TCP piece
+    /// protocol, its refusals by error code, connections open now.
+    pub peer_pieces_served: Counter,
+    pub peer_bytes_served: Counter,
+    pub peer_piece_errors: Family<CodeLabels, Counter>,
+    pub peer_connections: Gauge,
+    pub peer_rpcs: Family<RpcLabels, Counter>,
+    /// Per scheduler: 1 while it has accepted this host, else 0; announces
+    /// by outcome; back-to-source reports by outcome.
+    pub scheduler_registered: Family<SchedulerLabels, Gauge>,
+    pub scheduler_announces: Family<SchedulerOutcomeLabels, Counter>,
+    pub peer_announces: Family<SchedulerOutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    /// `not_found`, `invalid_argument`, `internal`.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// The gRPC method (`DownloadTask`, ...).
+    pub method: String,
+    /// The gRPC status code name (`Ok`, `NotFound`, ...).
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedulerLabels {
+    pub scheduler: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SchedulerOutcomeLabels {
+    pub scheduler: String,
+    /// `ok`, `error`, or `skipped` (a report not sent: the scheduler is
+    /// not registered, or its queue is full).
+    pub outcome: String,
 }
 
 /// The process's metrics.
@@ -227,6 +266,54 @@ impl Metrics {
             "Content bytes stored, and the use and limit the watermarks apply to",
             storage_bytes.clone(),
         );
+        let peer_pieces_served = Counter::default();
+        registry.register(
+            "peer_pieces_served",
+            "Pieces sent to peers over Dragonfly's TCP piece protocol",
+            peer_pieces_served.clone(),
+        );
+        let peer_bytes_served = Counter::default();
+        registry.register(
+            "peer_bytes_served",
+            "Piece bytes sent to peers over Dragonfly's TCP piece protocol",
+            peer_bytes_served.clone(),
+        );
+        let peer_piece_errors = Family::default();
+        registry.register(
+            "peer_piece_errors",
+            "Piece requests answered with an error packet, by code",
+            peer_piece_errors.clone(),
+        );
+        let peer_connections = Gauge::default();
+        registry.register(
+            "peer_connections",
+            "Piece protocol connections open now",
+            peer_connections.clone(),
+        );
+        let peer_rpcs = Family::default();
+        registry.register(
+            "peer_rpcs",
+            "DfdaemonUpload calls by method and gRPC status",
+            peer_rpcs.clone(),
+        );
+        let scheduler_registered = Family::default();
+        registry.register(
+            "scheduler_registered",
+            "1 while the scheduler has accepted this host (AnnounceHost), else 0",
+            scheduler_registered.clone(),
+        );
+        let scheduler_announces = Family::default();
+        registry.register(
+            "scheduler_announces",
+            "AnnounceHost calls by scheduler and outcome",
+            scheduler_announces.clone(),
+        );
+        let peer_announces = Family::default();
+        registry.register(
+            "peer_announces",
+            "Back-to-source downloads reported (AnnouncePeer) by scheduler and outcome",
+            peer_announces.clone(),
+        );
         let by_source = |source: &str| SourceCounters {
             requests: object_requests
                 .get_or_create(&SourceLabels {
@@ -258,6 +345,14 @@ impl Metrics {
             downloads_running,
             plugin_calls,
             plugin_call_seconds,
+            peer_pieces_served,
+            peer_bytes_served,
+            peer_piece_errors,
+            peer_connections,
+            peer_rpcs,
+            scheduler_registered,
+            scheduler_announces,
+            peer_announces,
         }
     }
 

@@ -617,6 +617,7 @@ impl JobManager {
             tag: request.tag.clone(),
             application: request.application.clone(),
             piece_length: request.piece_length,
+            ..TaskSpec::default()
         };
         let mut headers = HeaderMap::new();
         for (k, v) in &request.headers {

@@ -30,7 +30,8 @@
 //! - `GET /`: a live status page (downloads, jobs, plugins, breakers,
 //!   negative cache, disk), refreshed every second from the API.
 //! - `GET /healthz`: the process is alive. `GET /readyz`: content can be
-//!   written and plugins are loaded (JSON; 503 with the reason if not).
+//!   written, plugins are loaded and, for a seed peer with schedulers, one
+//!   of them has accepted the host (JSON; 503 with the reason if not).
 //!
 //! With `server.api_token` set, everything but object reads and health
 //! needs `Authorization: Bearer TOKEN` (object reads too with
@@ -68,6 +69,8 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// Object reads need the token too.
     pub token_for_reads: bool,
+    /// The seed peer's scheduler registrations, when it runs.
+    pub schedulers: Option<Arc<crate::peer::announcer::Announcer>>,
 }
 
 /// Equal bytes, compared in time that does not depend on where they differ.
@@ -121,8 +124,9 @@ async fn status_page() -> Response {
 async fn readyz(State(state): State<AppState>) -> Response {
     let plugins = state.plugins.names().count();
     let storage = state.tasks.probe_storage().await;
-    let ready = storage.is_ok() && plugins > 0;
-    let body = serde_json::json!({
+    let schedulers_ready = state.schedulers.as_ref().is_none_or(|a| a.ready());
+    let ready = storage.is_ok() && plugins > 0 && schedulers_ready;
+    let mut body = serde_json::json!({
         "ready": ready,
         "storage": match &storage {
             Ok(()) => "writable".to_string(),
@@ -131,6 +135,9 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "plugins": plugins,
         "origins": state.origins.names().count(),
     });
+    if let Some(a) = &state.schedulers {
+        body["schedulers"] = serde_json::json!(a.status());
+    }
     let status = if ready {
         StatusCode::OK
     } else {
@@ -381,12 +388,7 @@ fn full_url_origin(
 ) -> Result<(Arc<crate::origin::Origin>, url::Url), AppError> {
     let url = url::Url::parse(&q.url)
         .map_err(|e| AppError::bad_request(format!("'{}' is not a URL: {e}", q.url)))?;
-    let origin = state.origins.owner(&url).ok_or_else(|| {
-        AppError::from_error(Error::new(
-            crate::error::ErrorKind::Forbidden,
-            format!("'{url}' is not under the base_url of any configured origin"),
-        ))
-    })?;
+    let origin = state.origins.resolve_url(&url)?;
     if !origin.allow_full_urls {
         return Err(AppError::from_error(Error::new(
             crate::error::ErrorKind::Forbidden,
@@ -396,10 +398,7 @@ fn full_url_origin(
             ),
         )));
     }
-    // Its key, checked as /o/ checks keys (no '..' climbing out).
-    let key = &url.as_str()[origin.base_url.as_str().len()..];
-    origin.object_url(key.split(['?', '#']).next().unwrap_or(""))?;
-    Ok((origin.clone(), url))
+    Ok((origin, url))
 }
 
 async fn fetch_get(

@@ -174,6 +174,22 @@ impl OriginRouter {
             .max_by_key(|o| o.base_url.as_str().len())
     }
 
+    /// The origin a full URL is fetched through, with its key checked as
+    /// `/o/` checks keys (no `..` climbing out of the base URL). A URL under
+    /// no origin is refused (`Forbidden`): nothing reaches an address no
+    /// operator declared.
+    pub fn resolve_url(&self, url: &Url) -> Result<Arc<Origin>> {
+        let origin = self.owner(url).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Forbidden,
+                format!("'{url}' is not under the base_url of any configured origin"),
+            )
+        })?;
+        let key = &url.as_str()[origin.base_url.as_str().len()..];
+        origin.object_url(key.split(['?', '#']).next().unwrap_or(""))?;
+        Ok(origin.clone())
+    }
+
     pub fn all(&self) -> impl Iterator<Item = &Arc<Origin>> {
         self.origins.values()
     }

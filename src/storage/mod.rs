@@ -69,6 +69,13 @@ pub struct PieceRecord {
     pub length: u64,
     /// `crc32:<decimal>`, CRC-32/IEEE of the bytes.
     pub digest: String,
+    /// How long fetching it took (ms), and when it landed (Unix ms): what
+    /// Dragonfly's scheduler weighs parents by. 0 in records written before
+    /// they were kept.
+    #[serde(default)]
+    pub cost_ms: u64,
+    #[serde(default)]
+    pub created_at_ms: u64,
 }
 
 /// What [`Storage::reconcile`] repaired.

@@ -27,6 +27,7 @@
 mod gc;
 pub mod id;
 pub mod negative;
+pub mod peer;
 pub mod watchdog;
 
 pub use gc::GcReport;
@@ -66,7 +67,7 @@ const READ_AHEAD_MIB: usize = 64;
 /// A task's last-access time is persisted at most this often.
 const ACCESS_PERSIST_MS: u64 = 60_000;
 
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -117,7 +118,7 @@ const INLINE_READ: u64 = 64 * 1024;
 #[derive(Debug)]
 struct Hot {
     record: TaskRecord,
-    crcs: Arc<Vec<u32>>,
+    pieces: Arc<Vec<Landed>>,
     file: Arc<File>,
 }
 
@@ -125,9 +126,24 @@ struct Hot {
 #[derive(Debug, Clone, Copy)]
 struct Landed {
     crc: u32,
+    /// Fetch time (ms) and when it landed (Unix ms), as recorded.
+    cost_ms: u64,
+    created_at_ms: u64,
     /// Written by this download from bytes whose crc it computed, so still
     /// trusted; pieces found on disk are checked before they are served.
     fresh: bool,
+}
+
+impl Landed {
+    /// A recorded piece (found on disk: checked before it is served).
+    fn stored(piece: &PieceRecord) -> Option<Self> {
+        Some(Self {
+            crc: parse_digest(&piece.digest)?,
+            cost_ms: piece.cost_ms,
+            created_at_ms: piece.created_at_ms,
+            fresh: false,
+        })
+    }
 }
 
 /// Which pieces a download fetches next: those readers wait for first,
@@ -158,6 +174,9 @@ pub struct TaskSpec {
     pub tag: Option<String>,
     pub application: Option<String>,
     pub piece_length: Option<u64>,
+    /// Query parameters left out of the id (signatures, expiry), as a
+    /// Dragonfly peer asks.
+    pub filtered_query_params: Vec<String>,
 }
 
 /// A download in flight.
@@ -236,8 +255,8 @@ struct Slot {
 /// Where an object's bytes come from.
 #[derive(Debug, Clone)]
 enum Source {
-    /// Every piece is on disk, with these crc32s.
-    Local(Arc<Vec<u32>>),
+    /// Every piece is on disk, as recorded.
+    Local(Arc<Vec<Landed>>),
     /// Pieces are landing.
     Download(Arc<Download>),
 }
@@ -406,6 +425,24 @@ pub struct TaskManager {
     read_ahead: Arc<tokio::sync::Semaphore>,
     /// Objects the origin said do not exist, for a while.
     pub negative: negative::NegativeCache,
+    /// Told of each download that goes back to the origin (the announcer).
+    back_to_source: std::sync::OnceLock<BackToSourceHook>,
+}
+
+/// See [`TaskManager::on_back_to_source`].
+struct BackToSourceHook(Box<dyn Fn(peer::PeerTask) + Send + Sync>);
+
+impl std::fmt::Debug for BackToSourceHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackToSourceHook")
+    }
+}
+
+impl std::ops::Deref for BackToSourceHook {
+    type Target = dyn Fn(peer::PeerTask) + Send + Sync;
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
 }
 
 impl TaskManager {
@@ -443,6 +480,7 @@ impl TaskManager {
             gc_kick: Notify::new(),
             read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
             negative: negative::NegativeCache::new(negative),
+            back_to_source: std::sync::OnceLock::new(),
         }))
     }
 
@@ -464,7 +502,7 @@ impl TaskManager {
             piece_length: self.fixed_piece_length(spec),
             tag: spec.tag.as_deref(),
             application: spec.application.as_deref(),
-            ..Default::default()
+            filtered_query_params: &spec.filtered_query_params,
         })
         .map_err(|e| Error::new(ErrorKind::Invalid, format!("'{url}' is not a URL: {e}")))
     }
@@ -583,17 +621,17 @@ impl TaskManager {
             return Ok(None);
         }
         let count = piece_count(record.content_length, record.piece_length) as usize;
-        let mut crcs = vec![None; count];
+        let mut pieces = vec![None; count];
         for p in self.storage.pieces(id)? {
-            if let Some(slot) = crcs.get_mut(p.number as usize) {
-                *slot = parse_digest(&p.digest);
+            if let Some(slot) = pieces.get_mut(p.number as usize) {
+                *slot = Landed::stored(&p);
             }
         }
-        let Some(crcs) = crcs.into_iter().collect::<Option<Vec<u32>>>() else {
+        let Some(pieces) = pieces.into_iter().collect::<Option<Vec<Landed>>>() else {
             return Ok(None);
         };
         let hot = Arc::new(Hot {
-            crcs: Arc::new(crcs),
+            pieces: Arc::new(pieces),
             file: Arc::new(self.storage.open_content(id)?),
             record,
         });
@@ -705,7 +743,7 @@ impl TaskManager {
                 self.storage.put_task(&record)?;
                 let fresh = Arc::new(Hot {
                     record: record.clone(),
-                    crcs: hot.crcs.clone(),
+                    pieces: hot.pieces.clone(),
                     file: hot.file.clone(),
                 });
                 if let Some(u) = self.index.lock().tasks.get_mut(&id)
@@ -716,7 +754,7 @@ impl TaskManager {
             }
             return Ok(Object {
                 record,
-                source: Source::Local(hot.crcs.clone()),
+                source: Source::Local(hot.pieces.clone()),
                 file: hot.file.clone(),
                 request,
                 _lease: lease,
@@ -827,8 +865,7 @@ impl TaskManager {
                     && piece.offset == offset
                     && piece.length == length
                 {
-                    pieces[piece.number as usize] =
-                        parse_digest(&piece.digest).map(|crc| Landed { crc, fresh: false });
+                    pieces[piece.number as usize] = Landed::stored(&piece);
                 }
             }
             self.storage.prepare_content(&id, record.content_length)?
@@ -880,6 +917,9 @@ impl TaskManager {
             download
                 .plan(self.config.plan_refresh_margin, false)
                 .await?;
+        }
+        if work {
+            self.announce_start(&download);
         }
         let me = self.clone();
         let dl = download.clone();
@@ -1134,9 +1174,12 @@ impl TaskManager {
     /// Lets readers read a piece written in full (not yet synced: readers
     /// need the bytes, only the record needs them durable).
     fn land(&self, dl: &Download, piece: &PieceRecord) {
-        if let Some(crc) = parse_digest(&piece.digest) {
+        if let Some(landed) = Landed::stored(piece) {
             dl.progress.send_modify(|p| {
-                p.pieces[piece.number as usize] = Some(Landed { crc, fresh: true })
+                p.pieces[piece.number as usize] = Some(Landed {
+                    fresh: true,
+                    ..landed
+                })
             });
         }
     }
@@ -1155,12 +1198,7 @@ impl TaskManager {
     /// and whether it is fresh from this download.
     async fn wait_piece(object: &Object, n: u32) -> Result<Landed> {
         let dl = match &object.source {
-            Source::Local(crcs) => {
-                return Ok(Landed {
-                    crc: crcs[n as usize],
-                    fresh: false,
-                });
-            }
+            Source::Local(pieces) => return Ok(pieces[n as usize]),
             Source::Download(dl) => dl,
         };
         dl.want(n);
@@ -1276,9 +1314,7 @@ impl TaskManager {
     /// Piece `n` if it can be read without waiting (stored, or landed).
     fn landed_now(object: &Object, n: u32) -> Option<Landed> {
         match &object.source {
-            Source::Local(crcs) => crcs
-                .get(n as usize)
-                .map(|&crc| Landed { crc, fresh: false }),
+            Source::Local(pieces) => pieces.get(n as usize).copied(),
             Source::Download(dl) => dl
                 .progress
                 .borrow()
@@ -1510,6 +1546,7 @@ struct PieceWriter {
     pending: Vec<Bytes>,
     pending_len: usize,
     crc: crc32fast::Hasher,
+    started: tokio::time::Instant,
 }
 
 impl PieceWriter {
@@ -1523,6 +1560,7 @@ impl PieceWriter {
             pending: Vec::new(),
             pending_len: 0,
             crc: crc32fast::Hasher::new(),
+            started: tokio::time::Instant::now(),
         }
     }
 
@@ -1583,6 +1621,8 @@ impl PieceWriter {
             offset: self.offset,
             length: self.length,
             digest: crc32_digest(self.crc.finalize()),
+            cost_ms: self.started.elapsed().as_millis() as u64,
+            created_at_ms: now_ms(),
         })
     }
 }

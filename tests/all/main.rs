@@ -5,11 +5,13 @@ mod fault_proxy;
 mod giftless;
 mod s3_server;
 mod support;
+mod test_scheduler;
 
 mod breaker;
 mod bulkheads;
 mod cli;
 mod config_check;
+mod dragonfly;
 mod engine;
 mod faults;
 mod gateway_api;

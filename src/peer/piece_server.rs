@@ -1,0 +1,294 @@
+//! Dragonfly's TCP piece protocol ("vortex", TLV framing), served from the
+//! content files.
+//!
+//! A peer sends `DownloadPiece` (task id, piece number); the answer is a
+//! `PieceContent` packet carrying the piece's metadata (offset, length,
+//! `crc32:` digest the peer verifies) followed by the piece's raw bytes, or
+//! an `Error` packet with a code (`NotFound`: not here or not landed yet;
+//! `InvalidArgument`: a malformed request). A connection may carry many
+//! requests in turn; `Close` or EOF ends it. The bytes go from the page
+//! cache to the socket with `sendfile`, never through user space.
+
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use vortex_protocol::tlv::download_piece::DownloadPiece;
+use vortex_protocol::tlv::error::{Code, Error as VortexError};
+use vortex_protocol::tlv::piece_content::PieceContent;
+use vortex_protocol::tlv::piece_metadata::PieceMetadata;
+use vortex_protocol::tlv::{PIECE_NUMBER_SIZE, TASK_ID_SIZE, Tag};
+use vortex_protocol::{HEADER_SIZE, Header, Message};
+
+use super::host::UploadStats;
+use crate::metrics::{CodeLabels, METRICS};
+use crate::task::TaskManager;
+use crate::task::peer::PieceInfo;
+
+/// A request value is a task id and a piece number; anything much longer
+/// is not a request this server serves (and is not read into memory).
+const MAX_REQUEST_VALUE: usize = 1024;
+/// Between requests a connection may stay idle this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// A started request must arrive whole within this long.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The TCP piece server.
+pub struct PieceServer {
+    listener: TcpListener,
+    tasks: Arc<TaskManager>,
+    stats: Arc<UploadStats>,
+    /// Connections served at once; more are told so and closed.
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl PieceServer {
+    pub fn new(
+        listener: TcpListener,
+        tasks: Arc<TaskManager>,
+        stats: Arc<UploadStats>,
+        max_connections: usize,
+    ) -> Self {
+        Self {
+            listener,
+            tasks,
+            stats,
+            slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+        }
+    }
+
+    /// Accepts until `cancel`; connections in flight end with their
+    /// current piece.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            let (stream, peer) = tokio::select! {
+                a = self.listener.accept() => match a {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "piece server: accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = cancel.cancelled() => return,
+            };
+            let conn = Connection {
+                tasks: self.tasks.clone(),
+                stats: self.stats.clone(),
+            };
+            let slot = self.slots.clone().try_acquire_owned();
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let Ok(_slot) = slot else {
+                    let _ = send_error(
+                        &mut stream,
+                        Code::Internal,
+                        "too many piece connections (seed_peer.max_piece_connections); try again"
+                            .into(),
+                    )
+                    .await;
+                    return;
+                };
+                conn.stats.connections.fetch_add(1, Ordering::Relaxed);
+                METRICS.peer_connections.inc();
+                let r = tokio::select! {
+                    r = conn.serve(&mut stream) => r,
+                    () = cancel.cancelled() => Ok(()),
+                };
+                if let Err(e) = r {
+                    tracing::debug!(%peer, error = %e, "piece connection ended");
+                }
+                conn.stats.connections.fetch_sub(1, Ordering::Relaxed);
+                METRICS.peer_connections.dec();
+            });
+        }
+    }
+}
+
+struct Connection {
+    tasks: Arc<TaskManager>,
+    stats: Arc<UploadStats>,
+}
+
+impl Connection {
+    async fn serve(&self, stream: &mut TcpStream) -> io::Result<()> {
+        stream.set_nodelay(true)?;
+        loop {
+            let mut head = [0u8; HEADER_SIZE];
+            match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut head)).await {
+                Err(_) => return Ok(()),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+                Ok(r) => r?,
+            };
+            let header = Header::decode(&head).map_err(io::Error::other)?;
+            let len = header.length() as usize;
+            if len > MAX_REQUEST_VALUE {
+                send_error(
+                    stream,
+                    Code::InvalidArgument,
+                    format!(
+                        "a {:?} request of {len} bytes is too long (at most {MAX_REQUEST_VALUE})",
+                        header.tag()
+                    ),
+                )
+                .await?;
+                return Ok(());
+            }
+            let mut value = vec![0u8; len];
+            tokio::time::timeout(REQUEST_TIMEOUT, stream.read_exact(&mut value))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request body"))??;
+            match header.tag() {
+                Tag::DownloadPiece => match DownloadPiece::decode(&value) {
+                    Ok(request) => self.download_piece(stream, request).await?,
+                    Err(e) => {
+                        send_error(
+                            stream,
+                            Code::InvalidArgument,
+                            format!(
+                                "malformed DownloadPiece ({e}): expected a {TASK_ID_SIZE}-character task id and a {PIECE_NUMBER_SIZE}-byte piece number"
+                            ),
+                        )
+                        .await?
+                    }
+                },
+                Tag::Close => return Ok(()),
+                tag => {
+                    send_error(
+                        stream,
+                        Code::InvalidArgument,
+                        format!("{tag:?} is not served here: this seed peer serves DownloadPiece"),
+                    )
+                    .await?
+                }
+            }
+        }
+    }
+
+    async fn download_piece(
+        &self,
+        stream: &mut TcpStream,
+        request: DownloadPiece,
+    ) -> io::Result<()> {
+        let DownloadPiece {
+            task_id,
+            piece_number: n,
+        } = request;
+        if !task_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return send_error(
+                stream,
+                Code::InvalidArgument,
+                format!("task id '{}' is not 64 hex digits", task_id.escape_debug()),
+            )
+            .await;
+        }
+        let task = match self.tasks.peer_task(&task_id).await {
+            Ok(Some(task)) => task,
+            Ok(None) => {
+                return send_error(
+                    stream,
+                    Code::NotFound,
+                    format!("task {task_id} is not on this seed peer"),
+                )
+                .await;
+            }
+            Err(e) => return send_error(stream, Code::Internal, e.to_string()).await,
+        };
+        let Some(piece) = task.piece(n) else {
+            let count = task.piece_count();
+            let (code, why) = if n >= count {
+                (
+                    Code::InvalidArgument,
+                    format!("task {task_id} has {count} pieces; there is no piece {n}"),
+                )
+            } else {
+                (
+                    Code::NotFound,
+                    format!("piece {n} of task {task_id} has not landed yet"),
+                )
+            };
+            return send_error(stream, code, why).await;
+        };
+        let mut head = BytesMut::new();
+        PieceContent {
+            metadata: metadata(&piece),
+        }
+        .encode_packet(&mut head);
+        stream.write_all(&head).await?;
+        send_file(stream, task.file(), piece.offset, piece.length).await?;
+        self.stats.bytes.fetch_add(piece.length, Ordering::Relaxed);
+        METRICS.peer_pieces_served.inc();
+        METRICS.peer_bytes_served.inc_by(piece.length);
+        Ok(())
+    }
+}
+
+/// The metadata a peer gets with a piece: as fetched from the origin by
+/// this seed peer (no parent, traffic type back-to-source).
+fn metadata(piece: &PieceInfo) -> PieceMetadata {
+    let created_at = chrono::DateTime::from_timestamp_millis(piece.created_at_ms as i64)
+        .unwrap_or_default()
+        .naive_utc();
+    PieceMetadata {
+        number: piece.number,
+        offset: piece.offset,
+        length: piece.length,
+        digest: piece.digest(),
+        parent_id: String::new(),
+        traffic_type: dragonfly_api::common::v2::TrafficType::BackToSource as u8,
+        cost: Duration::from_millis(piece.cost_ms),
+        created_at,
+    }
+}
+
+async fn send_error(stream: &mut TcpStream, code: Code, message: String) -> io::Result<()> {
+    let label = match code {
+        Code::NotFound => "not_found",
+        Code::InvalidArgument => "invalid_argument",
+        Code::Internal => "internal",
+        _ => "unknown",
+    };
+    METRICS
+        .peer_piece_errors
+        .get_or_create(&CodeLabels { code: label.into() })
+        .inc();
+    let mut buf = BytesMut::new();
+    VortexError::new(code, message).encode_packet(&mut buf);
+    stream.write_all(&buf).await
+}
+
+/// Sends `length` bytes of `file` from `offset` with sendfile(2).
+async fn send_file(
+    stream: &mut TcpStream,
+    file: &std::fs::File,
+    offset: u64,
+    length: u64,
+) -> io::Result<()> {
+    let end = offset + length;
+    let mut at = offset;
+    while at < end {
+        stream.writable().await?;
+        let want = (end - at).min(1 << 30) as usize;
+        match stream.try_io(Interest::WRITABLE, || {
+            rustix::fs::sendfile(stream.as_fd(), file, Some(&mut at), want).map_err(io::Error::from)
+        }) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("content file ends before byte {at}"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,579 @@
+//! `dfdaemon.v2.DfdaemonUpload`: the gRPC service a Dragonfly scheduler
+//! and peers call on a seed peer.
+//!
+//! Served: `DownloadTask` (the scheduler's trigger and preheat path: back to
+//! source through seedgate's origins, streaming each piece as it lands),
+//! `SyncPieces` (piece metadata as pieces land, with the TCP piece port),
+//! `StatTask`, `StatLocalTask`, `DeleteTask` and `SyncHost` (live load).
+//! Every other method answers `Unimplemented`.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use dragonfly_api::common::v2::{
+    self as common, Download, Piece, SizeScope, TaskType, TrafficType,
+};
+use dragonfly_api::dfdaemon::v2::dfdaemon_upload_server::DfdaemonUpload;
+use dragonfly_api::dfdaemon::v2::*;
+use futures_util::{Stream, StreamExt};
+use http::HeaderMap;
+use tonic::{Request, Response, Status};
+
+use super::host::HostProbe;
+use crate::error::{Error, ErrorKind};
+use crate::metrics::{METRICS, RpcLabels};
+use crate::origin::OriginRouter;
+use crate::task::peer::{PeerTask, PieceInfo};
+use crate::task::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, TaskManager, TaskSpec};
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// The upload service.
+pub struct Upload {
+    pub tasks: Arc<TaskManager>,
+    pub origins: Arc<OriginRouter>,
+    pub host: Arc<HostProbe>,
+    pub sync_host_interval: std::time::Duration,
+}
+
+/// An engine error as a gRPC status, with its one-line reason.
+pub fn status(e: Error) -> Status {
+    let code = match e.kind {
+        ErrorKind::NotFound => tonic::Code::NotFound,
+        ErrorKind::Forbidden => tonic::Code::PermissionDenied,
+        ErrorKind::Invalid => tonic::Code::InvalidArgument,
+        ErrorKind::Transient | ErrorKind::CircuitOpen => tonic::Code::Unavailable,
+        ErrorKind::Overloaded => tonic::Code::ResourceExhausted,
+        ErrorKind::Timeout | ErrorKind::PluginTimeout => tonic::Code::DeadlineExceeded,
+        ErrorKind::Changed => tonic::Code::Aborted,
+        ErrorKind::Conflict => tonic::Code::FailedPrecondition,
+        ErrorKind::PluginFailed | ErrorKind::Internal => tonic::Code::Internal,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// Counts a call by method and outcome.
+fn counted<T>(method: &str, r: Result<T, Status>) -> Result<T, Status> {
+    let code = match &r {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    };
+    METRICS
+        .peer_rpcs
+        .get_or_create(&RpcLabels {
+            method: method.into(),
+            code: format!("{code:?}"),
+        })
+        .inc();
+    if let Err(s) = &r {
+        tracing::debug!(method, code = ?s.code(), message = s.message(), "upload call refused");
+    }
+    r
+}
+
+fn timestamp(ms: u64) -> Option<prost_wkt_types::Timestamp> {
+    (ms > 0).then(|| prost_wkt_types::Timestamp {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+fn duration(ms: u64) -> Option<prost_wkt_types::Duration> {
+    Some(prost_wkt_types::Duration {
+        seconds: (ms / 1000) as i64,
+        nanos: ((ms % 1000) * 1_000_000) as i32,
+    })
+}
+
+/// A piece as Dragonfly's messages carry it.
+pub fn piece_message(p: &PieceInfo, content: Option<Vec<u8>>) -> Piece {
+    Piece {
+        number: p.number,
+        parent_id: None,
+        offset: p.offset,
+        length: p.length,
+        digest: p.digest(),
+        content,
+        traffic_type: Some(TrafficType::BackToSource as i32),
+        cost: duration(p.cost_ms),
+        created_at: timestamp(p.created_at_ms),
+    }
+}
+
+/// Dragonfly's size scope of a task.
+fn size_scope(content_length: u64, pieces: u32) -> SizeScope {
+    match (content_length, pieces) {
+        (0, _) => SizeScope::Empty,
+        (1..=128, _) => SizeScope::Tiny,
+        (_, 1) => SizeScope::Small,
+        _ => SizeScope::Normal,
+    }
+}
+
+/// What a task's answers carry as its response header.
+fn response_header(r: &crate::storage::TaskRecord) -> std::collections::HashMap<String, String> {
+    let mut h = std::collections::HashMap::new();
+    h.insert("content-length".into(), r.content_length.to_string());
+    for (k, v) in [
+        ("etag", &r.etag),
+        ("last-modified", &r.last_modified),
+        ("content-type", &r.content_type),
+    ] {
+        if let Some(v) = v {
+            h.insert(k.into(), v.clone());
+        }
+    }
+    h
+}
+
+fn check_task_id(id: &str) -> Result<(), Status> {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "task id '{}' is not 64 hex digits",
+            id.escape_debug()
+        )))
+    }
+}
+
+impl Upload {
+    async fn peer_task(&self, id: &str) -> Result<PeerTask, Status> {
+        check_task_id(id)?;
+        self.tasks
+            .peer_task(id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::not_found(format!("task {id} is not on this seed peer")))
+    }
+
+    /// Checks a `Download` and opens its task (joining or starting the
+    /// download back to source).
+    async fn open(&self, download: Download) -> Result<(PeerTask, bool, Download), Status> {
+        if download.r#type != TaskType::Standard as i32 {
+            return Err(Status::invalid_argument(format!(
+                "task type {} is not served: this seed peer downloads standard tasks",
+                download.r#type
+            )));
+        }
+        if download.content_for_calculating_task_id.is_some() {
+            return Err(Status::invalid_argument(
+                "content_for_calculating_task_id is not supported: task ids come from the URL",
+            ));
+        }
+        if download.output_path.is_some() {
+            return Err(Status::invalid_argument(
+                "output_path is not supported: fetch the pieces (SyncPieces + the piece port) or use the HTTP gateway",
+            ));
+        }
+        if download.disable_back_to_source {
+            return Err(Status::invalid_argument(
+                "disable_back_to_source: a seed peer's downloads go back to the source",
+            ));
+        }
+        if let Some(len) = download.piece_length
+            && !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&len)
+        {
+            return Err(Status::invalid_argument(format!(
+                "piece_length {len} is outside {MIN_PIECE_LENGTH}..={MAX_PIECE_LENGTH}"
+            )));
+        }
+        let url = url::Url::parse(&download.url).map_err(|e| {
+            Status::invalid_argument(format!("'{}' is not a URL: {e}", download.url))
+        })?;
+        let origin = self.origins.resolve_url(&url).map_err(status)?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &download.request_header {
+            let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(|_| {
+                Status::invalid_argument(format!(
+                    "request header name '{}' is invalid",
+                    k.escape_debug()
+                ))
+            })?;
+            let value = http::HeaderValue::from_str(v).map_err(|_| {
+                Status::invalid_argument(format!("request header '{k}' has an invalid value"))
+            })?;
+            headers.insert(name, value);
+        }
+        let spec = TaskSpec {
+            tag: download.tag.clone(),
+            application: download.application.clone(),
+            piece_length: download.piece_length,
+            filtered_query_params: download.filtered_query_params.clone(),
+        };
+        let first_byte = download.range.as_ref().map_or(0, |r| r.start);
+        let object = self
+            .tasks
+            .open_with(&origin, &url, &headers, first_byte, spec)
+            .await
+            .map_err(status)?;
+        let cached = object.cached();
+        let task = self
+            .tasks
+            .peer_task(&object.record.id)
+            .await
+            .map_err(status)?
+            .ok_or_else(|| Status::internal("the task vanished as it was opened"))?;
+        drop(object);
+        Ok((task, cached, download))
+    }
+}
+
+/// Reads a piece's bytes (for `need_piece_content`).
+async fn piece_content(task: &PeerTask, p: &PieceInfo) -> Result<Vec<u8>, Status> {
+    let file = task.file().clone();
+    let (offset, length) = (p.offset, p.length as usize);
+    tokio::task::spawn_blocking(move || {
+        let mut buf = vec![0u8; length];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, offset).map(|()| buf)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("piece reader: {e}")))?
+    .map_err(|e| Status::internal(format!("reading piece {}: {e}", p.number)))
+}
+
+/// The answer of every method this seed peer does not serve.
+fn unimplemented<T>(method: &str) -> Result<T, Status> {
+    counted(
+        method,
+        Err(Status::unimplemented(format!(
+            "seedgate's seed peer does not serve {method}"
+        ))),
+    )
+}
+
+#[tonic::async_trait]
+impl DfdaemonUpload for Upload {
+    type DownloadTaskStream = Streamed<DownloadTaskResponse>;
+    type SyncPiecesStream = Streamed<SyncPiecesResponse>;
+    type DownloadCacheTaskStream = Streamed<DownloadCacheTaskResponse>;
+    type SyncCachePiecesStream = Streamed<SyncCachePiecesResponse>;
+    type DownloadPersistentTaskStream = Streamed<DownloadPersistentTaskResponse>;
+    type SyncPersistentPiecesStream = Streamed<SyncPersistentPiecesResponse>;
+    type DownloadPersistentCacheTaskStream = Streamed<DownloadPersistentCacheTaskResponse>;
+    type SyncPersistentCachePiecesStream = Streamed<SyncPersistentCachePiecesResponse>;
+    type SyncHostStream = Streamed<common::Host>;
+
+    async fn download_task(
+        &self,
+        request: Request<DownloadTaskRequest>,
+    ) -> Result<Response<Self::DownloadTaskStream>, Status> {
+        let r = async {
+            let download = request
+                .into_inner()
+                .download
+                .ok_or_else(|| Status::invalid_argument("download is required"))?;
+            let (task, cached, download) = self.open(download).await?;
+            let record = task.record.clone();
+            let host_id = self.host.identity.host_id.clone();
+            let peer_id = self.host.identity.peer_id();
+            let with_content = download.need_piece_content;
+            let range = download.range;
+            tracing::info!(task = %record.id, url = %record.url, cached, "DownloadTask");
+            let stream = async_stream::try_stream! {
+                let envelope = |response| DownloadTaskResponse {
+                    host_id: host_id.clone(),
+                    task_id: record.id.clone(),
+                    peer_id: peer_id.clone(),
+                    response: Some(response),
+                };
+                yield envelope(download_task_response::Response::DownloadTaskStartedResponse(
+                    DownloadTaskStartedResponse {
+                        content_length: record.content_length,
+                        range,
+                        response_header: response_header(&record),
+                        pieces: Vec::new(),
+                        is_finished: cached,
+                    },
+                ));
+                let mut pieces = std::pin::pin!(task.pieces());
+                while let Some(p) = pieces.next().await {
+                    let p = p.map_err(status)?;
+                    let content = if with_content { Some(piece_content(&task, &p).await?) } else { None };
+                    yield envelope(download_task_response::Response::DownloadPieceFinishedResponse(
+                        DownloadPieceFinishedResponse { piece: Some(piece_message(&p, content)) },
+                    ));
+                }
+            };
+            Ok(Response::new(Box::pin(stream) as Self::DownloadTaskStream))
+        }
+        .await;
+        counted("DownloadTask", r)
+    }
+
+    async fn sync_pieces(
+        &self,
+        request: Request<SyncPiecesRequest>,
+    ) -> Result<Response<Self::SyncPiecesStream>, Status> {
+        let r = async {
+            let req = request.into_inner();
+            let task = self.peer_task(&req.task_id).await?;
+            let count = task.piece_count();
+            let mut wanted = vec![req.interested_piece_numbers.is_empty(); count as usize];
+            for &n in &req.interested_piece_numbers {
+                let slot = wanted.get_mut(n as usize).ok_or_else(|| {
+                    Status::invalid_argument(format!(
+                        "task {} has {count} pieces; there is no piece {n}",
+                        req.task_id
+                    ))
+                })?;
+                *slot = true;
+            }
+            let mut left = wanted.iter().filter(|w| **w).count();
+            let ip = self.host.identity.ip.to_string();
+            let tcp_port = Some(self.host.identity.piece_port as i32);
+            let stream = async_stream::try_stream! {
+                let mut pieces = std::pin::pin!(task.pieces());
+                while left > 0 {
+                    let Some(p) = pieces.next().await else { break };
+                    let p = p.map_err(status)?;
+                    if !wanted[p.number as usize] {
+                        continue;
+                    }
+                    left -= 1;
+                    yield SyncPiecesResponse {
+                        number: p.number,
+                        offset: p.offset,
+                        length: p.length,
+                        ip: ip.clone(),
+                        tcp_port,
+                        quic_port: None,
+                    };
+                }
+            };
+            Ok(Response::new(Box::pin(stream) as Self::SyncPiecesStream))
+        }
+        .await;
+        counted("SyncPieces", r)
+    }
+
+    async fn stat_task(
+        &self,
+        request: Request<StatTaskRequest>,
+    ) -> Result<Response<common::Task>, Status> {
+        let r = async {
+            let task = self.peer_task(&request.get_ref().task_id).await?;
+            let r = &task.record;
+            let pieces: Vec<Piece> = task
+                .landed()
+                .iter()
+                .map(|p| piece_message(p, None))
+                .collect();
+            let count = task.piece_count();
+            Ok(Response::new(common::Task {
+                id: r.id.clone(),
+                r#type: TaskType::Standard as i32,
+                url: r.url.clone(),
+                digest: None,
+                tag: task.spec.tag.clone(),
+                application: task.spec.application.clone(),
+                filtered_query_params: task.spec.filtered_query_params.clone(),
+                request_header: Default::default(),
+                content_length: r.content_length,
+                piece_count: count,
+                size_scope: size_scope(r.content_length, count) as i32,
+                state: if task.running() {
+                    "Running"
+                } else {
+                    "Succeeded"
+                }
+                .into(),
+                peer_count: 1,
+                has_available_peer: !pieces.is_empty(),
+                pieces,
+                created_at: timestamp(r.created_at_ms),
+                updated_at: timestamp(r.accessed_at_ms.max(r.created_at_ms)),
+            }))
+        }
+        .await;
+        counted("StatTask", r)
+    }
+
+    async fn stat_local_task(
+        &self,
+        request: Request<StatLocalTaskRequest>,
+    ) -> Result<Response<StatLocalTaskResponse>, Status> {
+        let r = async {
+            let task = self.peer_task(&request.get_ref().task_id).await?;
+            let r = &task.record;
+            let running = task.running();
+            Ok(Response::new(StatLocalTaskResponse {
+                task_id: r.id.clone(),
+                piece_length: Some(r.piece_length),
+                content_length: Some(r.content_length),
+                response_header: response_header(r),
+                uploading_count: 0,
+                uploaded_count: 0,
+                created_at: timestamp(r.created_at_ms),
+                updated_at: timestamp(r.accessed_at_ms.max(r.created_at_ms)),
+                prefetched_at: None,
+                failed_at: None,
+                finished_at: if running {
+                    None
+                } else {
+                    timestamp(r.accessed_at_ms.max(r.created_at_ms))
+                },
+            }))
+        }
+        .await;
+        counted("StatLocalTask", r)
+    }
+
+    async fn delete_task(
+        &self,
+        request: Request<DeleteTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = async {
+            let id = request.into_inner().task_id;
+            check_task_id(&id)?;
+            let tasks = self.tasks.clone();
+            let freed = tokio::task::spawn_blocking(move || tasks.delete(&id))
+                .await
+                .map_err(|e| Status::internal(format!("delete: {e}")))?
+                .map_err(status)?;
+            tracing::info!(freed, "DeleteTask");
+            Ok(Response::new(()))
+        }
+        .await;
+        counted("DeleteTask", r)
+    }
+
+    async fn sync_host(
+        &self,
+        _: Request<SyncHostRequest>,
+    ) -> Result<Response<Self::SyncHostStream>, Status> {
+        let host = self.host.clone();
+        let every = self.sync_host_interval;
+        let stream = async_stream::stream! {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let probe = host.clone();
+                match tokio::task::spawn_blocking(move || probe.host()).await {
+                    Ok(h) => yield Ok(h),
+                    Err(e) => {
+                        yield Err(Status::internal(format!("host probe: {e}")));
+                        break;
+                    }
+                }
+            }
+        };
+        counted(
+            "SyncHost",
+            Ok(Response::new(Box::pin(stream) as Self::SyncHostStream)),
+        )
+    }
+
+    async fn list_task_entries(
+        &self,
+        _: Request<ListTaskEntriesRequest>,
+    ) -> Result<Response<ListTaskEntriesResponse>, Status> {
+        unimplemented("ListTaskEntries")
+    }
+
+    async fn download_cache_task(
+        &self,
+        _: Request<DownloadCacheTaskRequest>,
+    ) -> Result<Response<Self::DownloadCacheTaskStream>, Status> {
+        unimplemented("DownloadCacheTask")
+    }
+
+    async fn stat_cache_task(
+        &self,
+        _: Request<StatCacheTaskRequest>,
+    ) -> Result<Response<common::CacheTask>, Status> {
+        unimplemented("StatCacheTask")
+    }
+
+    async fn delete_cache_task(
+        &self,
+        _: Request<DeleteCacheTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented("DeleteCacheTask")
+    }
+
+    async fn sync_cache_pieces(
+        &self,
+        _: Request<SyncCachePiecesRequest>,
+    ) -> Result<Response<Self::SyncCachePiecesStream>, Status> {
+        unimplemented("SyncCachePieces")
+    }
+
+    async fn download_cache_piece(
+        &self,
+        _: Request<DownloadCachePieceRequest>,
+    ) -> Result<Response<DownloadCachePieceResponse>, Status> {
+        unimplemented("DownloadCachePiece")
+    }
+
+    async fn download_persistent_task(
+        &self,
+        _: Request<DownloadPersistentTaskRequest>,
+    ) -> Result<Response<Self::DownloadPersistentTaskStream>, Status> {
+        unimplemented("DownloadPersistentTask")
+    }
+
+    async fn sync_persistent_pieces(
+        &self,
+        _: Request<SyncPersistentPiecesRequest>,
+    ) -> Result<Response<Self::SyncPersistentPiecesStream>, Status> {
+        unimplemented("SyncPersistentPieces")
+    }
+
+    async fn update_persistent_task(
+        &self,
+        _: Request<UpdatePersistentTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented("UpdatePersistentTask")
+    }
+
+    async fn stat_persistent_task(
+        &self,
+        _: Request<StatPersistentTaskRequest>,
+    ) -> Result<Response<common::PersistentTask>, Status> {
+        unimplemented("StatPersistentTask")
+    }
+
+    async fn delete_persistent_task(
+        &self,
+        _: Request<DeletePersistentTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented("DeletePersistentTask")
+    }
+
+    async fn download_persistent_cache_task(
+        &self,
+        _: Request<DownloadPersistentCacheTaskRequest>,
+    ) -> Result<Response<Self::DownloadPersistentCacheTaskStream>, Status> {
+        unimplemented("DownloadPersistentCacheTask")
+    }
+
+    async fn update_persistent_cache_task(
+        &self,
+        _: Request<UpdatePersistentCacheTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented("UpdatePersistentCacheTask")
+    }
+
+    async fn stat_persistent_cache_task(
+        &self,
+        _: Request<StatPersistentCacheTaskRequest>,
+    ) -> Result<Response<common::PersistentCacheTask>, Status> {
+        unimplemented("StatPersistentCacheTask")
+    }
+
+    async fn delete_persistent_cache_task(
+        &self,
+        _: Request<DeletePersistentCacheTaskRequest>,
+    ) -> Result<Response<()>, Status> {
+        unimplemented("DeletePersistentCacheTask")
+    }
+
+    async fn sync_persistent_cache_pieces(
+        &self,
+        _: Request<SyncPersistentCachePiecesRequest>,
+    ) -> Result<Response<Self::SyncPersistentCachePiecesStream>, Status> {
+        unimplemented("SyncPersistentCachePieces")
+    }
+}
