@@ -30,3 +30,21 @@ fn config_examples_match_their_snapshots() {
         insta::assert_snapshot!(text);
     });
 }
+
+/// The shipped default config (`config/seedgate.toml`, the README's first
+/// command) passes the check.
+#[test]
+fn the_default_config_is_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_seedgate"))
+        .args(["config", "check"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/config/seedgate.toml"))
+        .env("SEEDGATE_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use dragonfly_api::common::v2::{Download, TaskType};
 use dragonfly_api::dfdaemon::v2::dfdaemon_upload_client::DfdaemonUploadClient;
 use dragonfly_api::dfdaemon::v2::download_task_response::Response as DlResponse;
@@ -19,11 +18,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;
-use vortex_protocol::tlv::Tag;
-use vortex_protocol::tlv::download_piece::DownloadPiece;
-use vortex_protocol::tlv::error::{Code, Error as VortexError};
-use vortex_protocol::tlv::piece_content::PieceContent;
-use vortex_protocol::{HEADER_SIZE, Header, Message};
+use vortex_protocol::tlv::error::Code;
 
 use crate::support::*;
 use crate::test_scheduler::{Seen, TestScheduler};
@@ -74,42 +69,6 @@ pub fn download(url: &str) -> Download {
         url: url.into(),
         r#type: TaskType::Standard as i32,
         ..Default::default()
-    }
-}
-
-/// One piece over the TCP piece protocol on `conn`: its metadata and
-/// bytes, or the error packet's code and message.
-pub async fn fetch_piece(
-    conn: &mut TcpStream,
-    task_id: &str,
-    n: u32,
-) -> Result<(vortex_protocol::tlv::piece_metadata::PieceMetadata, Vec<u8>), (Code, String)> {
-    let mut req = BytesMut::new();
-    DownloadPiece::new(task_id.into(), n).encode_packet(&mut req);
-    conn.write_all(&req).await.unwrap();
-    read_answer(conn).await
-}
-
-pub async fn read_answer(
-    conn: &mut TcpStream,
-) -> Result<(vortex_protocol::tlv::piece_metadata::PieceMetadata, Vec<u8>), (Code, String)> {
-    let mut head = [0u8; HEADER_SIZE];
-    conn.read_exact(&mut head).await.unwrap();
-    let header = Header::decode(&head).unwrap();
-    let mut value = vec![0u8; header.length() as usize];
-    conn.read_exact(&mut value).await.unwrap();
-    match header.tag() {
-        Tag::PieceContent => {
-            let metadata = PieceContent::decode(&value).unwrap().metadata;
-            let mut bytes = vec![0u8; metadata.length as usize];
-            conn.read_exact(&mut bytes).await.unwrap();
-            Ok((metadata, bytes))
-        }
-        Tag::Error => {
-            let e = VortexError::decode(&value).unwrap();
-            Err((e.code, e.message))
-        }
-        tag => panic!("unexpected tag {tag:?}"),
     }
 }
 

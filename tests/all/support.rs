@@ -468,3 +468,48 @@ pub fn env_or(name: &str, default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The answer to a piece request: the piece's metadata and bytes, or the
+/// error packet's code and message.
+pub type PieceAnswer = Result<
+    (vortex_protocol::tlv::piece_metadata::PieceMetadata, Vec<u8>),
+    (vortex_protocol::tlv::error::Code, String),
+>;
+
+/// One piece over the TCP piece protocol on `conn`: its metadata and
+/// bytes, or the error packet's code and message.
+pub async fn fetch_piece(conn: &mut tokio::net::TcpStream, task_id: &str, n: u32) -> PieceAnswer {
+    use tokio::io::AsyncWriteExt;
+    use vortex_protocol::Message;
+    let mut req = bytes::BytesMut::new();
+    vortex_protocol::tlv::download_piece::DownloadPiece::new(task_id.into(), n)
+        .encode_packet(&mut req);
+    conn.write_all(&req).await.unwrap();
+    read_answer(conn).await
+}
+
+pub async fn read_answer(conn: &mut tokio::net::TcpStream) -> PieceAnswer {
+    use tokio::io::AsyncReadExt;
+    use vortex_protocol::Message;
+    use vortex_protocol::tlv::Tag;
+    let mut head = [0u8; vortex_protocol::HEADER_SIZE];
+    conn.read_exact(&mut head).await.unwrap();
+    let header = vortex_protocol::Header::decode(&head).unwrap();
+    let mut value = vec![0u8; header.length() as usize];
+    conn.read_exact(&mut value).await.unwrap();
+    match header.tag() {
+        Tag::PieceContent => {
+            let metadata = vortex_protocol::tlv::piece_content::PieceContent::decode(&value)
+                .unwrap()
+                .metadata;
+            let mut bytes = vec![0u8; metadata.length as usize];
+            conn.read_exact(&mut bytes).await.unwrap();
+            Ok((metadata, bytes))
+        }
+        Tag::Error => {
+            let e = vortex_protocol::tlv::error::Error::decode(&value).unwrap();
+            Err((e.code, e.message))
+        }
+        tag => panic!("unexpected tag {tag:?}"),
+    }
+}
