@@ -109,6 +109,9 @@ pub struct Announcer {
     links: Vec<Arc<Link>>,
     host: Arc<HostProbe>,
     config: SeedPeerConfig,
+    /// The peer id each download in flight was registered under, so a
+    /// `DownloadTask` answer names the peer the scheduler knows.
+    peers: parking_lot::Mutex<std::collections::HashMap<String, String>>,
 }
 
 /// What `/readyz` shows of one scheduler.
@@ -146,6 +149,7 @@ impl Announcer {
             links,
             host,
             config: config.clone(),
+            peers: Default::default(),
         })
     }
 
@@ -157,6 +161,11 @@ impl Announcer {
                 state: l.state(),
             })
             .collect()
+    }
+
+    /// The peer id a download of `task_id` in flight was reported under.
+    pub fn peer_id_of(&self, task_id: &str) -> Option<String> {
+        self.peers.lock().get(task_id).cloned()
     }
 
     /// Whether `/readyz` may say ready as far as schedulers go.
@@ -292,9 +301,13 @@ impl Announcer {
             tracing::debug!(task = %task.record.id, scheduler = %link.address, "download not reported: the scheduler has not accepted this host");
             return;
         }
+        let peer_id = self.host.identity.peer_id();
+        let task_id = task.record.id.clone();
+        self.peers.lock().insert(task_id.clone(), peer_id.clone());
         let me = self.clone();
         tokio::spawn(async move {
-            let r = me.report_download(&link, task).await;
+            let r = me.report_download(&link, task, peer_id).await;
+            me.peers.lock().remove(&task_id);
             match r {
                 Ok(()) => count("ok"),
                 Err(e) => {
@@ -305,13 +318,17 @@ impl Announcer {
         });
     }
 
-    async fn report_download(&self, link: &Link, task: PeerTask) -> Result<(), String> {
+    async fn report_download(
+        &self,
+        link: &Link,
+        task: PeerTask,
+        peer_id: String,
+    ) -> Result<(), String> {
         let id = &self.host.identity;
         let (tx, rx) = mpsc::channel::<AnnouncePeerRequest>(REPORT_QUEUE);
         let envelope = {
             let host_id = id.host_id.clone();
             let task_id = task.record.id.clone();
-            let peer_id = id.peer_id();
             move |request| AnnouncePeerRequest {
                 host_id: host_id.clone(),
                 task_id: task_id.clone(),

@@ -91,6 +91,7 @@ impl SeedPeer {
             tasks: self.tasks.clone(),
             origins: self.origins.clone(),
             host: self.host.clone(),
+            announcer: self.announcer.clone(),
             sync_host_interval: self.config.sync_host_interval,
         };
         let grpc = tonic::transport::Server::builder()

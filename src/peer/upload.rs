@@ -33,6 +33,7 @@ pub struct Upload {
     pub tasks: Arc<TaskManager>,
     pub origins: Arc<OriginRouter>,
     pub host: Arc<HostProbe>,
+    pub announcer: Arc<super::announcer::Announcer>,
     pub sync_host_interval: std::time::Duration,
 }
 
@@ -266,7 +267,10 @@ impl DfdaemonUpload for Upload {
             let (task, cached, download) = self.open(download).await?;
             let record = task.record.clone();
             let host_id = self.host.identity.host_id.clone();
-            let peer_id = self.host.identity.peer_id();
+            let peer_id = self
+                .announcer
+                .peer_id_of(&record.id)
+                .unwrap_or_else(|| self.host.identity.peer_id());
             let with_content = download.need_piece_content;
             let range = download.range;
             tracing::info!(task = %record.id, url = %record.url, cached, "DownloadTask");

@@ -82,20 +82,22 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     let data = pseudo_random(20 << 20, 71);
     nginx.put("df/layer.bin", &data);
     let url = format!("{}df/layer.bin", nginx.base_url());
-    let scheduler = TestScheduler::start().await;
+    // Two schedulers: the host registers with both; each download is
+    // reported to one of them.
+    let (s1, s2) = (TestScheduler::start().await, TestScheduler::start().await);
     let (config, ports) = seed_config(
         &nginx.base_url(),
-        &[scheduler.address()],
+        &[s1.address(), s2.address()],
         "announce_interval = \"1s\"",
     );
     let sg = Seedgate::start(dir.path(), &config);
 
     // Registered as a super seed, and /readyz says so.
     wait_until("the host is announced", Duration::from_secs(10), || {
-        scheduler.state.host_announces() > 0
+        s1.state.host_announces() > 0 && s2.state.host_announces() > 0
     })
     .await;
-    let Seen::AnnounceHost(first) = &scheduler.state.seen()[0] else {
+    let Seen::AnnounceHost(first) = &s1.state.seen()[0] else {
         panic!("the first message is AnnounceHost");
     };
     let host = first.host.as_ref().unwrap();
@@ -109,17 +111,14 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
         serde_json::from_slice(&get(&sg.url("/readyz")).await.bytes().await.unwrap()).unwrap();
     assert_eq!(ready["ready"], true, "{ready}");
     assert_eq!(ready["schedulers"][0]["state"], "registered", "{ready}");
-    assert_eq!(
-        metric(
-            &sg,
-            &format!(
-                "seedgate_scheduler_registered{{scheduler=\"{}\"}}",
-                scheduler.address()
-            )
-        )
-        .await,
-        1.0
-    );
+    assert_eq!(ready["schedulers"][1]["state"], "registered", "{ready}");
+    for s in [&s1, &s2] {
+        let sample = format!(
+            "seedgate_scheduler_registered{{scheduler=\"{}\"}}",
+            s.address()
+        );
+        assert_eq!(metric(&sg, &sample).await, 1.0, "{sample}");
+    }
 
     // grpc.health.v1 says SERVING, for the server and for the service.
     let channel = Channel::from_shared(format!("http://127.0.0.1:{}", ports.upload))
@@ -150,6 +149,7 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
         .into_inner();
     let first = stream.next().await.unwrap().unwrap();
     let task_id = first.task_id.clone();
+    let peer_id = first.peer_id.clone();
     assert_eq!(first.host_id, "127.0.0.1-sg-test-seed");
     let Some(DlResponse::DownloadTaskStartedResponse(started)) = first.response else {
         panic!("first answer is DownloadTaskStarted");
@@ -273,15 +273,27 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     assert!(h.cpu.unwrap().logical_count > 0);
     drop(hosts);
 
-    // The scheduler heard the back-to-source download, in order.
-    wait_until("the report ends", Duration::from_secs(10), || {
-        scheduler
-            .state
+    // One scheduler heard the back-to-source download, in order, under the
+    // peer id DownloadTask named; the other heard nothing of it.
+    let ended = |s: &TestScheduler| {
+        s.state
             .seen()
             .iter()
             .any(|s| matches!(s, Seen::AnnouncePeerEnd(_)))
+    };
+    wait_until("the report ends", Duration::from_secs(10), || {
+        ended(&s1) || ended(&s2)
     })
     .await;
+    let (scheduler, other) = if ended(&s1) { (&s1, &s2) } else { (&s2, &s1) };
+    assert!(
+        !other
+            .state
+            .seen()
+            .iter()
+            .any(|s| matches!(s, Seen::AnnouncePeer(..))),
+        "reported to one scheduler only"
+    );
     let seen = scheduler.state.seen();
     let streams: std::collections::BTreeSet<usize> = seen
         .iter()
@@ -302,8 +314,9 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     for m in &reports {
         assert_eq!(m.task_id, task_id);
         assert_eq!(m.host_id, "127.0.0.1-sg-test-seed");
-        assert_eq!(m.peer_id, reports[0].peer_id);
+        assert_eq!(m.peer_id, peer_id);
     }
+    assert!(peer_id.starts_with("127.0.0.1-sg-test-") && peer_id.ends_with("-seed"));
     let Some(PeerRequest::RegisterPeerRequest(r)) = &reports[0].request else {
         panic!("register first: {:?}", reports[0]);
     };
@@ -428,19 +441,26 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     );
     assert_eq!(e.code(), tonic::Code::NotFound);
 
-    // SIGTERM: the host is deleted from the scheduler before exit.
+    // Re-announced on its interval (1 s here) all along.
+    wait_until("a second AnnounceHost", Duration::from_secs(5), || {
+        s1.state.host_announces() >= 2 && s2.state.host_announces() >= 2
+    })
+    .await;
+
+    // SIGTERM: the host is deleted from every scheduler before exit.
     Command::new("kill")
         .args(["-TERM", &sg.pid().to_string()])
         .status()
         .unwrap();
-    wait_until("DeleteHost", Duration::from_secs(10), || {
-        scheduler
-            .state
-            .seen()
-            .iter()
-            .any(|s| matches!(s, Seen::DeleteHost(id) if id == "127.0.0.1-sg-test-seed"))
-    })
-    .await;
+    for s in [&s1, &s2] {
+        wait_until("DeleteHost", Duration::from_secs(10), || {
+            s.state
+                .seen()
+                .iter()
+                .any(|s| matches!(s, Seen::DeleteHost(id) if id == "127.0.0.1-sg-test-seed"))
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
