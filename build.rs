@@ -103,14 +103,67 @@ fn main() {
         plugins.display()
     );
 
+    let version = workspace_version(&plugins.join("Cargo.toml"));
     for (_, stem, var) in PLUGINS.iter().filter(|p| !p.1.is_empty()) {
         let wasm = target_dir
             .join(TARGET)
             .join("release")
             .join(format!("{stem}.wasm"));
         assert!(wasm.exists(), "plugin artifact {} missing", wasm.display());
-        println!("cargo:rustc-env={var}={}", wasm.display());
+        // The component with its version in a `version` custom section, as
+        // `wasm-tools metadata add --version` writes it: the host shows it.
+        let mut bytes = std::fs::read(&wasm).expect("reading a plugin artifact");
+        append_custom_section(&mut bytes, "version", version.as_bytes());
+        let stamped = out.join(format!("{stem}.wasm"));
+        std::fs::write(&stamped, bytes).expect("writing a plugin artifact");
+        println!("cargo:rustc-env={var}={}", stamped.display());
     }
+}
+
+/// `version = "..."` of `[workspace.package]` in the plugins' Cargo.toml.
+fn workspace_version(manifest: &Path) -> String {
+    let text = std::fs::read_to_string(manifest).expect("reading plugins/Cargo.toml");
+    let mut in_package = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_package = line == "[workspace.package]";
+        } else if in_package && let Some(v) = line.strip_prefix("version") {
+            return v
+                .trim_start()
+                .trim_start_matches('=')
+                .trim()
+                .trim_matches('"')
+                .to_string();
+        }
+    }
+    panic!(
+        "no version in [workspace.package] of {}",
+        manifest.display()
+    );
+}
+
+/// Appends a custom section (id 0: name, then payload) to a wasm binary;
+/// a component may carry custom sections anywhere at its top level.
+fn append_custom_section(wasm: &mut Vec<u8>, name: &str, payload: &[u8]) {
+    fn leb(out: &mut Vec<u8>, mut n: usize) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb(&mut body, name.len());
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    wasm.push(0);
+    leb(wasm, body.len());
+    wasm.extend_from_slice(&body);
 }
 
 /// Installs the wasm32-wasip2 standard library with rustup when it is absent.

@@ -29,10 +29,23 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Every piece of the task over one piece-protocol connection, read into
-/// one reused buffer (as the HTTP side reads into hyper's buffers: no
-/// allocation per piece on either side).
-async fn peer_download(port: u16, task_id: &str, pieces: u32) -> u64 {
+/// Every piece of the task, `in_flight` pieces at a time, each worker on
+/// its own connection asking for the next piece not yet taken (as a
+/// Dragonfly peer fetches from a parent), read into one reused buffer per
+/// worker (as the HTTP side reads into hyper's buffers: no allocation per
+/// piece on either side).
+async fn peer_download(port: u16, task_id: &str, pieces: u32, in_flight: usize) -> u64 {
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let workers = (0..in_flight).map(|_| peer_worker(port, task_id, pieces, &next));
+    futures_util::future::join_all(workers).await.iter().sum()
+}
+
+async fn peer_worker(
+    port: u16,
+    task_id: &str,
+    pieces: u32,
+    next: &std::sync::atomic::AtomicU32,
+) -> u64 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use vortex_protocol::Message;
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -41,7 +54,11 @@ async fn peer_download(port: u16, task_id: &str, pieces: u32) -> u64 {
     conn.set_nodelay(true).unwrap();
     let mut buf = vec![0u8; 64 << 20];
     let mut n = 0;
-    for p in 0..pieces {
+    loop {
+        let p = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if p >= pieces {
+            break;
+        }
         let mut req = bytes::BytesMut::new();
         vortex_protocol::tlv::download_piece::DownloadPiece::new(task_id.into(), p)
             .encode_packet(&mut req);
@@ -153,8 +170,12 @@ piece_listen = "127.0.0.1:{piece}"
             http.push((size * downloaders as u64) as f64 / secs / (1 << 20) as f64);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let (p, h) = (median(peer), median(http));
-        println!("| {downloaders} | {p:.0} | {h:.0} | {:.2}× |", p / h);
+        let (p, p4, h) = (median(peer), median(peer4), median(http));
+        println!(
+            "| {downloaders} | {p:.0} MiB/s | {p4:.0} MiB/s | {h:.0} MiB/s | {:.2}× / {:.2}× |",
+            p / h,
+            p4 / h
+        );
     }
     let served = metric(&sg, "seedgate_peer_bytes_served_total").await;
     println!(

@@ -384,12 +384,14 @@ pub async fn status(remote: &Remote) -> anyhow::Result<()> {
     println!("\nplugins:");
     for p in plugins.as_array().into_iter().flatten() {
         println!(
-            "  {:<12} {} calls, {} failures, {} refused, mean {} µs, {} in flight",
+            "  {:<12} {} {} calls, {} failures, {} refused, p50 {} µs, p99 {} µs, {} in flight",
             p["name"].as_str().unwrap_or("?"),
+            p["version"].as_str().unwrap_or("-"),
             p["calls"],
             p["failures"],
             p["rejected"],
-            p["mean_call_us"],
+            p["p50_call_us"],
+            p["p99_call_us"],
             p["in_flight"]
         );
     }

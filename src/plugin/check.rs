@@ -128,6 +128,9 @@ impl PluginHost {
             return r;
         }
         r.kind = format!("component, {} bytes, sha256 {digest}", bytes.len());
+        if let Some(v) = super::component_version(bytes) {
+            r.kind.push_str(&format!(", version {v}"));
+        }
         let component = match Component::new(&self.engine, bytes) {
             Ok(c) => c,
             Err(e) => {

@@ -175,9 +175,33 @@ pub struct PluginInfo {
     pub name: String,
     /// sha256 of the component bytes.
     pub digest: String,
+    /// The component's `version` custom section, if it has one (what
+    /// `wasm-tools metadata add --version X` writes; the built-ins carry
+    /// their crate version).
+    pub version: Option<String>,
     pub builtin: bool,
     /// Shared by every version of the plugin, so a reload does not reset it.
     pub log: Arc<LogLimiter>,
+}
+
+/// The text of a component's top-level `version` custom section (the
+/// component metadata `wasm-tools metadata add --version` writes), if any.
+/// Sections of nested modules and components are not the plugin's.
+pub fn component_version(bytes: &[u8]) -> Option<String> {
+    use wasmtime::wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.ok()? {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) if depth > 0 => depth -= 1,
+            Payload::CustomSection(c) if depth == 0 && c.name() == "version" => {
+                let v = std::str::from_utf8(c.data()).ok()?.trim();
+                return (!v.is_empty() && v.len() <= 128).then(|| v.to_string());
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// A compiled, pre-linked plugin.
@@ -299,6 +323,7 @@ impl PluginHost {
             info: Arc::new(PluginInfo {
                 name: name.to_string(),
                 digest,
+                version: component_version(bytes),
                 builtin,
                 log,
             }),
@@ -518,4 +543,32 @@ pub mod test_components {
     pub const INCOMPLETE: &str = env!("SEEDGATE_TEST_INCOMPLETE_WASM");
     /// `plugins/test-wrong-world`: a component of another world.
     pub const WRONG_WORLD: &str = env!("SEEDGATE_TEST_WRONG_WORLD_WASM");
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::component_version;
+
+    /// A component holding only custom sections.
+    fn component(sections: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut wasm = b"\0asm\x0d\0\x01\0".to_vec();
+        for (name, payload) in sections {
+            let body = [&[name.len() as u8], name.as_bytes(), payload].concat();
+            wasm.push(0);
+            wasm.push(body.len() as u8);
+            wasm.extend_from_slice(&body);
+        }
+        wasm
+    }
+
+    #[test]
+    fn reads_the_top_level_version_section() {
+        assert_eq!(
+            component_version(&component(&[("producers-x", b"?"), ("version", b"1.4.2")])),
+            Some("1.4.2".into())
+        );
+        assert_eq!(component_version(&component(&[("name", b"x")])), None);
+        assert_eq!(component_version(&component(&[("version", b"")])), None);
+        assert_eq!(component_version(b"not wasm"), None);
+    }
 }

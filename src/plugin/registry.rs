@@ -37,6 +37,32 @@ struct Stats {
     rejected: AtomicU64,
     micros: AtomicU64,
     reloads: AtomicU64,
+    /// Durations (µs) of the last [`RECENT_CALLS`] calls, for percentiles.
+    recent: parking_lot::Mutex<std::collections::VecDeque<u32>>,
+}
+
+/// Calls the percentiles of `/api/v1/plugins` are taken over.
+const RECENT_CALLS: usize = 1024;
+
+impl Stats {
+    fn record(&self, micros: u64) {
+        let mut recent = self.recent.lock();
+        if recent.len() == RECENT_CALLS {
+            recent.pop_front();
+        }
+        recent.push_back(micros.min(u32::MAX as u64) as u32);
+    }
+
+    /// p50 and p99 (µs) of the recent calls; 0 with none.
+    fn percentiles(&self) -> (u64, u64) {
+        let mut v: Vec<u32> = self.recent.lock().iter().copied().collect();
+        if v.is_empty() {
+            return (0, 0);
+        }
+        v.sort_unstable();
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize] as u64;
+        (at(0.5), at(0.99))
+    }
 }
 
 /// One plugin name and its current version.
@@ -83,6 +109,8 @@ pub struct SlotSummary {
     pub builtin: bool,
     pub path: Option<String>,
     pub digest: String,
+    /// From the component's `version` custom section, if present.
+    pub version: Option<String>,
     pub call_timeout_ms: u64,
     pub memory_limit: u64,
     pub max_concurrent_calls: u32,
@@ -91,6 +119,9 @@ pub struct SlotSummary {
     pub failures: u64,
     pub rejected: u64,
     pub mean_call_us: u64,
+    /// Over the last 1024 calls.
+    pub p50_call_us: u64,
+    pub p99_call_us: u64,
     pub reloads: u64,
     pub log_lines_dropped: u64,
     pub last_reload_error: Option<String>,
@@ -144,9 +175,9 @@ impl PluginSlot {
         };
         METRICS.plugin_call(&self.name, outcome, started.elapsed());
         self.stats.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let micros = started.elapsed().as_micros() as u64;
+        self.stats.micros.fetch_add(micros, Ordering::Relaxed);
+        self.stats.record(micros);
         if r.is_err() {
             self.stats.failures.fetch_add(1, Ordering::Relaxed);
         }
@@ -252,6 +283,7 @@ impl PluginSlot {
     pub fn summary(&self) -> SlotSummary {
         let p = self.current();
         let calls = self.stats.calls.load(Ordering::Relaxed);
+        let (p50, p99) = self.stats.percentiles();
         SlotSummary {
             name: self.name.clone(),
             world: "origin-plugin",
@@ -261,6 +293,7 @@ impl PluginSlot {
                 Source::Builtin(_) => None,
             },
             digest: p.info.digest.clone(),
+            version: p.info.version.clone(),
             call_timeout_ms: p.call_timeout.as_millis() as u64,
             memory_limit: p.memory_limit as u64,
             max_concurrent_calls: self.max_calls,
@@ -269,6 +302,8 @@ impl PluginSlot {
             failures: self.stats.failures.load(Ordering::Relaxed),
             rejected: self.stats.rejected.load(Ordering::Relaxed),
             mean_call_us: self.stats.micros.load(Ordering::Relaxed) / calls.max(1),
+            p50_call_us: p50,
+            p99_call_us: p99,
             reloads: self.stats.reloads.load(Ordering::Relaxed),
             log_lines_dropped: self.log.dropped_total(),
             last_reload_error: self.last_error.lock().clone(),

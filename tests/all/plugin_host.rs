@@ -97,6 +97,15 @@ slow-ms = "1500"
     let resp = get(&sg.url("/o/o/c.bin")).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    // ...and the listing shows its version (its `version` section) and
+    // call-time percentiles.
+    let p = plugin(&sg, "swap").await;
+    assert_eq!(p["version"], env!("CARGO_PKG_VERSION"), "{p}");
+    let (p50, p99) = (
+        p["p50_call_us"].as_u64().unwrap(),
+        p["p99_call_us"].as_u64().unwrap(),
+    );
+    assert!(p50 > 0 && p99 >= p50, "{p}");
     // ...while the call that started on the old one finishes there.
     let resp = in_flight.await.unwrap();
     assert_eq!(resp.status(), 404);
