@@ -55,17 +55,6 @@ fn wrk(url: &str, secs: usize, connections: usize) -> (f64, f64) {
     (field("Requests/sec:"), field("Transfer/sec:"))
 }
 
-async fn drain(client: &reqwest::Client, url: &str) -> u64 {
-    let resp = client.get(url).send().await.unwrap();
-    assert!(resp.status().is_success(), "{url}: {}", resp.status());
-    let mut body = resp.bytes_stream();
-    let mut n = 0;
-    while let Some(c) = body.next().await {
-        n += c.unwrap().len() as u64;
-    }
-    n
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {

@@ -20,7 +20,6 @@ mod support;
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
 
@@ -79,17 +78,6 @@ async fn peer_worker(
     n
 }
 
-async fn http_download(client: &reqwest::Client, url: &str) -> u64 {
-    let resp = client.get(url).send().await.unwrap();
-    assert!(resp.status().is_success());
-    let mut body = resp.bytes_stream();
-    let mut n = 0;
-    while let Some(c) = body.next().await {
-        n += c.unwrap().len() as u64;
-    }
-    n
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -119,7 +107,7 @@ piece_listen = "127.0.0.1:{piece}"
     let sg = Seedgate::start(dir.path(), &config);
     let url = sg.url("/o/www/peer/big.bin");
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    http_download(&client, &url).await;
+    drain(&client, &url).await;
     wait_stored(&url).await;
     let head = client.head(&url).send().await.unwrap();
     let task_id = head.headers()["x-seedgate-task"]
@@ -149,20 +137,22 @@ piece_listen = "127.0.0.1:{piece}"
     println!("\n| downloaders | piece protocol MiB/s | HTTP gateway MiB/s | ratio (peer / HTTP) |");
     println!("|---|---|---|---|");
     for downloaders in [1usize, 8] {
-        let (mut peer, mut http) = (Vec::new(), Vec::new());
+        let (mut peer, mut peer4, mut http) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
-            let t = Instant::now();
-            let got = futures_util::future::join_all(
-                (0..downloaders).map(|_| peer_download(piece, &task_id, pieces)),
-            )
-            .await;
-            let secs = t.elapsed().as_secs_f64();
-            assert!(got.iter().all(|n| *n == size));
-            peer.push((size * downloaders as u64) as f64 / secs / (1 << 20) as f64);
+            for (in_flight, into) in [(1, &mut peer), (4, &mut peer4)] {
+                let t = Instant::now();
+                let got = futures_util::future::join_all(
+                    (0..downloaders).map(|_| peer_download(piece, &task_id, pieces, in_flight)),
+                )
+                .await;
+                let secs = t.elapsed().as_secs_f64();
+                assert!(got.iter().all(|n| *n == size));
+                into.push((size * downloaders as u64) as f64 / secs / (1 << 20) as f64);
+            }
 
             let t = Instant::now();
             let got = futures_util::future::join_all(
-                (0..downloaders).map(|_| http_download(&client, &url)),
+                (0..downloaders).map(|_| drain(&client, &url)),
             )
             .await;
             let secs = t.elapsed().as_secs_f64();

@@ -513,3 +513,17 @@ pub async fn read_answer(conn: &mut tokio::net::TcpStream) -> PieceAnswer {
         tag => panic!("unexpected tag {tag:?}"),
     }
 }
+
+/// GETs `url` and reads the body to the end without keeping it; its length.
+#[allow(dead_code)] // used by the benches
+pub async fn drain(client: &reqwest::Client, url: &str) -> u64 {
+    use futures_util::StreamExt;
+    let resp = client.get(url).send().await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    let mut body = resp.bytes_stream();
+    let mut n = 0;
+    while let Some(c) = body.next().await {
+        n += c.unwrap().len() as u64;
+    }
+    n
+}
