@@ -134,8 +134,10 @@ piece_listen = "127.0.0.1:{piece}"
         piece_length >> 20
     );
 
-    println!("\n| downloaders | piece protocol MiB/s | HTTP gateway MiB/s | ratio (peer / HTTP) |");
-    println!("|---|---|---|---|");
+    println!(
+        "\n| downloaders | piece protocol, 1 piece in flight | 4 pieces in flight | HTTP gateway (1 stream) | ratios to HTTP |"
+    );
+    println!("|---|---|---|---|---|");
     for downloaders in [1usize, 8] {
         let (mut peer, mut peer4, mut http) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
@@ -151,10 +153,9 @@ piece_listen = "127.0.0.1:{piece}"
             }
 
             let t = Instant::now();
-            let got = futures_util::future::join_all(
-                (0..downloaders).map(|_| drain(&client, &url)),
-            )
-            .await;
+            let got =
+                futures_util::future::join_all((0..downloaders).map(|_| drain(&client, &url)))
+                    .await;
             let secs = t.elapsed().as_secs_f64();
             assert!(got.iter().all(|n| *n == size));
             http.push((size * downloaders as u64) as f64 / secs / (1 << 20) as f64);
