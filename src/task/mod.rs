@@ -556,7 +556,8 @@ impl TaskManager {
     }
 
     /// Stored and downloading tasks, most recently read first, at most
-    /// `limit` of them.
+    /// `limit` of them. Ordered from the in-memory index: only the records
+    /// listed are read from sled, not every record.
     pub async fn tasks(&self, limit: usize) -> Result<Vec<TaskView>> {
         let mut downloads: HashMap<String, DownloadView> = self
             .downloads()
@@ -564,17 +565,26 @@ impl TaskManager {
             .into_iter()
             .map(|d| (d.task_id.clone(), d))
             .collect();
-        let records = self.storage.tasks()?;
-        let index = self.index.lock();
-        let mut views: Vec<TaskView> = records
-            .into_iter()
-            .map(|r| {
-                let download = downloads.remove(&r.id);
-                task_view(&index, r, download)
-            })
+        let mut order: Vec<(u64, String)> = self
+            .index
+            .lock()
+            .tasks
+            .iter()
+            .map(|(id, u)| (u.accessed_ms, id.clone()))
             .collect();
-        views.sort_by_key(|v| std::cmp::Reverse(v.accessed_at_ms));
-        views.truncate(limit);
+        order.sort_unstable_by(|a, b| b.cmp(a));
+        let mut views = Vec::new();
+        for (_, id) in order {
+            if views.len() == limit {
+                break;
+            }
+            // Index entries of tasks never recorded (a start that failed)
+            // have no record: skipped.
+            if let Some(record) = self.storage.task(&id)? {
+                let download = downloads.remove(&id);
+                views.push(task_view(&self.index.lock(), record, download));
+            }
+        }
         Ok(views)
     }
 
