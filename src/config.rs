@@ -143,6 +143,10 @@ pub struct SeedPeerConfig {
     /// with an error packet and closed.
     #[serde(default = "default_max_piece_connections")]
     pub max_piece_connections: usize,
+    /// Piece bytes sent to peers per second, over all connections (bursts
+    /// of a tenth of a second above it). Unset: no limit.
+    #[serde(default)]
+    pub upload_rate_limit: Option<ByteSize>,
 }
 
 /// 1024 piece connections.
@@ -958,6 +962,15 @@ impl Config {
                 if t.is_zero() {
                     bad(key.into(), "must be more than zero".into());
                 }
+            }
+            if sp
+                .upload_rate_limit
+                .is_some_and(|r| r.as_u64() < 1024 * 1024)
+            {
+                bad(
+                    "seed_peer.upload_rate_limit".into(),
+                    "must be at least 1 MiB (per second)".into(),
+                );
             }
             if sp.max_piece_connections == 0 {
                 bad(

@@ -107,6 +107,7 @@ impl SeedPeer {
             self.tasks.clone(),
             self.host.uploads.clone(),
             self.config.max_piece_connections,
+            self.config.upload_rate_limit.map(|r| r.as_u64()),
         )
         .run(cancel.clone());
         let announce = self.announcer.clone().run(cancel.clone());

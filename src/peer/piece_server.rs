@@ -39,11 +39,53 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A started request must arrive whole within this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Paces piece uploads to a byte rate over all connections: a token
+/// bucket holding a tenth of a second of bytes, that a piece may overdraw;
+/// the sender then waits out its debt (so concurrent senders queue in
+/// arrival order and the average rate holds).
+#[derive(Debug)]
+pub struct RateLimit {
+    per_sec: f64,
+    burst: f64,
+    state: parking_lot::Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl RateLimit {
+    pub fn new(bytes_per_sec: u64) -> Self {
+        let per_sec = bytes_per_sec as f64;
+        Self {
+            per_sec,
+            burst: per_sec / 10.0,
+            state: parking_lot::Mutex::new((per_sec / 10.0, tokio::time::Instant::now())),
+        }
+    }
+
+    /// Takes `bytes`, waiting as long as that overdraws the bucket.
+    pub async fn take(&self, bytes: u64) {
+        let wait = {
+            let mut s = self.state.lock();
+            let now = tokio::time::Instant::now();
+            let refill = now.duration_since(s.1).as_secs_f64() * self.per_sec;
+            s.0 = (s.0 + refill).min(self.burst) - bytes as f64;
+            s.1 = now;
+            if s.0 >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-s.0 / self.per_sec)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
 /// The TCP piece server.
 pub struct PieceServer {
     listener: TcpListener,
     tasks: Arc<TaskManager>,
     stats: Arc<UploadStats>,
+    rate: Option<Arc<RateLimit>>,
     /// Connections served at once; more are told so and closed.
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -54,11 +96,13 @@ impl PieceServer {
         tasks: Arc<TaskManager>,
         stats: Arc<UploadStats>,
         max_connections: usize,
+        rate: Option<u64>,
     ) -> Self {
         Self {
             listener,
             tasks,
             stats,
+            rate: rate.map(|r| Arc::new(RateLimit::new(r))),
             slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
         }
     }
@@ -81,6 +125,7 @@ impl PieceServer {
             let conn = Connection {
                 tasks: self.tasks.clone(),
                 stats: self.stats.clone(),
+                rate: self.rate.clone(),
             };
             let slot = self.slots.clone().try_acquire_owned();
             let cancel = cancel.clone();
@@ -115,6 +160,7 @@ impl PieceServer {
 struct Connection {
     tasks: Arc<TaskManager>,
     stats: Arc<UploadStats>,
+    rate: Option<Arc<RateLimit>>,
 }
 
 impl Connection {
@@ -216,6 +262,9 @@ impl Connection {
             };
             return send_error(stream, code, why).await;
         };
+        if let Some(rate) = &self.rate {
+            rate.take(piece.length).await;
+        }
         let mut head = BytesMut::new();
         PieceContent {
             metadata: metadata(&piece),

@@ -544,3 +544,48 @@ reconnect_backoff_max = "800ms""#,
     let n = accepted.load(Ordering::SeqCst);
     assert!((3..=14).contains(&n), "{n} connections in 4 s");
 }
+
+/// `upload_rate_limit` paces piece uploads over all connections: 24 MiB at
+/// 40 MiB/s (a 4 MiB burst) takes at least half a second, from two peers
+/// at once; every piece still arrives whole and checked.
+#[tokio::test]
+async fn the_piece_port_keeps_to_its_upload_rate_limit() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(24 << 20, 73);
+    nginx.put("rl/a.bin", &data);
+    let (config, ports) = seed_config(&nginx.base_url(), &[], "upload_rate_limit = \"40 MiB\"");
+    let sg = Seedgate::start(dir.path(), &config);
+    let url = sg.url("/o/www/rl/a.bin");
+    let resp = get(&url).await;
+    let task_id = task_of(&resp);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    wait_stored(&url).await;
+
+    let t = tokio::time::Instant::now();
+    let peers = (0..2u32).map(|k| {
+        let task_id = task_id.clone();
+        async move {
+            let mut conn = TcpStream::connect(("127.0.0.1", ports.piece))
+                .await
+                .unwrap();
+            let mut sizes = 0;
+            for n in (k..6).step_by(2) {
+                let (meta, bytes) = fetch_piece(&mut conn, &task_id, n).await.unwrap();
+                assert_eq!(meta.digest, crc_digest(&bytes));
+                sizes += bytes.len();
+            }
+            sizes
+        }
+    });
+    let sent: usize = futures_util::future::join_all(peers).await.iter().sum();
+    let took = t.elapsed();
+    assert_eq!(sent, data.len());
+    assert!(
+        took >= Duration::from_millis(450),
+        "24 MiB at 40 MiB/s took {took:?}"
+    );
+    assert_eq!(
+        metric(&sg, "seedgate_peer_bytes_served_total").await,
+        data.len() as f64
+    );
+}
