@@ -147,6 +147,15 @@ pub struct SeedPeerConfig {
     /// of a tenth of a second above it). Unset: no limit.
     #[serde(default)]
     pub upload_rate_limit: Option<ByteSize>,
+    /// A peer that takes no bytes for this long while a piece is sent to
+    /// it is dropped (it would hold a connection slot and pin its task).
+    #[serde(default = "default_piece_write_timeout", with = "humantime_serde")]
+    pub piece_write_timeout: Duration,
+}
+
+/// 30 seconds without taking a byte.
+fn default_piece_write_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// 1024 piece connections.
@@ -958,6 +967,7 @@ impl Config {
                 ("seed_peer.reconnect_backoff_max", sp.reconnect_backoff_max),
                 ("seed_peer.scheduler_timeout", sp.scheduler_timeout),
                 ("seed_peer.sync_host_interval", sp.sync_host_interval),
+                ("seed_peer.piece_write_timeout", sp.piece_write_timeout),
             ] {
                 if t.is_zero() {
                     bad(key.into(), "must be more than zero".into());

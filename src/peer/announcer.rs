@@ -346,13 +346,18 @@ impl Announcer {
             need_back_to_source: true,
             ..Default::default()
         };
+        let timeout = self.config.scheduler_timeout;
+        // A scheduler that stops reading fails the report after a while
+        // (rather than holding the task, which the report leases).
         let send = |request| {
             let tx = tx.clone();
             let msg = envelope(request);
             async move {
-                tx.send(msg)
-                    .await
-                    .map_err(|_| "the scheduler closed the stream".to_string())
+                match tokio::time::timeout(timeout, tx.send(msg)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(_)) => Err("the scheduler closed the stream".to_string()),
+                    Err(_) => Err(format!("the scheduler took no report for {timeout:?}")),
+                }
             }
         };
         send(PeerRequest::RegisterPeerRequest(RegisterPeerRequest {
@@ -363,7 +368,6 @@ impl Announcer {
             DownloadPeerBackToSourceStartedRequest { description: None },
         ))
         .await?;
-        let timeout = self.config.scheduler_timeout;
         let mut client = link.client.clone();
         let call = tokio::time::timeout(
             timeout,

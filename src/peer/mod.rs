@@ -108,6 +108,7 @@ impl SeedPeer {
             self.host.uploads.clone(),
             self.config.max_piece_connections,
             self.config.upload_rate_limit.map(|r| r.as_u64()),
+            self.config.piece_write_timeout,
         )
         .run(cancel.clone());
         let announce = self.announcer.clone().run(cancel.clone());

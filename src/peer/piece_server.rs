@@ -86,6 +86,7 @@ pub struct PieceServer {
     tasks: Arc<TaskManager>,
     stats: Arc<UploadStats>,
     rate: Option<Arc<RateLimit>>,
+    write_timeout: Duration,
     /// Connections served at once; more are told so and closed.
     slots: Arc<tokio::sync::Semaphore>,
 }
@@ -97,8 +98,10 @@ impl PieceServer {
         stats: Arc<UploadStats>,
         max_connections: usize,
         rate: Option<u64>,
+        write_timeout: Duration,
     ) -> Self {
         Self {
+            write_timeout,
             listener,
             tasks,
             stats,
@@ -126,6 +129,7 @@ impl PieceServer {
                 tasks: self.tasks.clone(),
                 stats: self.stats.clone(),
                 rate: self.rate.clone(),
+                write_timeout: self.write_timeout,
             };
             let slot = self.slots.clone().try_acquire_owned();
             let cancel = cancel.clone();
@@ -161,6 +165,7 @@ struct Connection {
     tasks: Arc<TaskManager>,
     stats: Arc<UploadStats>,
     rate: Option<Arc<RateLimit>>,
+    write_timeout: Duration,
 }
 
 impl Connection {
@@ -270,8 +275,11 @@ impl Connection {
             metadata: metadata(&piece),
         }
         .encode_packet(&mut head);
-        stream.write_all(&head).await?;
-        send_file(stream, task.file(), piece.offset, piece.length).await?;
+        let idle = self.write_timeout;
+        tokio::time::timeout(idle, stream.write_all(&head))
+            .await
+            .map_err(|_| stalled(idle))??;
+        send_file(stream, task.file(), piece.offset, piece.length, idle).await?;
         self.stats.bytes.fetch_add(piece.length, Ordering::Relaxed);
         METRICS.peer_pieces_served.inc();
         METRICS.peer_bytes_served.inc_by(piece.length);
@@ -297,6 +305,13 @@ fn metadata(piece: &PieceInfo) -> PieceMetadata {
     }
 }
 
+fn stalled(idle: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("the peer took no bytes for {idle:?} (seed_peer.piece_write_timeout)"),
+    )
+}
+
 async fn send_error(stream: &mut TcpStream, code: Code, message: String) -> io::Result<()> {
     let label = match code {
         Code::NotFound => "not_found",
@@ -319,11 +334,14 @@ async fn send_file(
     file: &std::fs::File,
     offset: u64,
     length: u64,
+    idle: Duration,
 ) -> io::Result<()> {
     let end = offset + length;
     let mut at = offset;
     while at < end {
-        stream.writable().await?;
+        tokio::time::timeout(idle, stream.writable())
+            .await
+            .map_err(|_| stalled(idle))??;
         let want = (end - at).min(1 << 30) as usize;
         match stream.try_io(Interest::WRITABLE, || {
             rustix::fs::sendfile(stream.as_fd(), file, Some(&mut at), want).map_err(io::Error::from)

@@ -589,3 +589,65 @@ async fn the_piece_port_keeps_to_its_upload_rate_limit() {
         data.len() as f64
     );
 }
+
+/// A peer that asks for a piece and never reads it is dropped after
+/// `piece_write_timeout`: its connection slot is freed (and its task no
+/// longer pinned), while other peers are served meanwhile.
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_dropped() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(16 << 20, 79);
+    nginx.put("st/a.bin", &data);
+    let (config, ports) = seed_config(&nginx.base_url(), &[], "piece_write_timeout = \"1s\"");
+    let sg = Seedgate::start(dir.path(), &config);
+    let url = sg.url("/o/www/st/a.bin");
+    let resp = get(&url).await;
+    let task_id = task_of(&resp);
+    assert_eq!(resp.bytes().await.unwrap().len(), data.len());
+    wait_stored(&url).await;
+
+    // Ask for every piece, read nothing: the socket buffers fill.
+    let mut stalled = TcpStream::connect(("127.0.0.1", ports.piece))
+        .await
+        .unwrap();
+    for n in 0..4u32 {
+        let mut req = bytes::BytesMut::new();
+        vortex_protocol::Message::encode_packet(
+            &vortex_protocol::tlv::download_piece::DownloadPiece::new(task_id.clone(), n),
+            &mut req,
+        );
+        stalled.write_all(&req).await.unwrap();
+    }
+    wait_until(
+        "the stalled peer is connected",
+        Duration::from_secs(5),
+        || true,
+    )
+    .await;
+    assert_eq!(metric(&sg, "seedgate_peer_connections").await, 1.0);
+    // Another peer is served meanwhile.
+    let mut other = TcpStream::connect(("127.0.0.1", ports.piece))
+        .await
+        .unwrap();
+    let (meta, bytes) = fetch_piece(&mut other, &task_id, 3).await.unwrap();
+    assert_eq!(meta.digest, crc_digest(&bytes));
+    drop(other);
+    let t = tokio::time::Instant::now();
+    loop {
+        if metric(&sg, "seedgate_peer_connections").await == 0.0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the stalled peer still holds its connection"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The task is not pinned: it can be deleted.
+    let resp = client()
+        .delete(sg.url(&format!("/api/v1/tasks/{task_id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
