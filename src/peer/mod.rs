@@ -28,6 +28,11 @@ use crate::config::SeedPeerConfig;
 use crate::origin::OriginRouter;
 use crate::task::TaskManager;
 
+/// Whether `id` looks like a Dragonfly task id (64 hex digits: sha256).
+pub fn is_task_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// The seed peer, bound and ready to run.
 pub struct SeedPeer {
     config: SeedPeerConfig,

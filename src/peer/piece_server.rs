@@ -232,7 +232,7 @@ impl Connection {
             task_id,
             piece_number: n,
         } = request;
-        if !task_id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !super::is_task_id(&task_id) {
             return send_error(
                 stream,
                 Code::InvalidArgument,

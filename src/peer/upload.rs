@@ -128,7 +128,7 @@ fn response_header(r: &crate::storage::TaskRecord) -> std::collections::HashMap<
 }
 
 fn check_task_id(id: &str) -> Result<(), Status> {
-    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if super::is_task_id(id) {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
