@@ -114,18 +114,13 @@ async fn main() {
     let direct_t = t.elapsed();
     let keys: Vec<String> = (0..objects).map(|i| format!("pre/{i}.bin")).collect();
     let t = Instant::now();
-    let resp = client
-        .post(sg.url("/api/v1/preheat"))
-        .header("content-type", "application/json")
-        .body(
-            serde_json::json!({"origin": "www", "keys": keys, "concurrency": concurrency})
-                .to_string(),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let job: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let (status, job) = create_preheat(
+        &sg,
+        serde_json::json!({"origin": "www", "keys": keys, "concurrency": concurrency}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
     let job = loop {
         let j: serde_json::Value = serde_json::from_slice(

@@ -36,6 +36,19 @@ impl PieceInfo {
     }
 }
 
+/// Piece `n` of a task, as landed.
+fn piece_info(record: &TaskRecord, n: u32, landed: Landed) -> PieceInfo {
+    let (offset, length) = piece_span(n, record.content_length, record.piece_length);
+    PieceInfo {
+        number: n,
+        offset,
+        length,
+        crc: landed.crc,
+        cost_ms: landed.cost_ms,
+        created_at_ms: landed.created_at_ms,
+    }
+}
+
 /// A stored or downloading task. While it lives, the task is not evicted.
 #[derive(Debug)]
 pub struct PeerTask {
@@ -58,25 +71,13 @@ impl PeerTask {
         super::piece_count(self.record.content_length, self.record.piece_length)
     }
 
-    fn info(&self, n: u32, landed: Landed) -> PieceInfo {
-        let (offset, length) = piece_span(n, self.record.content_length, self.record.piece_length);
-        PieceInfo {
-            number: n,
-            offset,
-            length,
-            crc: landed.crc,
-            cost_ms: landed.cost_ms,
-            created_at_ms: landed.created_at_ms,
-        }
-    }
-
     /// Piece `n`, if it can be read now.
     pub fn piece(&self, n: u32) -> Option<PieceInfo> {
         let landed = match &self.source {
             Source::Local(pieces) => pieces.get(n as usize).copied(),
             Source::Download(dl) => dl.progress.borrow().pieces.get(n as usize).copied()?,
         }?;
-        Some(self.info(n, landed))
+        Some(piece_info(&self.record, n, landed))
     }
 
     /// The pieces readable now, in order.
@@ -98,10 +99,7 @@ impl PeerTask {
         let source = self.source.clone();
         async_stream::try_stream! {
             let count = super::piece_count(record.content_length, record.piece_length) as usize;
-            let info = |n: usize, landed: Landed| {
-                let (offset, length) = piece_span(n as u32, record.content_length, record.piece_length);
-                PieceInfo { number: n as u32, offset, length, crc: landed.crc, cost_ms: landed.cost_ms, created_at_ms: landed.created_at_ms }
-            };
+            let info = |n: usize, landed: Landed| piece_info(&record, n as u32, landed);
             match source {
                 Source::Local(pieces) => {
                     for (n, landed) in pieces.iter().enumerate() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{free_port, sha256, wait_for_port_within};
+use crate::support::{free_port, sha256, stop, wait_for_port_within};
 
 /// Where `scripts/setup` installs giftless (override: SEEDGATE_GIFTLESS_VENV).
 pub fn venv() -> PathBuf {
@@ -188,16 +188,6 @@ impl Giftless {
 impl Drop for Giftless {
     /// SIGTERM first, so gunicorn takes its workers down with it.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }

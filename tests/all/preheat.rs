@@ -13,21 +13,6 @@ use crate::support::*;
 
 const MIB: usize = 1 << 20;
 
-async fn create(sg: &Seedgate, body: Value, key: Option<&str>) -> (u16, Value) {
-    let mut req = client()
-        .post(sg.url("/api/v1/preheat"))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    if let Some(k) = key {
-        req = req.header("idempotency-key", k);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    (status, value)
-}
-
 async fn job(sg: &Seedgate, id: &str) -> Value {
     let resp = get(&sg.url(&format!("/api/v1/preheat/{id}"))).await;
     assert_eq!(resp.status(), 200);
@@ -100,7 +85,8 @@ async fn a_prefix_from_s3_is_stored_whole() {
     s3.put("data", "other/x.bin", b"not under the prefix");
     let sg = Seedgate::start(dir.path(), &s3_config(&s3));
 
-    let (status, created) = create(&sg, json!({"origin": "s3", "prefix": "models/"}), None).await;
+    let (status, created) =
+        create_preheat(&sg, json!({"origin": "s3", "prefix": "models/"}), None).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     let j = finished(&sg, &id, Duration::from_secs(60)).await;
@@ -151,7 +137,7 @@ async fn keys_urls_and_a_missing_object() {
         ],
         "concurrency": 2,
     });
-    let (status, created) = create(&sg, body, None).await;
+    let (status, created) = create_preheat(&sg, body, None).await;
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     let j = finished(&sg, &id, Duration::from_secs(30)).await;
@@ -209,11 +195,11 @@ async fn idempotency_and_bad_requests() {
     nginx.put("i/a.bin", b"idempotent");
     let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
     let body = json!({"origin": "www", "keys": ["i/a.bin"]});
-    let (s1, j1) = create(&sg, body.clone(), Some("rollout-42")).await;
-    let (s2, j2) = create(&sg, body, Some("rollout-42")).await;
+    let (s1, j1) = create_preheat(&sg, body.clone(), Some("rollout-42")).await;
+    let (s2, j2) = create_preheat(&sg, body, Some("rollout-42")).await;
     assert_eq!((s1, s2), (201, 200));
     assert_eq!(j1["id"], j2["id"]);
-    let (s3, e) = create(
+    let (s3, e) = create_preheat(
         &sg,
         json!({"origin": "www", "keys": ["i/b.bin"]}),
         Some("rollout-42"),
@@ -248,7 +234,7 @@ async fn idempotency_and_bad_requests() {
         ),
         (json!({"keys": ["a"]}), "need an origin"),
     ] {
-        let (status, e) = create(&sg, body.clone(), None).await;
+        let (status, e) = create_preheat(&sg, body.clone(), None).await;
         assert_eq!(status, 400, "{body}: {e}");
         assert!(e.as_str().unwrap().contains(why), "{body}: {e}");
     }
@@ -283,7 +269,7 @@ async fn cancel_stops_a_job() {
         Some(http::Method::GET),
         usize::MAX,
     );
-    let (_, created) = create(
+    let (_, created) = create_preheat(
         &sg,
         json!({"origin": "www", "keys": keys, "concurrency": 1}),
         None,
@@ -321,7 +307,7 @@ async fn a_job_resumes_after_kill_9() {
         data,
     } = slow_origin("r", 8, MIB, 300, Duration::from_millis(200)).await;
     let keys: Vec<String> = (0..8).map(|i| format!("r/{i}.bin")).collect();
-    let (_, created) = create(
+    let (_, created) = create_preheat(
         &sg,
         json!({"origin": "www", "keys": keys, "concurrency": 1}),
         Some("resume-me"),
@@ -370,7 +356,7 @@ async fn a_job_resumes_after_kill_9() {
         assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(d));
     }
     // The key still names the same job after the restart.
-    let (status, again) = create(
+    let (status, again) = create_preheat(
         &sg,
         json!({"origin": "www", "keys": (0..8).map(|i| format!("r/{i}.bin")).collect::<Vec<_>>(), "concurrency": 1}),
         Some("resume-me"),

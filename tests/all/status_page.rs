@@ -45,15 +45,13 @@ async fn the_status_page_shows_a_running_preheat() {
         usize::MAX,
     );
     assert_eq!(get(&sg.url("/o/www/page/missing.bin")).await.status(), 404);
-    let resp = client()
-        .post(sg.url("/api/v1/preheat"))
-        .header("content-type", "application/json")
-        .body(serde_json::json!({"origin": "www", "keys": keys, "concurrency": 1}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let job: serde_json::Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let (status, job) = create_preheat(
+        &sg,
+        serde_json::json!({"origin": "www", "keys": keys, "concurrency": 1}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
 
     let url = sg.url("/");

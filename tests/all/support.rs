@@ -185,17 +185,7 @@ impl Drop for Nginx {
     /// SIGTERM first, so the master takes its workers down with it (a
     /// SIGKILLed master can leave workers behind); SIGKILL after 2 s.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child);
     }
 }
 
@@ -526,4 +516,40 @@ pub async fn drain(client: &reqwest::Client, url: &str) -> u64 {
         n += c.unwrap().len() as u64;
     }
     n
+}
+
+/// Stops a server process: SIGTERM first, so a master process (nginx,
+/// gunicorn) takes its workers down with it (a SIGKILLed master can leave
+/// workers behind); SIGKILL after 2 s.
+pub fn stop(child: &mut Child) {
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    for _ in 0..100 {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `POST /api/v1/preheat` with `body` (and an idempotency key): the status
+/// and the answer (JSON, or the text of a refusal).
+pub async fn create_preheat(
+    sg: &Seedgate,
+    body: serde_json::Value,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = client()
+        .post(sg.url("/api/v1/preheat"))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, value)
 }
