@@ -102,6 +102,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // A command whose output goes into `| head` ends quietly when the
+        // reader is gone, as command-line tools do, rather than panicking
+        // in println!. (The server keeps SIGPIPE ignored: a peer closing
+        // its socket is an error to handle, not a signal.)
+        // SAFETY: set once, before any thread is started.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let client = |work: std::pin::Pin<Box<dyn Future<Output = anyhow::Result<bool>>>>| {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

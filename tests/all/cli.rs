@@ -180,6 +180,20 @@ async fn preheat_waits_and_status_prints() {
     ] {
         assert!(out.contains(want), "{want}: {out}");
     }
+    // `status | head`: the reader goes away first; the command ends
+    // quietly (SIGPIPE), not with a panic in println!.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seedgate"))
+        .args(["status", "--server", &server])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(o.status.code(), Some(101), "{stderr}");
+
     let o = seedgate(&["status", "--server", "http://127.0.0.1:1"]);
     assert!(!o.status.success());
     assert!(
