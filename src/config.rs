@@ -231,6 +231,13 @@ pub struct ServerConfig {
     /// The same API on a unix socket at this path, for local clients.
     #[serde(default)]
     pub unix_socket: Option<PathBuf>,
+    /// Whether error bodies of object reads (`/o/`, `/fetch`) may show the
+    /// origin's URLs (`http://10.0.0.5/pub/x answered 404`). Unset: shown
+    /// when `listen` is a loopback address, hidden (`<origin URL>`)
+    /// otherwise, so clients beyond the host do not learn internal
+    /// addresses. The reason stays either way; logs keep the URL.
+    #[serde(default)]
+    pub expose_origin_urls: Option<bool>,
 }
 
 /// 10 seconds to send a request head.
@@ -244,6 +251,12 @@ fn default_max_header_bytes() -> ByteSize {
 }
 
 impl ServerConfig {
+    /// [`ServerConfig::expose_origin_urls`] with its default applied.
+    pub fn exposes_origin_urls(&self) -> bool {
+        self.expose_origin_urls
+            .unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
+
     /// The API token with its secret resolved.
     pub fn resolved_api_token(&self) -> Option<String> {
         self.api_token
@@ -266,6 +279,7 @@ impl Default for ServerConfig {
             header_read_timeout: default_header_read_timeout(),
             max_header_bytes: default_max_header_bytes(),
             unix_socket: None,
+            expose_origin_urls: None,
         }
     }
 }
@@ -278,6 +292,14 @@ pub struct StorageConfig {
     pub data_dir: PathBuf,
     #[serde(default = "default_metadata_cache")]
     pub metadata_cache: ByteSize,
+    /// Space held for the metadata store in `data_dir/metadata.reserve`, a
+    /// preallocated file that content never uses. When a write fails for
+    /// want of space, half of it is released so the metadata store can
+    /// still record (the deletes that free space included); at startup all
+    /// of it is, so a restart on a full disk comes up. Downloads are
+    /// admitted only if they fit in the free space without this room.
+    #[serde(default = "default_metadata_reserve")]
+    pub metadata_reserve: ByteSize,
     /// Bytes of content seedgate may keep. Unset: the watermarks apply to
     /// the whole filesystem holding `data_dir` (as Dragonfly's GC does).
     #[serde(default)]
@@ -323,6 +345,12 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("data")
 }
 
+/// 64 MiB held for the metadata store: sled's log segments are 512 KiB,
+/// and recovering and recording a few thousand deletes needs a few MiB.
+fn default_metadata_reserve() -> ByteSize {
+    ByteSize::mib(64)
+}
+
 /// 64 MiB of page cache for the sled metadata store.
 fn default_metadata_cache() -> ByteSize {
     ByteSize::mib(64)
@@ -333,6 +361,7 @@ impl Default for StorageConfig {
         Self {
             data_dir: default_data_dir(),
             metadata_cache: default_metadata_cache(),
+            metadata_reserve: default_metadata_reserve(),
             quota: None,
             high_watermark: default_high_watermark(),
             low_watermark: default_low_watermark(),
@@ -740,6 +769,10 @@ pub struct OriginConfig {
     /// names (`cdn.example`, `*.example`) and addresses or networks
     /// (`10.0.0.0/8`). A name resolving to a private, loopback or link-local
     /// address is refused unless a network entry covers that address.
+    /// An entry may carry a port (`storage.example:9000`, `[::1]:9000`):
+    /// redirects are followed only to the origin's own authority under its
+    /// base path or to an entry here, on the entry's port or, for a bare
+    /// entry, the default port of the target's scheme.
     #[serde(default)]
     pub allowed_hosts: Vec<String>,
     /// Client request headers passed to the plugin (e.g. `authorization`).
@@ -1092,7 +1125,7 @@ impl Config {
                 ),
             }
             for (i, entry) in origin.allowed_hosts.iter().enumerate() {
-                if let Err(e) = crate::origin::policy::Entry::parse(entry) {
+                if let Err(e) = crate::origin::policy::HostEntry::parse(entry) {
                     bad(format!("origins.{name}.allowed_hosts[{i}]"), e);
                 }
             }

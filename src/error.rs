@@ -37,6 +37,13 @@ pub enum ErrorKind {
     /// The origin's circuit breaker is open: it failed repeatedly and is
     /// not being called until its next probe.
     CircuitOpen,
+    /// The origin led somewhere its policy forbids: a redirect off its
+    /// base path or allowlist, a name resolving outside it. The origin's
+    /// fault (502), not worth retrying, not a breaker failure.
+    PolicyDenied,
+    /// The disk (or the quota) has no room for the object: refused before
+    /// the download starts, or a write failed with ENOSPC/EDQUOT (507).
+    DiskFull,
     /// A host-side failure (disk, metadata store).
     Internal,
 }
@@ -55,6 +62,10 @@ pub struct Error {
     pub message: String,
     pub upstream_status: Option<u16>,
     pub retry_after: Option<Duration>,
+    /// Not retried even if its kind could pass: the attempt already used
+    /// the whole deadline the client waits for (a plugin call that waited
+    /// out its deadline on a silent origin).
+    pub final_attempt: bool,
 }
 
 impl Error {
@@ -64,7 +75,13 @@ impl Error {
             message: message.into(),
             upstream_status: None,
             retry_after: None,
+            final_attempt: false,
         }
+    }
+
+    /// Whether the retry layer may try again.
+    pub fn is_retryable(&self) -> bool {
+        self.kind.is_retryable() && !self.final_attempt
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -94,7 +111,32 @@ impl std::error::Error for Error {}
 
 impl From<crate::storage::StorageError> for Error {
     fn from(e: crate::storage::StorageError) -> Self {
-        Error::internal(e.to_string())
+        let kind = if e.is_disk_full() {
+            ErrorKind::DiskFull
+        } else {
+            ErrorKind::Internal
+        };
+        Error::new(kind, e.to_string())
+    }
+}
+
+/// Whether an I/O error means the disk or the quota is out of space.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+}
+
+impl Error {
+    /// A failed disk operation: [`ErrorKind::DiskFull`] when it ran out of
+    /// space, else [`ErrorKind::Internal`].
+    pub fn io(what: impl fmt::Display, e: &std::io::Error) -> Self {
+        let kind = if is_disk_full(e) {
+            ErrorKind::DiskFull
+        } else {
+            ErrorKind::Internal
+        };
+        Error::new(kind, format!("{what}: {e}"))
     }
 }
 

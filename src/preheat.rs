@@ -236,9 +236,6 @@ pub struct JobManager {
     storage: Arc<Storage>,
     tasks: Arc<TaskManager>,
     origins: Arc<OriginRouter>,
-    jobs_tree: sled::Tree,
-    items_tree: sled::Tree,
-    keys_tree: sled::Tree,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     /// Places among the running jobs.
     running: Arc<Semaphore>,
@@ -280,9 +277,6 @@ impl JobManager {
         let me = Arc::new(Self {
             running: Arc::new(Semaphore::new(config.max_running_jobs)),
             config,
-            jobs_tree: storage.tree("jobs")?,
-            items_tree: storage.tree("job-items")?,
-            keys_tree: storage.tree("job-keys")?,
             storage,
             tasks,
             origins,
@@ -290,15 +284,15 @@ impl JobManager {
             creating: tokio::sync::Mutex::new(()),
         });
         let mut resumed = 0;
-        for entry in me.jobs_tree.iter() {
-            let (_, value) = entry.map_err(|e| Error::internal(e.to_string()))?;
+        for entry in me.storage.tree("jobs")?.iter() {
+            let (_, value) = entry.map_err(|e| me.storage.sled(e))?;
             let Ok(record) = serde_json::from_slice::<JobRecord>(&value) else {
                 continue;
             };
             let mut items = Vec::new();
             let prefix = format!("{}/", record.id);
-            for entry in me.items_tree.scan_prefix(prefix.as_bytes()) {
-                let (_, value) = entry.map_err(|e| Error::internal(e.to_string()))?;
+            for entry in me.storage.tree("job-items")?.scan_prefix(prefix.as_bytes()) {
+                let (_, value) = entry.map_err(|e| me.storage.sled(e))?;
                 if let Ok(item) = serde_json::from_slice::<ItemRecord>(&value) {
                     items.push(item);
                 }
@@ -370,11 +364,12 @@ impl JobManager {
         for url in &r.urls {
             let parsed =
                 Url::parse(url).map_err(|e| invalid(format!("'{url}' is not a URL: {e}")))?;
-            let origin = self.origins.owner(&parsed).ok_or_else(|| {
-                invalid(format!(
-                    "'{url}' is not under the base_url of any configured origin"
-                ))
-            })?;
+            // The same check as /fetch: under an origin, and no key that
+            // climbs out of its base path (plainly or percent-encoded).
+            let origin = self
+                .origins
+                .resolve_url(&parsed)
+                .map_err(|e| invalid(e.message))?;
             items.push(ItemRecord {
                 url: parsed.to_string(),
                 origin: origin.name.clone(),
@@ -425,9 +420,10 @@ impl JobManager {
         let print = fingerprint(&request);
         if let Some(key) = &idempotency_key
             && let Some(known) = self
-                .keys_tree
+                .storage
+                .tree("job-keys")?
                 .get(key.as_bytes())
-                .map_err(|e| Error::internal(e.to_string()))?
+                .map_err(|e| self.storage.sled(e))?
             && let Ok(known) = serde_json::from_slice::<KeyRecord>(&known)
         {
             if known.fingerprint != print {
@@ -466,9 +462,10 @@ impl JobManager {
                 fingerprint: print,
             })
             .expect("records serialize");
-            self.keys_tree
+            self.storage
+                .tree("job-keys")?
                 .insert(key.as_bytes(), value)
-                .map_err(|e| Error::internal(e.to_string()))?;
+                .map_err(|e| self.storage.sled(e))?;
         }
         // Durable before it is acknowledged.
         self.storage.flush().await?;
@@ -528,17 +525,19 @@ impl JobManager {
 
     fn put_job(&self, record: &JobRecord) -> Result<()> {
         let value = serde_json::to_vec(record).expect("records serialize");
-        self.jobs_tree
+        self.storage
+            .tree("jobs")?
             .insert(record.id.as_bytes(), value)
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(|e| self.storage.sled(e))?;
         Ok(())
     }
 
     fn put_item(&self, job: &str, i: u32, item: &ItemRecord) -> Result<()> {
         let value = serde_json::to_vec(item).expect("records serialize");
-        self.items_tree
+        self.storage
+            .tree("job-items")?
             .insert(item_key(job, i), value)
-            .map_err(|e| Error::internal(e.to_string()))?;
+            .map_err(|e| self.storage.sled(e))?;
         Ok(())
     }
 
@@ -730,6 +729,15 @@ impl JobManager {
         let outcome = async {
             let origin = self.origin(&origin)?;
             let url = Url::parse(&url).map_err(|e| invalid(format!("'{url}': {e}")))?;
+            // Listed URLs come from the plugin: they get the same check as
+            // the URLs a client gives (under this origin, no escape).
+            let owner = self.origins.resolve_url(&url)?;
+            if owner.name != origin.name {
+                return Err(invalid(format!(
+                    "'{url}' is under origin '{}', not '{}'",
+                    owner.name, origin.name
+                )));
+            }
             // A task restarted because the object changed is opened again.
             let mut tries = 0;
             loop {

@@ -6,6 +6,7 @@
 //! allowlist, so a plan (or a redirect) can only reach vetted addresses.
 
 pub mod breaker;
+pub mod key;
 pub mod policy;
 pub mod retry;
 
@@ -58,15 +59,25 @@ pub struct OriginRouter {
     origins: BTreeMap<String, Arc<Origin>>,
 }
 
-/// A client that connects only where `allow` permits, follows redirects only
-/// there, and ignores proxy environment variables (which would bypass it).
-fn client(allow: &Arc<AllowList>, connect: Duration) -> reqwest::Result<reqwest::Client> {
-    let redirect_allow = allow.clone();
+/// A client that connects only where `allow` permits, follows redirects
+/// only as `redirects` permits (each hop then resolved through the same
+/// allowlist), and ignores proxy environment variables (which would bypass
+/// it).
+fn client(
+    allow: &Arc<AllowList>,
+    redirects: policy::RedirectRule,
+    connect: Duration,
+) -> reqwest::Result<reqwest::Client> {
     let policy = reqwest::redirect::Policy::custom(move |attempt| {
-        if attempt.previous().len() >= 5 {
-            attempt.error("more than 5 redirects")
-        } else if let Err(denied) = redirect_allow.check_url(attempt.url()) {
-            attempt.error(format!("redirect refused: {denied}"))
+        if attempt.previous().len() >= policy::MAX_REDIRECTS {
+            let why = format!(
+                "redirect to {} refused: more than {} redirects",
+                attempt.url(),
+                policy::MAX_REDIRECTS
+            );
+            attempt.error(policy::Denied(why))
+        } else if let Err(denied) = redirects.check(attempt.url()) {
+            attempt.error(denied)
         } else {
             attempt.follow()
         }
@@ -106,11 +117,12 @@ impl OriginRouter {
                     .restricted_to(AllowList::from_entries(&limit).map_err(anyhow::Error::msg)?);
             }
             let allow = Arc::new(allow);
+            let redirects = policy::RedirectRule::new(base_url.clone(), allow.clone());
             let d = &config.download;
             let env = Arc::new(CallEnv {
                 origin: name.clone(),
                 config: oc.resolved_plugin_config(),
-                http: client(&allow, d.connect_timeout)?,
+                http: client(&allow, redirects.clone(), d.connect_timeout)?,
                 allow: allow.clone(),
                 http_timeout: config
                     .plugins
@@ -128,7 +140,7 @@ impl OriginRouter {
                 base_url,
                 plugin,
                 env,
-                data: client(&allow, d.connect_timeout)?,
+                data: client(&allow, redirects, d.connect_timeout)?,
                 forward_headers,
                 retry: retry::RetryPolicy::new(name, config.retry.clone()),
                 breakers: breaker::Breakers::new(name, config.breaker.clone()),
@@ -301,38 +313,16 @@ impl Origin {
             .await
     }
 
-    /// The object URL of `key`. Keys are paths relative to `base_url`;
-    /// empty, `.` and `..` segments are refused so a key cannot climb out.
+    /// The object URL of `key`. Keys are paths relative to `base_url`,
+    /// checked as the origin will decode them ([`key`]): no segment may
+    /// climb out of the base path, plainly or percent-encoded.
     pub fn object_url(&self, key: &str) -> Result<Url> {
-        let bad = |why: &str| {
+        key::object_url(&self.base_url, key).map_err(|e| {
             Error::new(
                 ErrorKind::Invalid,
-                format!("key '{key}' for origin '{}': {why}", self.name),
+                format!("key '{key}' for origin '{}': {}", self.name, e.reason()),
             )
-        };
-        if key.is_empty() {
-            return Err(bad("empty key"));
-        }
-        let mut url = self.base_url.clone();
-        {
-            let mut segments = url
-                .path_segments_mut()
-                .map_err(|_| bad("origin URL cannot take a path"))?;
-            segments.pop_if_empty();
-            for segment in key.split('/') {
-                match segment {
-                    "" => return Err(bad("empty path segment")),
-                    "." | ".." => return Err(bad("'.' and '..' segments are not allowed")),
-                    s if s.chars().any(|c| c.is_control()) => {
-                        return Err(bad("control characters"));
-                    }
-                    s => {
-                        segments.push(s);
-                    }
-                }
-            }
-        }
-        Ok(url)
+        })
     }
 
     /// One page of the objects whose keys start with `prefix` (which may
@@ -343,13 +333,13 @@ impl Origin {
         page_token: Option<String>,
         max: u32,
     ) -> Result<wit::ListPage> {
-        if prefix.split('/').any(|s| s == "." || s == "..") || prefix.chars().any(char::is_control)
-        {
+        if let Err(e) = key::check_prefix(prefix) {
             return Err(Error::new(
                 ErrorKind::Invalid,
                 format!(
-                    "prefix '{prefix}' for origin '{}': '.', '..' and control characters are not allowed",
-                    self.name
+                    "prefix '{prefix}' for origin '{}': {}",
+                    self.name,
+                    e.reason()
                 ),
             ));
         }
@@ -395,38 +385,9 @@ impl Origin {
         }
     }
 
-    /// Checks a plan before executing it: a well-formed URL on the origin's
-    /// allowlist and an HTTP method.
+    /// Checks a plan before executing it ([`validate_plan`]).
     pub fn check_plan(&self, plan: &wit::RequestPlan) -> Result<(Url, reqwest::Method)> {
-        let plugin = &self.plugin.name;
-        let url = Url::parse(&plan.url).map_err(|e| {
-            Error::new(
-                ErrorKind::PluginFailed,
-                format!(
-                    "plugin '{plugin}' planned a malformed URL '{}': {e}",
-                    plan.url
-                ),
-            )
-        })?;
-        self.env.allow.check_url(&url).map_err(|d| {
-            Error::new(
-                ErrorKind::PluginFailed,
-                format!(
-                    "plan of plugin '{plugin}' for origin '{}' denied: {d}",
-                    self.name
-                ),
-            )
-        })?;
-        let method = reqwest::Method::from_bytes(plan.method.as_bytes()).map_err(|_| {
-            Error::new(
-                ErrorKind::PluginFailed,
-                format!(
-                    "plugin '{plugin}' planned method '{}', which is not HTTP",
-                    plan.method
-                ),
-            )
-        })?;
-        Ok((url, method))
+        validate_plan(&self.env.allow, &self.plugin.name, &self.name, plan)
     }
 
     /// Executes a plan for `expect`'s bytes. With `ranged`, the host adds a
@@ -467,61 +428,144 @@ impl Origin {
                 ));
             }
         };
-        let status = resp.status().as_u16();
-        let fail = |kind, what: String| {
-            let mut e = Error::new(kind, format!("origin '{}': {url}: {what}", self.name));
-            e.upstream_status = Some(status);
-            Err(e)
-        };
-        match status {
-            200 if !ranged || expect.length == expect.total => {
-                if let Some(len) = resp.content_length()
-                    && len != expect.length
-                {
-                    return fail(
-                        ErrorKind::Transient,
-                        format!(
-                            "Content-Length {len} where {} bytes were expected",
-                            expect.length
-                        ),
-                    );
-                }
-                Ok(resp)
-            }
-            200 => fail(
-                ErrorKind::Transient,
-                "the origin ignored the Range header".into(),
+        let content_range = resp
+            .headers()
+            .get(http::header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok());
+        check_answer(
+            &self.name,
+            &url,
+            resp.status().as_u16(),
+            resp.content_length(),
+            content_range,
+            expect,
+            ranged,
+        )?;
+        Ok(resp)
+    }
+}
+
+/// Checks a plan a plugin returned before it is executed: a well-formed
+/// URL on the origin's allowlist and an HTTP method. Pure, for the fuzzer.
+pub fn validate_plan(
+    allow: &AllowList,
+    plugin: &str,
+    origin: &str,
+    plan: &wit::RequestPlan,
+) -> Result<(Url, reqwest::Method)> {
+    let url = Url::parse(&plan.url).map_err(|e| {
+        Error::new(
+            ErrorKind::PluginFailed,
+            format!(
+                "plugin '{plugin}' planned a malformed URL '{}': {e}",
+                plan.url
             ),
-            206 if ranged => {
-                let want = format!(
-                    "bytes {}-{}/{}",
-                    expect.offset,
-                    expect.offset + expect.length - 1,
-                    expect.total
-                );
-                let got = resp
-                    .headers()
-                    .get(http::header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
-                if got != want {
-                    return fail(
-                        ErrorKind::Transient,
-                        format!("Content-Range '{got}' where '{want}' was asked"),
-                    );
-                }
-                Ok(resp)
-            }
-            412 => fail(
-                ErrorKind::Changed,
-                "the object changed during the download (If-Match failed)".into(),
+        )
+    })?;
+    allow.check_url(&url).map_err(|d| {
+        Error::new(
+            ErrorKind::PluginFailed,
+            format!("plan of plugin '{plugin}' for origin '{origin}' denied: {d}"),
+        )
+    })?;
+    let method = reqwest::Method::from_bytes(plan.method.as_bytes()).map_err(|_| {
+        Error::new(
+            ErrorKind::PluginFailed,
+            format!(
+                "plugin '{plugin}' planned method '{}', which is not HTTP",
+                plan.method
             ),
-            404 | 410 => fail(ErrorKind::NotFound, "object not found".into()),
-            401 | 403 => fail(ErrorKind::Forbidden, "access refused".into()),
-            408 | 504 => fail(ErrorKind::Timeout, "upstream timed out".into()),
-            429 | 500..=599 => fail(ErrorKind::Transient, "upstream failure".into()),
-            _ => fail(ErrorKind::Transient, format!("unexpected status {status}")),
+        )
+    })?;
+    for h in &plan.headers {
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+            || http::HeaderValue::from_str(&h.value).is_err()
+        {
+            return Err(Error::new(
+                ErrorKind::PluginFailed,
+                format!(
+                    "plugin '{plugin}' planned header '{}', which is not a valid header",
+                    h.name.escape_debug()
+                ),
+            ));
         }
+    }
+    Ok((url, method))
+}
+
+/// Checks an origin's answer to a plan request for `expect`'s bytes: with
+/// `ranged`, a 206 whose `Content-Range` is exactly the range asked; without,
+/// a 200 of the expected length. An origin that ignores or misreports
+/// ranges, or lies about the length, is caught here. Pure, for the fuzzer.
+pub fn check_answer(
+    origin: &str,
+    url: &Url,
+    status: u16,
+    content_length: Option<u64>,
+    content_range: Option<&str>,
+    expect: Expect,
+    ranged: bool,
+) -> Result<()> {
+    let fail = |kind, what: String| {
+        let mut e = Error::new(kind, format!("origin '{origin}': {url}: {what}"));
+        e.upstream_status = Some(status);
+        Err(e)
+    };
+    match status {
+        200 if !ranged || expect.length == expect.total => {
+            if let Some(len) = content_length
+                && len != expect.length
+            {
+                return fail(
+                    ErrorKind::Transient,
+                    format!(
+                        "Content-Length {len} where {} bytes were expected",
+                        expect.length
+                    ),
+                );
+            }
+            Ok(())
+        }
+        200 => fail(
+            ErrorKind::Transient,
+            "the origin ignored the Range header".into(),
+        ),
+        206 if ranged => {
+            let want = format!(
+                "bytes {}-{}/{}",
+                expect.offset,
+                (expect.offset + expect.length).saturating_sub(1),
+                expect.total
+            );
+            let got = content_range.unwrap_or("");
+            if got != want {
+                return fail(
+                    ErrorKind::Transient,
+                    format!("Content-Range '{got}' where '{want}' was asked"),
+                );
+            }
+            if let Some(len) = content_length
+                && len != expect.length
+            {
+                return fail(
+                    ErrorKind::Transient,
+                    format!(
+                        "Content-Length {len} where {} bytes were asked",
+                        expect.length
+                    ),
+                );
+            }
+            Ok(())
+        }
+        412 => fail(
+            ErrorKind::Changed,
+            "the object changed during the download (If-Match failed)".into(),
+        ),
+        404 | 410 => fail(ErrorKind::NotFound, "object not found".into()),
+        401 | 403 => fail(ErrorKind::Forbidden, "access refused".into()),
+        408 | 504 => fail(ErrorKind::Timeout, "upstream timed out".into()),
+        429 | 500..=599 => fail(ErrorKind::Transient, "upstream failure".into()),
+        _ => fail(ErrorKind::Transient, format!("unexpected status {status}")),
     }
 }
 
@@ -532,16 +576,30 @@ pub fn fetch_error(origin: &str, url: &Url, e: reqwest::Error) -> Error {
     } else {
         ErrorKind::Transient
     };
-    let mut cause = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
-    let kind = if cause.contains("allowlist") {
-        ErrorKind::Invalid
+    let (cause, denied) = root_cause(&e);
+    let kind = if denied {
+        ErrorKind::PolicyDenied
     } else {
         kind
     };
     Error::new(kind, format!("origin '{origin}': {url}: {cause}"))
+}
+
+/// The deepest cause of a transport failure, and whether the origin's
+/// policy refused it (a redirect or an address off the allowlist): the
+/// [`policy::Denied`] the redirect policy or the resolver returned travels
+/// in the error's source chain.
+pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
+    let mut cause = e.to_string();
+    let mut denied = false;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if let Some(d) = s.downcast_ref::<policy::Denied>() {
+            return (d.0.clone(), true);
+        }
+        denied |= s.is::<policy::Denied>();
+        cause = s.to_string();
+        source = s.source();
+    }
+    (cause, denied)
 }

@@ -27,10 +27,90 @@ pub enum Entry {
     Net(IpNet),
 }
 
+/// Splits an optional `:port` off an allowlist entry: `name:443`,
+/// `10.0.0.1:9000`, `[::1]:9000`. A bare IPv6 address keeps its colons.
+pub fn split_port(s: &str) -> Result<(&str, Option<u16>), String> {
+    let s = s.trim();
+    if let Some(rest) = s.strip_prefix('[') {
+        let (host, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("'{s}': '[' without ']'"))?;
+        return match tail.strip_prefix(':') {
+            Some(p) => Ok((host, Some(parse_port(s, p)?))),
+            None if tail.is_empty() => Ok((host, None)),
+            None => Err(format!("'{s}': unexpected text after ']'")),
+        };
+    }
+    match s.rsplit_once(':') {
+        // One colon: host:port. More: an IPv6 address without brackets.
+        Some((host, p)) if !host.contains(':') => Ok((host, Some(parse_port(s, p)?))),
+        _ => Ok((s, None)),
+    }
+}
+
+fn parse_port(entry: &str, p: &str) -> Result<u16, String> {
+    p.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("'{entry}': '{p}' is not a port (1-65535)"))
+}
+
+/// An allowlist entry as configured: a host part and, optionally, a port.
+/// The port restricts which redirects may be followed to that host; plans
+/// and the `http` import are checked on the host part alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEntry {
+    pub entry: Entry,
+    pub port: Option<u16>,
+}
+
+impl HostEntry {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let (host, port) = split_port(s)?;
+        Ok(Self {
+            entry: Entry::parse(host)?,
+            port,
+        })
+    }
+}
+
 impl Entry {
-    /// Parses `name`, `*.suffix`, an address or a CIDR network.
+    /// Whether this entry covers `host`.
+    fn allows(&self, host: Option<Host<&str>>) -> bool {
+        match host {
+            Some(Host::Domain(d)) => {
+                let name = d.trim_end_matches('.').to_ascii_lowercase();
+                match self {
+                    Entry::Name(n) => *n == name,
+                    Entry::Wildcard(suffix) => {
+                        name.len() > suffix.len() + 1 && name.ends_with(&format!(".{suffix}"))
+                    }
+                    Entry::Net(_) => false,
+                }
+            }
+            Some(Host::Ipv4(ip)) => self.allows_ip(IpAddr::V4(ip)),
+            Some(Host::Ipv6(ip)) => self.allows_ip(IpAddr::V6(ip)),
+            None => false,
+        }
+    }
+
+    fn allows_ip(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        matches!(self, Entry::Net(net) if net.contains(&ip))
+    }
+
+    /// Parses `name`, `*.suffix`, an address or a CIDR network (with an
+    /// optional `:port`, see [`HostEntry`]).
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
+        if let Ok((host, Some(_))) = split_port(s)
+            && !host.contains('/')
+        {
+            return Self::parse(host);
+        }
         if let Ok(net) = s.parse::<IpNet>() {
             return Ok(Entry::Net(net));
         }
@@ -68,6 +148,9 @@ impl Entry {
 #[derive(Debug, Clone, Default)]
 pub struct AllowList {
     entries: Vec<Entry>,
+    /// The configured `allowed_hosts` (not the base URL's own host), with
+    /// their ports: where a redirect may lead besides the base path.
+    extra: Vec<HostEntry>,
     /// The plugin's own list (`plugins.limits.NAME.allowed_hosts`), which a
     /// URL's host must pass as well.
     within: Option<Box<AllowList>>,
@@ -113,11 +196,15 @@ impl AllowList {
             Some(Host::Ipv6(ip)) => entries.push(Entry::Net(IpNet::from(IpAddr::V6(ip)))),
             None => return Err(format!("{base_url} has no host")),
         }
+        let mut hosts = Vec::new();
         for e in extra {
-            entries.push(Entry::parse(e)?);
+            let h = HostEntry::parse(e)?;
+            entries.push(h.entry.clone());
+            hosts.push(h);
         }
         Ok(Self {
             entries,
+            extra: hosts,
             within: None,
         })
     }
@@ -129,6 +216,7 @@ impl AllowList {
                 .iter()
                 .map(|e| Entry::parse(e))
                 .collect::<Result<_, _>>()?,
+            extra: Vec::new(),
             within: None,
         })
     }
@@ -140,33 +228,34 @@ impl AllowList {
     }
 
     fn host_allowed(&self, host: Option<Host<&str>>) -> bool {
-        match host {
-            Some(Host::Domain(d)) => self.name_allowed(d),
-            Some(Host::Ipv4(ip)) => self.net_allowed(IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => self.net_allowed(IpAddr::V6(ip)),
-            None => false,
-        }
+        self.entries.iter().any(|e| e.allows(host.clone()))
+    }
+
+    /// Whether `url`'s host and port match one of the configured
+    /// `allowed_hosts` (a bare entry means the default port of the URL's
+    /// scheme, 80 or 443), and pass the plugin's own list.
+    fn extra_authority_allowed(&self, url: &Url) -> bool {
+        let Some(port) = url.port_or_known_default() else {
+            return false;
+        };
+        self.extra.iter().any(|h| {
+            let port_ok = match h.port {
+                Some(p) => p == port,
+                None => url.port().is_none(),
+            };
+            port_ok && h.entry.allows(url.host())
+        }) && self
+            .within
+            .as_ref()
+            .is_none_or(|w| w.host_allowed(url.host()))
     }
 
     fn name_allowed(&self, name: &str) -> bool {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.entries.iter().any(|e| match e {
-            Entry::Name(n) => *n == name,
-            Entry::Wildcard(suffix) => {
-                name.len() > suffix.len() + 1 && name.ends_with(&format!(".{suffix}"))
-            }
-            Entry::Net(_) => false,
-        })
+        self.host_allowed(Some(Host::Domain(name)))
     }
 
     fn net_allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.entries
-            .iter()
-            .any(|e| matches!(e, Entry::Net(net) if net.contains(&ip)))
+        self.entries.iter().any(|e| e.allows_ip(ip))
     }
 
     /// Whether a resolved address may be connected to.
@@ -204,6 +293,71 @@ impl AllowList {
     }
 }
 
+/// Where an origin's redirects may lead (the `Location` of a 3xx from the
+/// origin or from a plan's URL):
+/// - to the origin's own authority (scheme, host **and port** of
+///   `base_url`) under its base path, with a key that passes the same
+///   checks as a client's ([`super::key`]);
+/// - or to an `allowed_hosts` entry: its port when it names one, else the
+///   default port of the target's scheme (storage hosts that S3 and
+///   registries redirect to).
+///
+/// Every hop is checked here and then on its resolved addresses by
+/// [`PolicyResolver`], as plans are; at most [`MAX_REDIRECTS`] are followed.
+#[derive(Debug, Clone)]
+pub struct RedirectRule {
+    base: Url,
+    allow: Arc<AllowList>,
+}
+
+/// Redirects followed for one request, at most.
+pub const MAX_REDIRECTS: usize = 5;
+
+impl RedirectRule {
+    pub fn new(base: Url, allow: Arc<AllowList>) -> Self {
+        Self { base, allow }
+    }
+
+    /// Checks one redirect target; the refusal names the target and the rule.
+    pub fn check(&self, target: &Url) -> Result<(), Denied> {
+        let refuse = |why: String| {
+            Err(Denied(format!(
+                "redirect to {target} refused: {why} (only the origin's own {}{} or an allowed_hosts entry may be followed)",
+                self.base.origin().ascii_serialization(),
+                self.base.path()
+            )))
+        };
+        if !matches!(target.scheme(), "http" | "https") {
+            return refuse(format!("scheme '{}' is not http or https", target.scheme()));
+        }
+        let same_authority = target.scheme() == self.base.scheme()
+            && target.host() == self.base.host()
+            && target.port_or_known_default() == self.base.port_or_known_default();
+        if same_authority {
+            let Some(key) = target.path().strip_prefix(self.base.path()) else {
+                return refuse("it leaves the origin's base path".into());
+            };
+            if let Err(e) = super::key::check_key(key) {
+                return refuse(format!("its path {}: {}", target.path(), e.reason()));
+            }
+            return Ok(());
+        }
+        if self.allow.extra_authority_allowed(target) {
+            return Ok(());
+        }
+        refuse(format!(
+            "{} is neither the origin's authority nor an allowed_hosts entry",
+            target
+                .host_str()
+                .map(|h| match target.port() {
+                    Some(p) => format!("{h}:{p}"),
+                    None => h.to_string(),
+                })
+                .unwrap_or_default()
+        ))
+    }
+}
+
 /// A resolver that only hands out addresses the allowlist permits.
 #[derive(Debug, Clone)]
 pub struct PolicyResolver {
@@ -222,7 +376,10 @@ impl Resolve for PolicyResolver {
         Box::pin(async move {
             let host = name.as_str().to_string();
             if !allow.name_allowed_everywhere(&host) {
-                return Err(format!("host '{host}' is not on the origin's allowlist").into());
+                return Err(Box::new(Denied(format!(
+                    "host '{host}' is not on the origin's allowlist"
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             let addrs: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
@@ -233,11 +390,11 @@ impl Resolve for PolicyResolver {
                 .collect();
             if allowed.is_empty() {
                 let shown: Vec<String> = addrs.iter().map(|a| a.ip().to_string()).collect();
-                return Err(format!(
+                return Err(Box::new(Denied(format!(
                     "host '{host}' resolves only to addresses outside the allowlist ({}); list their network in allowed_hosts",
                     shown.join(", ")
-                )
-                .into());
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(allowed.into_iter()) as Addrs)
         })
@@ -274,6 +431,52 @@ mod tests {
         assert!(!a.address_allowed("::1".parse().unwrap()));
         assert!(a.address_allowed("::ffff:127.0.0.1".parse().unwrap()));
         assert!(a.address_allowed("8.8.8.8".parse().unwrap()));
+    }
+
+    #[test]
+    fn redirects_stay_with_the_origin() {
+        let base = Url::parse("http://127.0.0.1:8000/pub/").unwrap();
+        let allow = Arc::new(
+            AllowList::new(&base, &["storage.example".into(), "10.1.1.1:9000".into()]).unwrap(),
+        );
+        let rule = RedirectRule::new(base, allow);
+        let ok = |u: &str| rule.check(&Url::parse(u).unwrap()).is_ok();
+        assert!(ok("http://127.0.0.1:8000/pub/moved/file"));
+        assert!(!ok("http://127.0.0.1:8000/secret.txt"));
+        assert!(!ok("http://127.0.0.1:8000/pub/..%2fsecret.txt"));
+        assert!(!ok("http://127.0.0.1:8001/pub/file"), "another port");
+        assert!(!ok("https://127.0.0.1:8000/pub/file"), "another scheme");
+        assert!(ok("https://storage.example/bucket/x?sig=1"));
+        assert!(ok("http://storage.example/bucket/x"));
+        assert!(
+            !ok("https://storage.example:8443/x"),
+            "a bare name is the default port"
+        );
+        assert!(ok("http://10.1.1.1:9000/x"));
+        assert!(!ok("http://10.1.1.1/x"));
+        assert!(!ok("http://169.254.169.254/latest/meta-data"));
+        let e = rule
+            .check(&Url::parse("http://127.0.0.1:9999/x").unwrap())
+            .unwrap_err();
+        assert!(
+            e.0.contains("http://127.0.0.1:9999/x") && e.0.contains("allowed_hosts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn entries_with_ports() {
+        assert_eq!(
+            split_port("a.example:443").unwrap(),
+            ("a.example", Some(443))
+        );
+        assert_eq!(split_port("[::1]:9000").unwrap(), ("::1", Some(9000)));
+        assert_eq!(split_port("::1").unwrap(), ("::1", None));
+        assert_eq!(split_port("10.0.0.0/8").unwrap(), ("10.0.0.0/8", None));
+        assert!(split_port("a.example:0").is_err());
+        assert!(split_port("a.example:http").is_err());
+        assert!(Entry::parse("a.example:443").is_ok());
+        assert!(HostEntry::parse("a.example:x").is_err());
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl RetryPolicy {
                 Ok(v) => return Ok(v),
                 Err(e) => e,
             };
-            if !e.kind.is_retryable() || attempt >= self.config.max_attempts {
+            if !e.is_retryable() || attempt >= self.config.max_attempts {
                 return Err(e);
             }
             let labels = crate::metrics::OriginLabels {

@@ -48,6 +48,8 @@ pub fn status(e: Error) -> Status {
         ErrorKind::Timeout | ErrorKind::PluginTimeout => tonic::Code::DeadlineExceeded,
         ErrorKind::Changed => tonic::Code::Aborted,
         ErrorKind::Conflict => tonic::Code::FailedPrecondition,
+        ErrorKind::DiskFull => tonic::Code::ResourceExhausted,
+        ErrorKind::PolicyDenied => tonic::Code::FailedPrecondition,
         ErrorKind::PluginFailed | ErrorKind::Internal => tonic::Code::Internal,
     };
     Status::new(code, e.to_string())

@@ -112,9 +112,10 @@ impl http::Host for HostState {
         let env = self.env.clone();
         let url = Url::parse(&req.url)
             .map_err(|e| http::HttpError::Failed(format!("'{}' is not a URL: {e}", req.url)))?;
-        env.allow
-            .check_url(&url)
-            .map_err(|d| http::HttpError::Denied(d.0))?;
+        if let Err(d) = env.allow.check_url(&url) {
+            self.wait.deny(&d.0);
+            return Err(http::HttpError::Denied(d.0));
+        }
         let method = reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|_| {
             http::HttpError::Failed(format!("'{}' is not an HTTP method", req.method))
         })?;
@@ -130,7 +131,12 @@ impl http::Host for HostState {
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
-        let resp = builder.send().await.map_err(|e| transport(&url, e))?;
+        // From here the guest waits on the origin: not its own time.
+        let _waiting = self.wait.begin(&url);
+        let resp = builder
+            .send()
+            .await
+            .map_err(|e| transport(&url, e, &self.wait))?;
         let status = resp.status().as_u16();
         let headers = resp
             .headers()
@@ -146,7 +152,7 @@ impl http::Host for HostState {
         let mut body = Vec::new();
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| transport(&url, e))?;
+            let chunk = chunk.map_err(|e| transport(&url, e, &self.wait))?;
             if body.len() as u64 + chunk.len() as u64 > cap {
                 return Err(http::HttpError::TooLarge(format!(
                     "response from {url} exceeds the plugin's {cap} B body cap"
@@ -162,18 +168,15 @@ impl http::Host for HostState {
     }
 }
 
-fn transport(url: &Url, e: reqwest::Error) -> http::HttpError {
+fn transport(url: &Url, e: reqwest::Error, trace: &super::CallTrace) -> http::HttpError {
     if e.is_timeout() {
         return http::HttpError::Timeout(format!("{url}: no answer in time"));
     }
-    // The resolver's refusal travels as the error's source.
-    let mut source: Option<&dyn std::error::Error> = Some(&e);
-    let mut text = String::new();
-    while let Some(s) = source {
-        text = s.to_string();
-        source = s.source();
-    }
-    if text.contains("allowlist") {
+    // The resolver's or the redirect policy's refusal travels as the
+    // error's source.
+    let (text, denied) = crate::origin::root_cause(&e);
+    if denied {
+        trace.deny(&text);
         return http::HttpError::Denied(text);
     }
     http::HttpError::Failed(format!("{url}: {text}"))

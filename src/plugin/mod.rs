@@ -69,11 +69,22 @@ const POOL_INSTANCES: u32 = 256;
 /// worker thread) until its deadline, when it is interrupted. The deadline
 /// is wall-clock time, not a tick count: a late ticker on a loaded machine
 /// must not stretch it.
-fn guarded_store<T>(engine: &Engine, state: T, timeout: Duration) -> Store<T> {
+///
+/// Time the guest spends waiting in host imports (`wait`: the `http`
+/// import, waiting on an origin) does not count: the guest's own deadline
+/// is `timeout` of its own running time, so a slow origin is never a
+/// deadline kill of the plugin.
+fn guarded_store<T>(
+    engine: &Engine,
+    state: T,
+    timeout: Duration,
+    wait: Option<Arc<CallTrace>>,
+) -> Store<T> {
     let mut store = Store::new(engine, state);
     let deadline = tokio::time::Instant::now() + timeout;
     store.epoch_deadline_callback(move |_| {
-        Ok(if tokio::time::Instant::now() >= deadline {
+        let waited = wait.as_ref().map_or(Duration::ZERO, |w| w.waited());
+        Ok(if tokio::time::Instant::now() >= deadline + waited {
             UpdateDeadline::Interrupt
         } else {
             UpdateDeadline::Yield(1)
@@ -81,6 +92,91 @@ fn guarded_store<T>(engine: &Engine, state: T, timeout: Duration) -> Store<T> {
     });
     store.set_epoch_deadline(1);
     store
+}
+
+/// What the host saw of one call's imports: how long the guest waited in
+/// them and on what, and whether the origin's policy refused one.
+///
+/// Blame for a call that ran out of time follows this: a call killed at
+/// its deadline while it spent the larger share of its time waiting on an
+/// origin (through the `http` import) is the origin's timeout and counts
+/// against the origin's breaker; only a guest that burned its own time is a
+/// plugin deadline kill.
+#[derive(Debug, Default)]
+pub struct CallTrace {
+    state: parking_lot::Mutex<WaitState>,
+    /// The refusal of an `http` import by the origin's policy (a redirect
+    /// off the base path or allowlist). A plugin can only pass that on as
+    /// `invalid`; the host knows it was the origin leading astray.
+    denied: parking_lot::Mutex<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+struct WaitState {
+    /// Waits that ended.
+    total: Duration,
+    /// The wait in progress: since when, on what URL.
+    current: Option<(tokio::time::Instant, String)>,
+}
+
+impl CallTrace {
+    /// Marks a wait on `url` until the returned guard drops (also when the
+    /// call is abandoned mid-wait).
+    pub fn begin(self: &Arc<Self>, url: &url::Url) -> WaitGuard {
+        self.state.lock().current = Some((tokio::time::Instant::now(), url.to_string()));
+        WaitGuard(self.clone())
+    }
+
+    /// Time waited so far, the wait in progress included.
+    pub fn waited(&self) -> Duration {
+        let s = self.state.lock();
+        s.total
+            + s.current
+                .as_ref()
+                .map_or(Duration::ZERO, |(t, _)| t.elapsed())
+    }
+
+    /// The URL being waited on now, if any.
+    pub fn waiting_on(&self) -> Option<String> {
+        self.state.lock().current.as_ref().map(|(_, u)| u.clone())
+    }
+
+    /// Records that the policy refused an import.
+    pub fn deny(&self, why: &str) {
+        self.denied.lock().get_or_insert_with(|| why.to_string());
+    }
+
+    /// The plugin's error, with the blame the host saw: an `invalid` after
+    /// a refused import is the origin's policy refusal (502), not a bad
+    /// request.
+    ///
+    /// A timeout the plugin reports after waiting (nearly) its whole
+    /// deadline on the origin is not retried: the client would wait that
+    /// deadline once per attempt.
+    fn blame(&self, e: Error, origin: &str, deadline: Duration) -> Error {
+        let mut e = match self.denied.lock().take() {
+            Some(why) if e.kind == ErrorKind::Invalid => {
+                Error::new(ErrorKind::PolicyDenied, format!("origin '{origin}': {why}"))
+            }
+            _ => e,
+        };
+        if e.kind == ErrorKind::Timeout && self.waited() * 10 >= deadline * 9 {
+            e.final_attempt = true;
+        }
+        e
+    }
+}
+
+/// Ends a [`CallTrace`] wait when dropped.
+pub struct WaitGuard(Arc<CallTrace>);
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        let mut s = self.0.state.lock();
+        if let Some((since, _)) = s.current.take() {
+            s.total += since.elapsed();
+        }
+    }
 }
 
 /// Memory limits that trap when a guest grows past `bytes`.
@@ -144,6 +240,8 @@ pub struct HostState {
     limits: StoreLimits,
     env: Arc<CallEnv>,
     plugin: Arc<PluginInfo>,
+    /// Time spent in the `http` import.
+    wait: Arc<CallTrace>,
 }
 
 impl WasiView for HostState {
@@ -353,7 +451,13 @@ impl PluginHost {
 impl Plugin {
     /// Runs `f` against a fresh instance under the call's deadline and
     /// memory cap, mapping traps and timeouts onto [`ErrorKind`]s.
-    async fn call<R, F>(&self, env: &Arc<CallEnv>, what: &str, f: F) -> Result<R>
+    async fn call<R, F>(
+        &self,
+        env: &Arc<CallEnv>,
+        what: &str,
+        trace: &Arc<CallTrace>,
+        f: F,
+    ) -> Result<R>
     where
         R: Send + 'static,
         F: for<'a> FnOnce(
@@ -364,7 +468,6 @@ impl Plugin {
             > + Send
             + 'static,
     {
-        let name = &self.info.name;
         let state = HostState {
             // Grants nothing: no preopens, env, args, sockets; stdio closed.
             wasi: WasiCtx::builder()
@@ -376,8 +479,10 @@ impl Plugin {
             limits: memory_cap(self.memory_limit),
             env: env.clone(),
             plugin: self.info.clone(),
+            wait: trace.clone(),
         };
-        let mut store = guarded_store(&self.engine, state, self.call_timeout);
+        let wait = trace.clone();
+        let mut store = guarded_store(&self.engine, state, self.call_timeout, Some(wait.clone()));
         store.limiter(|s| &mut s.limits);
 
         let pre = self.pre.clone();
@@ -385,20 +490,51 @@ impl Plugin {
             let instance = pre.instantiate_async(&mut store).await?;
             f(&instance, &mut store).await
         };
-        // Epochs do not interrupt host calls (http), so bound the whole call.
+        // Epochs do not interrupt host calls (http), so bound the whole
+        // call: a client waits no longer than the deadline, whoever is slow.
         let grace = EPOCH_TICK * 2;
+        let started = tokio::time::Instant::now();
         match tokio::time::timeout(self.call_timeout + grace, on_plugin_runtime(run)).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(self.trap_error(what, &env.origin, e)),
-            Err(_) => Err(Error::new(
-                ErrorKind::PluginTimeout,
-                format!(
-                    "plugin '{name}' {what} for origin '{}' exceeded its {} deadline",
-                    env.origin,
-                    humantime::format_duration(self.call_timeout)
-                ),
-            )),
+            Err(_) => Err(self.deadline_error(what, &env.origin, &wait, started.elapsed())),
         }
+    }
+
+    /// The error of a call stopped at its wall-clock deadline: the origin's
+    /// timeout when the guest spent most of the call waiting on it through
+    /// the `http` import (not the plugin's fault), else the plugin's.
+    fn deadline_error(
+        &self,
+        what: &str,
+        origin: &str,
+        wait: &CallTrace,
+        elapsed: Duration,
+    ) -> Error {
+        let name = &self.info.name;
+        let deadline = humantime::format_duration(self.call_timeout);
+        let waited = wait.waited();
+        if waited * 2 >= elapsed {
+            let on = wait
+                .waiting_on()
+                .map_or_else(String::new, |u| format!(" on {u}"));
+            crate::metrics::METRICS.watchdog(origin, "plugin_http");
+            let mut e = Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "origin '{origin}': no answer within the {deadline} deadline of plugin '{name}' {what} (it waited {}{on})",
+                    humantime::format_duration(Duration::from_millis(waited.as_millis() as u64))
+                ),
+            );
+            e.final_attempt = true;
+            return e;
+        }
+        Error::new(
+            ErrorKind::PluginTimeout,
+            format!(
+                "plugin '{name}' {what} for origin '{origin}' exceeded its {deadline} deadline"
+            ),
+        )
     }
 
     fn trap_error(&self, what: &str, origin: &str, e: wasmtime::Error) -> Error {
@@ -445,12 +581,19 @@ impl Plugin {
         env: &Arc<CallEnv>,
         ctx: wit::RequestContext,
     ) -> Result<wit::ObjectMeta> {
+        let trace = Arc::new(CallTrace::default());
         let r = self
-            .call(env, "stat", move |p, s| {
+            .call(env, "stat", &trace, move |p, s| {
                 Box::pin(async move { p.seedgate_plugin_origin().call_stat(s, &ctx).await })
             })
             .await?;
-        r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
+        r.map_err(|e| {
+            trace.blame(
+                origin_error(e, &self.info.name, &env.origin),
+                &env.origin,
+                self.call_timeout,
+            )
+        })
     }
 
     /// `plan-read`: request plans yielding `range` (all when none).
@@ -461,8 +604,9 @@ impl Plugin {
         meta: wit::ObjectMeta,
         range: Option<wit::ByteRange>,
     ) -> Result<Vec<wit::RequestPlan>> {
+        let trace = Arc::new(CallTrace::default());
         let r = self
-            .call(env, "plan-read", move |p, s| {
+            .call(env, "plan-read", &trace, move |p, s| {
                 Box::pin(async move {
                     p.seedgate_plugin_origin()
                         .call_plan_read(s, &ctx, &meta, range)
@@ -470,12 +614,18 @@ impl Plugin {
                 })
             })
             .await?;
-        r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
+        r.map_err(|e| {
+            trace.blame(
+                origin_error(e, &self.info.name, &env.origin),
+                &env.origin,
+                self.call_timeout,
+            )
+        })
     }
 
     /// `schemes`: the URL schemes the plugin serves.
     pub async fn schemes(&self, env: &Arc<CallEnv>) -> Result<Vec<String>> {
-        self.call(env, "schemes", move |p, s| {
+        self.call(env, "schemes", &Arc::default(), move |p, s| {
             Box::pin(async move { p.seedgate_plugin_origin().call_schemes(s).await })
         })
         .await
@@ -491,8 +641,9 @@ impl Plugin {
         page_token: Option<String>,
         max: u32,
     ) -> Result<wit::ListPage> {
+        let trace = Arc::new(CallTrace::default());
         let r = self
-            .call(env, "list-objects", move |p, s| {
+            .call(env, "list-objects", &trace, move |p, s| {
                 Box::pin(async move {
                     p.seedgate_plugin_origin()
                         .call_list_objects(s, &ctx, &prefix, page_token.as_deref(), max)
@@ -500,7 +651,13 @@ impl Plugin {
                 })
             })
             .await?;
-        r.map_err(|e| origin_error(e, &self.info.name, &env.origin))
+        r.map_err(|e| {
+            trace.blame(
+                origin_error(e, &self.info.name, &env.origin),
+                &env.origin,
+                self.call_timeout,
+            )
+        })
     }
 }
 
@@ -528,6 +685,7 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
         },
         upstream_status: d.upstream_status,
         retry_after: d.retry_after_ms.map(Duration::from_millis),
+        final_attempt: false,
     }
 }
 

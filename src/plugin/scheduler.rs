@@ -163,7 +163,7 @@ impl SchedulerPolicy {
             table: ResourceTable::new(),
             limits: super::memory_cap(self.memory_limit),
         };
-        let mut store = super::guarded_store(&self.engine, state, self.call_timeout);
+        let mut store = super::guarded_store(&self.engine, state, self.call_timeout, None);
         store.limiter(|s| &mut s.limits);
         let pre = self.pre.clone();
         let run = async move {

@@ -382,6 +382,19 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
         .map(|_| ())
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    // A key that climbs out with an encoded slash is refused as a client's is.
+    let e = client
+        .download_task(DownloadTaskRequest {
+            download: Some(download(&format!(
+                "{}df/..%2f..%2fsecret.txt",
+                nginx.base_url()
+            ))),
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("percent-encoded '/'"), "{e:?}");
     let e = client
         .download_persistent_task(DownloadPersistentTaskRequest::default())
         .await
