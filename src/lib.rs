@@ -92,6 +92,7 @@ impl Server {
         let storage = storage::Storage::open(
             &config.storage.data_dir,
             config.storage.metadata_cache.as_u64(),
+            config.storage.metadata_reserve.as_u64(),
         )
         .with_context(|| format!("opening storage in {}", config.storage.data_dir.display()))?;
         let cache_dir = config
@@ -145,6 +146,7 @@ impl Server {
             jobs,
             token: config.server.resolved_api_token().map(Arc::from),
             token_for_reads: config.server.token_for_reads,
+            expose_origin_urls: config.server.exposes_origin_urls(),
             schedulers: peer.as_ref().map(|p| p.announcer.clone()),
         });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
@@ -220,21 +222,25 @@ impl Server {
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(error = %e, "TCP_NODELAY");
                     }
+                    let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
                     graceful
                         .watch(
                             builder
-                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .serve_connection_with_upgrades(TokioIo::new(io), service)
                                 .into_owned(),
                         )
                         .boxed()
                 }
-                Ok(Accepted::Unix(stream)) => graceful
-                    .watch(
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .into_owned(),
-                    )
-                    .boxed(),
+                Ok(Accepted::Unix(stream)) => {
+                    let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
+                    graceful
+                        .watch(
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(io), service)
+                                .into_owned(),
+                        )
+                        .boxed()
+                }
                 Err(e) => {
                     // Out of descriptors and the like: pause, go on.
                     tracing::warn!(error = %e, "accept failed");

@@ -126,6 +126,13 @@ pub struct Metrics {
     pub scheduler_registered: Family<SchedulerLabels, Gauge>,
     pub scheduler_announces: Family<SchedulerOutcomeLabels, Counter>,
     pub peer_announces: Family<SchedulerOutcomeLabels, Counter>,
+    /// 1 while the disk (or the metadata store) is full, else 0; how often
+    /// a write ran out of space; downloads refused before they started
+    /// because the object would not fit; reopens of the metadata store.
+    pub disk_full: Gauge,
+    pub disk_full_events: Counter,
+    pub storage_refused: Counter,
+    pub metadata_reopens: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -314,6 +321,30 @@ impl Metrics {
             "Back-to-source downloads reported (AnnouncePeer) by scheduler and outcome",
             peer_announces.clone(),
         );
+        let disk_full = Gauge::default();
+        registry.register(
+            "disk_full",
+            "1 while the disk holding data_dir is full (a write failed with ENOSPC and space is not back), else 0",
+            disk_full.clone(),
+        );
+        let disk_full_events = Counter::default();
+        registry.register(
+            "disk_full_events",
+            "Writes (content or metadata) that failed for want of space",
+            disk_full_events.clone(),
+        );
+        let storage_refused = Counter::default();
+        registry.register(
+            "storage_refused",
+            "Downloads refused before they started (507): the object does not fit under the quota or in the free space",
+            storage_refused.clone(),
+        );
+        let metadata_reopens = Counter::default();
+        registry.register(
+            "metadata_reopens",
+            "Times the metadata store was reopened after it failed",
+            metadata_reopens.clone(),
+        );
         let by_source = |source: &str| SourceCounters {
             requests: object_requests
                 .get_or_create(&SourceLabels {
@@ -353,6 +384,10 @@ impl Metrics {
             scheduler_registered,
             scheduler_announces,
             peer_announces,
+            disk_full,
+            disk_full_events,
+            storage_refused,
+            metadata_reopens,
         }
     }
 

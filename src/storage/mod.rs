@@ -9,7 +9,27 @@
 //!
 //! Layout under `data_dir`:
 //! - `metadata/`: the sled database (`tasks`, `pieces` trees);
+//! - `metadata.reserve`: space held for the metadata store (below);
 //! - `content/<first 3 hex of id>/<task id>`: the object's bytes.
+//!
+//! **A full disk.** sled 0.34 does not survive ENOSPC: the first failed log
+//! write sets a global error and every later call, reads included, fails
+//! until the database is opened again; and it needs free blocks to open.
+//! So the store isolates it:
+//! - `metadata.reserve` is a preallocated file of
+//!   `storage.metadata_reserve` bytes. Content never uses that room: when
+//!   a write fails with ENOSPC, half of it is released at once, so sled's
+//!   next log writes and the records of the deletes that free space have
+//!   somewhere to go; at startup all of it is released before sled opens,
+//!   so a restart on a full disk comes up. It is grown back once the
+//!   filesystem has room for it again.
+//! - a sled failure marks the store *poisoned*; [`Storage::reopen`] drops
+//!   every handle and opens the database again, from what was durable.
+//!   Handles are only ever borrowed for one call, so nothing keeps the old
+//!   database open.
+//! - what a reopen can lose is records written since the last flush, never
+//!   bytes: [`Storage::reconcile`] also drops a piece record whose range of
+//!   the content file is a hole (a record that outlived its bytes).
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +40,8 @@ use serde::{Deserialize, Serialize};
 pub enum StorageError {
     #[error("metadata store: {0}")]
     Db(#[from] sled::Error),
+    #[error("metadata store: being reopened after a failure ({0}); try again shortly")]
+    Reopening(String),
     #[error("content file {path}: {source}")]
     Io {
         path: PathBuf,
@@ -30,6 +52,40 @@ pub enum StorageError {
         key: String,
         source: serde_json::Error,
     },
+}
+
+impl StorageError {
+    /// Whether it failed for want of space (ENOSPC, EDQUOT).
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            StorageError::Db(sled::Error::Io(e)) | StorageError::Io { source: e, .. } => {
+                crate::error::is_disk_full(e)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The open database's handles. Cloned for each call and dropped after
+/// it, so that a reopen finds nobody holding the old database.
+#[derive(Debug, Clone)]
+struct Handles {
+    db: sled::Db,
+    tasks: sled::Tree,
+    pieces: sled::Tree,
+}
+
+impl Handles {
+    fn open(path: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(Some(500))
+            .open()?;
+        let tasks = db.open_tree("tasks")?;
+        let pieces = db.open_tree("pieces")?;
+        Ok(Self { db, tasks, pieces })
+    }
 }
 
 /// Where a task stands.
@@ -89,17 +145,88 @@ pub struct Reconciled {
 /// The store. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct Storage {
-    db: sled::Db,
+    /// `None` while the database is being reopened.
+    handles: parking_lot::RwLock<Option<Handles>>,
+    metadata_dir: PathBuf,
+    cache_bytes: u64,
+    /// A sled call failed: the database must be reopened before it can be
+    /// trusted again (sled keeps failing after its first I/O error).
+    poisoned: parking_lot::Mutex<Option<String>>,
     /// Serializes flushes (see [`Storage::flush`]).
     flushing: tokio::sync::Mutex<()>,
     /// Flush requests registered, and how many of them a finished flush
     /// covered.
     flush_requests: std::sync::atomic::AtomicU64,
     flushed: std::sync::atomic::AtomicU64,
-    tasks: sled::Tree,
-    pieces: sled::Tree,
     content_dir: PathBuf,
+    reserve: Reserve,
 }
+
+/// The file that holds space for the metadata store (see the module docs).
+#[derive(Debug)]
+pub struct Reserve {
+    path: PathBuf,
+    size: u64,
+}
+
+impl Reserve {
+    /// Bytes the reserve file holds now.
+    pub fn held(&self) -> u64 {
+        std::fs::metadata(&self.path)
+            .map(|m| m.blocks() * 512)
+            .unwrap_or(0)
+            .min(self.size)
+    }
+
+    /// Releases all (startup) or half (a full disk at runtime, keeping
+    /// the rest for a restart) of the reserve.
+    fn release(&self, all: bool) {
+        let keep = if all { 0 } else { self.size / 2 };
+        let held = self.held();
+        if held <= keep {
+            return;
+        }
+        let r = if keep == 0 {
+            std::fs::remove_file(&self.path)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .and_then(|f| f.set_len(keep))
+        };
+        match r {
+            Ok(()) => tracing::warn!(
+                released = held - keep,
+                path = %self.path.display(),
+                "released metadata reserve space"
+            ),
+            Err(e) => tracing::warn!(error = %e, "releasing the metadata reserve"),
+        }
+    }
+
+    /// Allocates the reserve in full; fails (ENOSPC) when the filesystem
+    /// has no room for it.
+    fn fill(&self) -> std::io::Result<()> {
+        if self.size == 0 || self.held() >= self.size {
+            return Ok(());
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&self.path)?;
+        let r = rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, self.size)
+            .map_err(std::io::Error::from);
+        if let Err(e) = r {
+            // Not half-allocated: what it held before stays, the rest goes.
+            let _ = f.set_len(self.held().min(self.size / 2));
+            return Err(e);
+        }
+        f.sync_all()
+    }
+}
+
+use std::os::unix::fs::MetadataExt;
 
 fn piece_key(task_id: &str, number: u32) -> Vec<u8> {
     let mut key = Vec::with_capacity(task_id.len() + 5);
@@ -126,29 +253,128 @@ fn decode<T: for<'de> Deserialize<'de>>(key: &[u8], value: &[u8]) -> Result<T, S
 }
 
 impl Storage {
-    /// Opens (creating) the store under `data_dir`.
-    pub fn open(data_dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+    /// Opens (creating) the store under `data_dir`, holding
+    /// `metadata_reserve` bytes for the metadata store.
+    pub fn open(
+        data_dir: &Path,
+        cache_bytes: u64,
+        metadata_reserve: u64,
+    ) -> Result<Self, StorageError> {
         let content_dir = data_dir.join("content");
         std::fs::create_dir_all(&content_dir).map_err(|source| StorageError::Io {
             path: content_dir.clone(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(data_dir.join("metadata"))
-            .cache_capacity(cache_bytes)
-            .flush_every_ms(Some(500))
-            .open()?;
-        let tasks = db.open_tree("tasks")?;
-        let pieces = db.open_tree("pieces")?;
-        Ok(Self {
-            db,
+        let reserve = Reserve {
+            path: data_dir.join("metadata.reserve"),
+            size: metadata_reserve,
+        };
+        // sled needs room to open (it writes as it recovers): on a full
+        // disk, the reserve is that room.
+        reserve.release(true);
+        let metadata_dir = data_dir.join("metadata");
+        let handles = Handles::open(&metadata_dir, cache_bytes)?;
+        let storage = Self {
+            handles: parking_lot::RwLock::new(Some(handles)),
+            metadata_dir,
+            cache_bytes,
+            poisoned: parking_lot::Mutex::new(None),
             flushing: tokio::sync::Mutex::new(()),
             flush_requests: Default::default(),
             flushed: Default::default(),
-            tasks,
-            pieces,
             content_dir,
+            reserve,
+        };
+        if let Err(e) = storage.reserve.fill() {
+            tracing::warn!(error = %e, bytes = metadata_reserve, "the metadata reserve cannot be held: the disk is full");
+        }
+        Ok(storage)
+    }
+
+    /// The database's handles for one call; fails while it is reopened.
+    fn h(&self) -> Result<Handles, StorageError> {
+        self.handles.read().clone().ok_or_else(|| {
+            StorageError::Reopening(self.poisoned.lock().clone().unwrap_or_default())
         })
+    }
+
+    /// Converts a sled error, marking the store poisoned when sled failed
+    /// at I/O (it fails every call after that until reopened).
+    pub fn sled(&self, e: sled::Error) -> StorageError {
+        if matches!(e, sled::Error::Io(_) | sled::Error::ReportableBug(_)) {
+            let mut p = self.poisoned.lock();
+            if p.is_none() {
+                tracing::error!(error = %e, "metadata store failed; it will be reopened");
+                *p = Some(e.to_string());
+            }
+        }
+        if let sled::Error::Io(io) = &e
+            && crate::error::is_disk_full(io)
+        {
+            self.disk_full();
+        }
+        StorageError::Db(e)
+    }
+
+    /// Runs one sled call on the current handles.
+    fn with<T>(&self, f: impl FnOnce(&Handles) -> sled::Result<T>) -> Result<T, StorageError> {
+        let h = self.h()?;
+        f(&h).map_err(|e| self.sled(e))
+    }
+
+    /// The reason the database must be reopened, if it must.
+    pub fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().clone()
+    }
+
+    /// Drops the failed database and opens it again from what was durable
+    /// (releasing reserve space first, if the disk is full). Calls made
+    /// meanwhile fail with [`StorageError::Reopening`]. The caller
+    /// reconciles and rebuilds what it keeps in memory afterwards.
+    pub fn reopen(&self) -> Result<(), StorageError> {
+        let why = self.poisoned().unwrap_or_else(|| "asked to".into());
+        let mut slot = self.handles.write();
+        drop(slot.take());
+        // A call that cloned the handles just before may still hold them
+        // for a moment; sled refuses to open while its file lock is held.
+        let mut last = None;
+        for _ in 0..100 {
+            match Handles::open(&self.metadata_dir, self.cache_bytes) {
+                Ok(h) => {
+                    *slot = Some(h);
+                    *self.poisoned.lock() = None;
+                    tracing::warn!(after = %why, "metadata store reopened");
+                    return Ok(());
+                }
+                Err(e) => {
+                    if e.is_disk_full() {
+                        self.reserve.release(true);
+                    }
+                    last = Some(e);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            }
+        }
+        let e = last.expect("tried");
+        tracing::error!(error = %e, "metadata store could not be reopened");
+        Err(e)
+    }
+
+    /// Called when a write failed for want of space: releases half the
+    /// reserve so the metadata store can go on recording (the deletes
+    /// that free space included).
+    pub fn disk_full(&self) {
+        self.reserve.release(false);
+    }
+
+    /// Grows the reserve back to its size; `Ok` once it is whole.
+    pub fn refill_reserve(&self) -> std::io::Result<()> {
+        self.reserve.fill()
+    }
+
+    /// Bytes the reserve should hold, and holds.
+    pub fn reserve(&self) -> (u64, u64) {
+        (self.reserve.size, self.reserve.held())
     }
 
     /// Path of a task's content file.
@@ -169,8 +395,9 @@ impl Storage {
 
     /// A tree of the metadata store for another module's records (preheat
     /// jobs), flushed with the rest by [`Storage::flush`].
+    /// Borrow it for one call: a reopen replaces it.
     pub fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
-        Ok(self.db.open_tree(name)?)
+        self.with(|h| h.db.open_tree(name))
     }
 
     pub fn content_path(&self, task_id: &str) -> PathBuf {
@@ -180,23 +407,21 @@ impl Storage {
     }
 
     pub fn task(&self, id: &str) -> Result<Option<TaskRecord>, StorageError> {
-        self.tasks
-            .get(id)?
+        self.with(|h| h.tasks.get(id))?
             .map(|v| decode(id.as_bytes(), &v))
             .transpose()
     }
 
     pub fn put_task(&self, task: &TaskRecord) -> Result<(), StorageError> {
         let value = serde_json::to_vec(task).expect("records serialize");
-        self.tasks.insert(task.id.as_bytes(), value)?;
+        self.with(|h| h.tasks.insert(task.id.as_bytes(), value))?;
         Ok(())
     }
 
     /// Records a piece whose bytes the caller has already synced.
     pub fn put_piece(&self, task_id: &str, piece: &PieceRecord) -> Result<(), StorageError> {
         let value = serde_json::to_vec(piece).expect("records serialize");
-        self.pieces
-            .insert(piece_key(task_id, piece.number), value)?;
+        self.with(|h| h.pieces.insert(piece_key(task_id, piece.number), value))?;
         Ok(())
     }
 
@@ -204,10 +429,11 @@ impl Storage {
     pub fn pieces(&self, task_id: &str) -> Result<Vec<PieceRecord>, StorageError> {
         let mut prefix = task_id.as_bytes().to_vec();
         prefix.push(b'/');
-        self.pieces
+        self.h()?
+            .pieces
             .scan_prefix(prefix)
             .map(|kv| {
-                let (k, v) = kv?;
+                let (k, v) = kv.map_err(|e| self.sled(e))?;
                 decode(&k, &v)
             })
             .collect()
@@ -217,26 +443,28 @@ impl Storage {
     pub fn clear_pieces(&self, task_id: &str) -> Result<(), StorageError> {
         let mut prefix = task_id.as_bytes().to_vec();
         prefix.push(b'/');
+        let h = self.h()?;
         let mut batch = sled::Batch::default();
-        for kv in self.pieces.scan_prefix(prefix) {
-            batch.remove(kv?.0);
+        for kv in h.pieces.scan_prefix(prefix) {
+            batch.remove(kv.map_err(|e| self.sled(e))?.0);
         }
-        self.pieces.apply_batch(batch)?;
+        h.pieces.apply_batch(batch).map_err(|e| self.sled(e))?;
         Ok(())
     }
 
     /// Forgets one piece (its bytes failed their digest).
     pub fn remove_piece(&self, task_id: &str, number: u32) -> Result<(), StorageError> {
-        self.pieces.remove(piece_key(task_id, number))?;
+        self.with(|h| h.pieces.remove(piece_key(task_id, number)))?;
         Ok(())
     }
 
     /// Every task record.
     pub fn tasks(&self) -> Result<Vec<TaskRecord>, StorageError> {
-        self.tasks
+        self.h()?
+            .tasks
             .iter()
             .map(|kv| {
-                let (k, v) = kv?;
+                let (k, v) = kv.map_err(|e| self.sled(e))?;
                 decode(&k, &v)
             })
             .collect()
@@ -246,7 +474,7 @@ impl Storage {
     /// without bytes), then its pieces, then its content file — whose space
     /// is free at once, as nothing else links to it.
     pub fn delete_task(&self, task_id: &str) -> Result<(), StorageError> {
-        self.tasks.remove(task_id)?;
+        self.with(|h| h.tasks.remove(task_id))?;
         self.clear_pieces(task_id)?;
         remove_content(self.content_path(task_id))
     }
@@ -274,18 +502,37 @@ impl Storage {
                     task.state = TaskState::Running;
                     self.put_task(&task)?;
                 }
+                continue;
+            }
+            // A record whose bytes are a hole in the file outlived them
+            // (the file was replaced, and the removal of the records was
+            // lost with an unflushed or failed metadata write).
+            let holes = self.pieces_over_holes(&task.id)?;
+            if !holes.is_empty() {
+                out.pieces_dropped += holes.len();
+                for n in &holes {
+                    self.remove_piece(&task.id, *n)?;
+                }
+                if task.state == TaskState::Succeeded {
+                    out.tasks_without_bytes += 1;
+                    task.state = TaskState::Running;
+                    self.put_task(&task)?;
+                }
+                tracing::warn!(task = %task.id, pieces = ?holes, "piece records over holes in the content file dropped");
             }
         }
+        let h = self.h()?;
         let mut batch = sled::Batch::default();
-        for kv in self.pieces.iter() {
-            let (k, _) = kv?;
+        for kv in h.pieces.iter() {
+            let (k, _) = kv.map_err(|e| self.sled(e))?;
             let id = k.split(|b| *b == b'/').next().unwrap_or_default();
             if !known.contains(std::str::from_utf8(id).unwrap_or_default()) {
                 batch.remove(k);
                 out.pieces_dropped += 1;
             }
         }
-        self.pieces.apply_batch(batch)?;
+        h.pieces.apply_batch(batch).map_err(|e| self.sled(e))?;
+        drop(h);
         let dirs = std::fs::read_dir(&self.content_dir).map_err(|source| StorageError::Io {
             path: self.content_dir.clone(),
             source,
@@ -303,9 +550,27 @@ impl Storage {
             }
         }
         if out != Reconciled::default() {
-            self.db.flush()?;
+            self.with(|h| h.db.flush())?;
         }
         Ok(out)
+    }
+
+    /// The recorded pieces of a task whose byte range in the content file
+    /// holds a hole (`SEEK_HOLE`): bytes that were never written, or were
+    /// lost with the file they were in.
+    fn pieces_over_holes(&self, task_id: &str) -> Result<Vec<u32>, StorageError> {
+        let path = self.content_path(task_id);
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(Vec::new());
+        };
+        let mut holes = Vec::new();
+        for p in self.pieces(task_id)? {
+            match rustix::fs::seek(&file, rustix::fs::SeekFrom::Hole(p.offset)) {
+                Ok(hole) if hole < p.offset + p.length => holes.push(p.number),
+                _ => {}
+            }
+        }
+        Ok(holes)
     }
 
     /// Makes every record written so far durable.
@@ -327,13 +592,14 @@ impl Storage {
             return Ok(());
         }
         let covers = self.flush_requests.load(Ordering::SeqCst);
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        let db = self.h()?.db;
+        let r = tokio::task::spawn_blocking(move || db.flush())
             .await
             .map_err(|e| StorageError::Io {
                 path: PathBuf::from("metadata"),
                 source: std::io::Error::other(e.to_string()),
-            })??;
+            })?;
+        r.map_err(|e| self.sled(e))?;
         self.flushed.store(covers, Ordering::SeqCst);
         Ok(())
     }
@@ -385,12 +651,22 @@ impl Storage {
 
     /// Total and used bytes of the filesystem holding the content.
     pub fn filesystem_usage(&self) -> Result<(u64, u64), StorageError> {
-        let st = rustix::fs::statvfs(&self.content_dir).map_err(|e| StorageError::Io {
-            path: self.content_dir.clone(),
-            source: e.into(),
-        })?;
+        let st = self.statvfs()?;
         let total = st.f_blocks * st.f_frsize;
         let used = (st.f_blocks - st.f_bfree) * st.f_frsize;
         Ok((total, used))
+    }
+
+    /// Bytes of the filesystem an unprivileged writer may still use.
+    pub fn filesystem_available(&self) -> Result<u64, StorageError> {
+        let st = self.statvfs()?;
+        Ok(st.f_bavail * st.f_frsize)
+    }
+
+    fn statvfs(&self) -> Result<rustix::fs::StatVfs, StorageError> {
+        rustix::fs::statvfs(&self.content_dir).map_err(|e| StorageError::Io {
+            path: self.content_dir.clone(),
+            source: e.into(),
+        })
     }
 }

@@ -74,7 +74,10 @@ impl TaskManager {
     }
 
     /// One pass: TTL first, then watermarks. Blocking (deletes files).
+    /// A metadata store that failed is reopened first, and a full disk
+    /// checked for space again.
     pub fn collect(&self) -> Result<GcReport> {
+        self.recover_storage()?;
         let mut report = GcReport::default();
         let now = now_ms();
         let ttl = self.gc.task_ttl.as_millis() as u64;
@@ -130,14 +133,16 @@ impl TaskManager {
     /// Deletes a task unless someone holds it; returns the bytes freed.
     /// The index lock is held across the delete so no reader can lease
     /// the task half-way.
-    fn evict(&self, id: &str) -> Result<Option<u64>> {
+    pub(super) fn evict(&self, id: &str) -> Result<Option<u64>> {
         let mut index = self.index.lock();
         match index.tasks.get(id) {
             Some(u) if u.leases > 0 => return Ok(None),
             _ => {}
         }
-        let stored = index.remove(id);
+        // Deleted first: a delete that fails (the metadata store is down)
+        // leaves the index as it was, in line with the disk.
         self.storage.delete_task(id)?;
+        let stored = index.remove(id);
         tracing::debug!(task = id, bytes = stored, "task evicted");
         Ok(Some(stored))
     }
@@ -145,6 +150,7 @@ impl TaskManager {
     /// Deletes a task on request. A task being read or downloaded is not
     /// deleted (409); an unknown one is a 404.
     pub fn delete(&self, id: &str) -> Result<u64> {
+        self.recover_storage()?;
         let known = self.index.lock().tasks.contains_key(id) || self.storage.task(id)?.is_some();
         if !known {
             return Err(Error::new(ErrorKind::NotFound, format!("no task {id}")));

@@ -24,12 +24,14 @@
 //! [`Storage::reconcile`] repairs the rest at startup, so a restart resumes
 //! from what is durable. Disk use is bounded by [`gc`].
 
+mod disk;
 mod gc;
 pub mod id;
 pub mod negative;
 pub mod peer;
 pub mod watchdog;
 
+pub use disk::DiskFull;
 pub use gc::GcReport;
 pub use id::*;
 
@@ -192,7 +194,40 @@ pub struct Download {
     restarts: u32,
     /// Fails the task when it stops making progress.
     watchdog: Arc<Watchdog>,
+    /// The space admitted for it and not yet written.
+    promise: Promise,
     _lease: Lease,
+}
+
+/// Bytes of disk promised to one download at its admission; given back as
+/// its pieces are recorded, and all that is left when it ends.
+#[derive(Debug)]
+struct Promise {
+    tasks: std::sync::Weak<TaskManager>,
+    left: std::sync::atomic::AtomicU64,
+}
+
+impl Promise {
+    /// `bytes` were written and recorded: they are used, not promised.
+    fn spend(&self, tasks: &TaskManager, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let took = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                Some(l.saturating_sub(bytes))
+            })
+            .unwrap_or(0)
+            .min(bytes);
+        tasks.unpromise(took);
+    }
+}
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.upgrade() {
+            tasks.unpromise(*self.left.get_mut());
+        }
+    }
 }
 
 impl Download {
@@ -351,6 +386,9 @@ struct Index {
     /// until it is, so nobody is told a task survives a crash before it
     /// would.
     finishing: std::collections::HashSet<String>,
+    /// Bytes admitted downloads may still write (their content files are
+    /// sparse: the space is not used yet, but it is spoken for).
+    promised: u64,
 }
 
 #[derive(Debug, Default)]
@@ -427,6 +465,8 @@ pub struct TaskManager {
     pub negative: negative::NegativeCache,
     /// Told of each download that goes back to the origin (the announcer).
     back_to_source: std::sync::OnceLock<BackToSourceHook>,
+    /// Whether the disk is full, and the lock admissions take.
+    disk: disk::DiskState,
 }
 
 /// See [`TaskManager::on_back_to_source`].
@@ -471,7 +511,7 @@ impl TaskManager {
                 task.accessed_at_ms.max(task.created_at_ms);
         }
         tracing::info!(tasks = tasks.len(), bytes = index.stored, "storage opened");
-        Ok(Arc::new(Self {
+        let me = Arc::new(Self {
             storage,
             config,
             gc,
@@ -481,7 +521,19 @@ impl TaskManager {
             read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
             negative: negative::NegativeCache::new(negative),
             back_to_source: std::sync::OnceLock::new(),
-        }))
+            disk: Default::default(),
+        });
+        if !me.space_is_back() {
+            let (reserve, _) = me.storage.reserve();
+            me.note_disk_full(&Error::new(
+                ErrorKind::DiskFull,
+                format!(
+                    "the disk holding {} has no room for the {reserve} B metadata reserve and half as much again",
+                    me.gc.data_dir.display()
+                ),
+            ));
+        }
+        Ok(me)
     }
 
     /// The Dragonfly task id of a URL under this configuration.
@@ -679,9 +731,11 @@ impl TaskManager {
         if let Some(e) = self.negative.get(&id) {
             return Err(e);
         }
+        // The same guards as a download's stat: retried within the budget,
+        // counted by the authority's breaker.
+        let ctx = origin.context(url, headers);
         let meta = origin
-            .plugin
-            .stat(&origin.env, origin.context(url, headers))
+            .guarded(url, "stat", || origin.plugin.stat(&origin.env, ctx.clone()))
             .await
             .inspect_err(|e| self.negative.record(&id, &origin.name, url.as_str(), e))?;
         Ok(ObjectInfo {
@@ -750,7 +804,11 @@ impl TaskManager {
             let now = now_ms();
             if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
                 record.accessed_at_ms = now;
-                self.storage.put_task(&record)?;
+                // Only for eviction order: a hit is served even when the
+                // metadata store cannot take the write (a full disk).
+                if let Err(e) = self.storage.put_task(&record) {
+                    tracing::debug!(task = %id, error = %e, "access time not persisted");
+                }
                 let fresh = Arc::new(Hot {
                     record: record.clone(),
                     pieces: hot.pieces.clone(),
@@ -884,6 +942,9 @@ impl TaskManager {
                 tracing::info!(task = %id, "origin object changed since it was stored; starting over");
                 self.storage.clear_pieces(&id)?;
                 self.index.lock().clear(&id);
+                // Durable before the file is replaced: records must never
+                // outlive the bytes they describe.
+                self.storage.flush().await?;
             }
             // A new file: readers of an older version keep theirs.
             self.storage.replace_content(&id, record.content_length)?
@@ -892,6 +953,19 @@ impl TaskManager {
         if kept > 0 && kept < count {
             tracing::info!(task = %id, kept, of = count, "resuming download from recorded pieces");
         }
+        // The bytes still to fetch must fit before any is fetched.
+        let need: u64 = (0..count as u32)
+            .filter(|n| pieces[*n as usize].is_none())
+            .map(|n| piece_span(n, record.content_length, piece_length).1)
+            .sum();
+        {
+            let (id, url) = (id.clone(), record.url.clone());
+            disk::blocking(&self, move |me| me.admit(&id, &url, need)).await?;
+        }
+        let promise = Promise {
+            tasks: Arc::downgrade(&self),
+            left: std::sync::atomic::AtomicU64::new(need),
+        };
         self.storage.put_task(&record)?;
         // Durable now, so a crash early in the download finds a record for
         // the content file and resumes rather than deleting it.
@@ -918,6 +992,7 @@ impl TaskManager {
             request: request.clone(),
             restarts,
             watchdog,
+            promise,
             _lease: self.lease(&id),
         });
         // Plan before answering, so a refused or malformed plan is a clean
@@ -959,6 +1034,9 @@ impl TaskManager {
                 }
                 Err(e) => {
                     tracing::warn!(task = %dl.record.id, url = %dl.record.url, error = %e, "task failed");
+                    if e.kind == ErrorKind::DiskFull {
+                        me.note_disk_full(e);
+                    }
                     false
                 }
             };
@@ -1054,6 +1132,11 @@ impl TaskManager {
             for piece in batch {
                 self.record_piece(dl, piece)?;
             }
+            // Durable at once rather than at sled's next periodic flush, so
+            // a crash costs only the pieces being fetched (at most
+            // `download.piece_concurrency`), not also the ones recorded in
+            // the last half second.
+            self.storage.flush().await?;
         }
         Ok(())
     }
@@ -1088,6 +1171,7 @@ impl TaskManager {
             .next_chunk(&mut body, &plan, offset + writer.received())
             .await?
         {
+            self.check_room()?;
             dl.watchdog.touch();
             received.inc_by(chunk.len() as u64);
             writer.write(chunk).await?;
@@ -1148,6 +1232,7 @@ impl TaskManager {
                         }
                     };
                 }
+                self.check_room()?;
                 let take = (remaining as usize).min(pending.len());
                 let part = pending.split_to(take);
                 if let Some(w) = writer.as_mut() {
@@ -1198,6 +1283,7 @@ impl TaskManager {
     fn record_piece(&self, dl: &Download, piece: PieceRecord) -> Result<()> {
         self.storage.put_piece(&dl.record.id, &piece)?;
         self.index.lock().add(&dl.record.id, piece.length);
+        dl.promise.spend(self, piece.length);
         if self.over_high_watermark() {
             self.gc_kick.notify_one();
         }
@@ -1456,7 +1542,7 @@ async fn sync(file: &Arc<File>) -> Result<()> {
     tokio::task::spawn_blocking(move || file.sync_data())
         .await
         .map_err(|e| Error::internal(format!("piece committer: {e}")))?
-        .map_err(|e| Error::internal(format!("syncing pieces: {e}")))
+        .map_err(|e| Error::io("syncing pieces to disk", &e))
 }
 
 /// Whether two records describe the same version of an object.
@@ -1500,7 +1586,7 @@ fn check_version(
 
 /// The plan that yields the whole object. Plans covering parts of it are a
 /// later extension of the contract; refuse them clearly until then.
-fn whole_object_plan<'a>(
+pub fn whole_object_plan<'a>(
     plans: &'a [wit::RequestPlan],
     plugin: &str,
     length: u64,
@@ -1610,7 +1696,7 @@ impl PieceWriter {
         tokio::task::spawn_blocking(move || write_all_at(&file, &chunks, at))
             .await
             .map_err(|e| Error::internal(format!("piece writer: {e}")))?
-            .map_err(|e| Error::internal(format!("writing piece {n}: {e}")))?;
+            .map_err(|e| Error::io(format!("writing piece {n} to disk"), &e))?;
         self.written += len;
         Ok(())
     }

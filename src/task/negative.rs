@@ -78,6 +78,7 @@ impl NegativeCache {
             ),
             upstream_status: e.upstream_status,
             retry_after: Some(left),
+            final_attempt: false,
         })
     }
 
