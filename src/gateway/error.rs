@@ -54,6 +54,8 @@ impl AppError {
             ErrorKind::Changed => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::Overloaded | ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::PolicyDenied => StatusCode::BAD_GATEWAY,
+            ErrorKind::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut headers = Vec::new();

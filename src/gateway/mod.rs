@@ -41,6 +41,8 @@
 //! ([`error`]) and carry a one-line reason in the body.
 
 mod error;
+pub mod range;
+mod wire;
 
 use std::sync::Arc;
 
@@ -52,6 +54,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 
 pub use error::AppError;
+use range::{RangeAsk, RangeHeader};
+pub use wire::ReasonedErrors;
 
 use crate::error::Error;
 use crate::origin::OriginRouter;
@@ -69,6 +73,9 @@ pub struct AppState {
     pub token: Option<Arc<str>>,
     /// Object reads need the token too.
     pub token_for_reads: bool,
+    /// Error bodies of object reads may show origin URLs
+    /// (`server.expose_origin_urls`).
+    pub expose_origin_urls: bool,
     /// The seed peer's scheduler registrations, when it runs.
     pub schedulers: Option<Arc<crate::peer::announcer::Announcer>>,
 }
@@ -123,7 +130,19 @@ async fn status_page() -> Response {
 /// Ready when content can be written and plugins are loaded.
 async fn readyz(State(state): State<AppState>) -> Response {
     let plugins = state.plugins.names().count();
-    let storage = state.tasks.probe_storage().await;
+    let storage = match state.tasks.disk_full() {
+        Some(full) => Err(crate::error::Error::new(
+            crate::error::ErrorKind::DiskFull,
+            format!(
+                "disk full since {}: {} (new downloads are refused; stored objects are served)",
+                httpdate::fmt_http_date(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(full.since_ms)
+                ),
+                full.reason
+            ),
+        )),
+        None => state.tasks.probe_storage().await,
+    };
     let schedulers_ready = state.schedulers.as_ref().is_none_or(|a| a.ready());
     let ready = storage.is_ok() && plugins > 0 && schedulers_ready;
     let mut body = serde_json::json!({
@@ -171,6 +190,11 @@ pub fn router(state: AppState) -> Router {
     let reads = Router::new()
         .route("/o/{origin}/{*key}", get(get_object).head(head_object))
         .route("/fetch", get(fetch_get).head(fetch_head));
+    let reads = if state.expose_origin_urls {
+        reads
+    } else {
+        reads.layer(axum::middleware::map_response(hide_origin_urls))
+    };
     let reads = guard(reads, state.token_for_reads);
     let api = Router::new()
         .route("/api/v1/tasks/{id}", get(get_task).delete(delete_task))
@@ -192,67 +216,108 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(reload_plugin),
         );
     let api = guard(api, true);
-    health.merge(reads).merge(api).with_state(state)
+    health
+        .merge(reads)
+        .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .with_state(state)
 }
 
-/// What a `Range` header asks for, once checked against the length.
-#[derive(Debug, PartialEq, Eq)]
-enum RangeAsk {
-    /// No range, or one the server chooses to ignore (several ranges).
-    Whole,
-    /// Bytes `start..=end`.
-    Part(u64, u64),
+/// Error bodies of object reads with every URL replaced by `<origin URL>`
+/// (`server.expose_origin_urls` off). Error bodies are one short line, so
+/// reading one costs nothing; successful answers pass untouched.
+async fn hide_origin_urls(resp: Response) -> Response {
+    if !(resp.status().is_client_error() || resp.status().is_server_error()) {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return (parts.status, "the error's reason could not be read\n").into_response();
+    };
+    let text = redact_urls(&String::from_utf8_lossy(&bytes));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(text))
 }
 
-/// A `Range` header that parsed, checked before any origin work so a
+/// `text` with each `http://` or `https://` URL replaced by `<origin URL>`.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = ["http://", "https://"]
+        .iter()
+        .filter_map(|p| rest.find(p))
+        .min()
+    {
+        out.push_str(&rest[..at]);
+        out.push_str("<origin URL>");
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '\'' | '"' | '<' | '>' | ')' | ','))
+            .unwrap_or(tail.len());
+        // A URL followed by ": reason" keeps the colon for the reason.
+        let url = &tail[..end];
+        let end = if url.ends_with(':') { end - 1 } else { end };
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// 404 for a path no route serves, with the reason.
+async fn no_route(uri: axum::http::Uri) -> AppError {
+    let path = uri.path();
+    let why = match path.strip_prefix("/o/") {
+        Some(rest) => {
+            let origin = rest.split('/').next().unwrap_or("");
+            if origin.is_empty() {
+                format!("'{path}' names no origin: objects are /o/ORIGIN/KEY")
+            } else {
+                format!(
+                    "'{path}' names no object of origin '{origin}': objects are /o/{origin}/KEY"
+                )
+            }
+        }
+        None => format!("no such endpoint '{path}' (the API is listed at /openapi.json)"),
+    };
+    AppError {
+        status: StatusCode::NOT_FOUND,
+        message: why,
+        headers: Vec::new(),
+        quiet: false,
+    }
+}
+
+/// 405 for a method a route does not take, with the reason (axum adds the
+/// `Allow` header).
+async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> AppError {
+    AppError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{method} is not allowed on '{}'", uri.path()),
+        headers: Vec::new(),
+        quiet: false,
+    }
+}
+
+/// A `Range` header of a request, parsed before any origin work so a
 /// malformed one costs nothing.
-#[derive(Debug)]
-struct RangeHeader {
-    text: String,
-    parsed: http_range_header::ParsedRanges,
+fn range_header(headers: &HeaderMap) -> Result<Option<RangeHeader>, AppError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| AppError::bad_request("Range header is not ASCII"))?;
+    RangeHeader::parse(text)
+        .map(Some)
+        .map_err(|why| AppError::bad_request(format!("malformed Range header '{text}': {why}")))
 }
 
-impl RangeHeader {
-    fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, AppError> {
-        let Some(value) = headers.get(header::RANGE) else {
-            return Ok(None);
-        };
-        let text = value
-            .to_str()
-            .map_err(|_| AppError::bad_request("Range header is not ASCII"))?;
-        let parsed = http_range_header::parse_range_header(text)
-            .map_err(|_| AppError::bad_request(format!("malformed Range header '{text}'")))?;
-        Ok(Some(Self {
-            text: text.to_string(),
-            parsed,
-        }))
-    }
-
-    /// The first byte asked for, when known before the length (`a-b`, `a-`),
-    /// so a cold download fetches that piece first.
-    fn first_byte(&self) -> u64 {
-        match self.parsed.ranges.first().map(|r| r.start) {
-            Some(http_range_header::StartPosition::Index(n)) => n,
-            _ => 0,
-        }
-    }
-
-    /// What to answer for an object of `length` bytes.
-    fn resolve(&self, length: u64) -> Result<RangeAsk, AppError> {
-        if length == 0 {
-            // No byte of an empty object can be addressed.
-            return Err(AppError::unsatisfiable(&self.text, length));
-        }
-        let ranges = self
-            .parsed
-            .validate(length)
-            .map_err(|_| AppError::unsatisfiable(&self.text, length))?;
-        match ranges.as_slice() {
-            [one] => Ok(RangeAsk::Part(*one.start(), *one.end())),
-            // Multiple ranges: answering the whole object is allowed (RFC 9110 §14.2).
-            _ => Ok(RangeAsk::Whole),
-        }
-    }
+/// [`RangeHeader::resolve`], refusals as 416.
+fn resolve_range(range: &RangeHeader, length: u64) -> Result<RangeAsk, AppError> {
+    range
+        .resolve(length)
+        .map_err(|_| AppError::unsatisfiable(range.text(), length))
 }
 
 fn object_headers(info: &ObjectInfo) -> HeaderMap {
@@ -297,7 +362,7 @@ fn answer(
     let length = info.content_length;
     let mut h = object_headers(info);
     let ask = match range {
-        Some(r) => r.resolve(length)?,
+        Some(r) => resolve_range(r, length)?,
         None => RangeAsk::Whole,
     };
     let (status, start, end) = match ask {
@@ -425,7 +490,7 @@ async fn serve_head(
     url: &url::Url,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
-    let range = RangeHeader::from_headers(headers)?;
+    let range = range_header(headers)?;
     let info = state.tasks.head(origin, url, headers).await?;
     if is_conditional(headers) && not_modified(headers, &info) {
         return Ok(not_modified_answer(&info));
@@ -440,7 +505,7 @@ async fn serve_get(
     url: &url::Url,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
-    let range = RangeHeader::from_headers(headers)?;
+    let range = range_header(headers)?;
     // A client holding the current version gets 304 from the metadata
     // alone: no download starts.
     if is_conditional(headers) {
@@ -486,46 +551,6 @@ async fn delete_task(
 impl From<Error> for AppError {
     fn from(e: Error) -> Self {
         AppError::from_error(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ask(range: &str, len: u64) -> Result<RangeAsk, StatusCode> {
-        let mut h = HeaderMap::new();
-        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
-        let header = RangeHeader::from_headers(&h)
-            .map_err(|e| e.status)?
-            .unwrap();
-        header.resolve(len).map_err(|e| e.status)
-    }
-
-    #[test]
-    fn ranges() {
-        assert_eq!(ask("bytes=0-0", 10), Ok(RangeAsk::Part(0, 0)));
-        assert_eq!(ask("bytes=5-", 10), Ok(RangeAsk::Part(5, 9)));
-        assert_eq!(ask("bytes=-3", 10), Ok(RangeAsk::Part(7, 9)));
-        assert_eq!(ask("bytes=2-100", 10), Ok(RangeAsk::Part(2, 9)));
-        assert_eq!(ask("bytes=0-1,4-5", 10), Ok(RangeAsk::Whole));
-        assert_eq!(ask("bytes=10-", 10), Err(StatusCode::RANGE_NOT_SATISFIABLE));
-        assert_eq!(ask("bytes=0-0", 0), Err(StatusCode::RANGE_NOT_SATISFIABLE));
-        assert_eq!(ask("bytes=x-1", 10), Err(StatusCode::BAD_REQUEST));
-        assert_eq!(ask("lines=1-2", 10), Err(StatusCode::BAD_REQUEST));
-    }
-
-    #[test]
-    fn first_byte_is_known_before_the_length_only_for_a_start_index() {
-        let first = |range: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
-            RangeHeader::from_headers(&h).unwrap().unwrap().first_byte()
-        };
-        assert_eq!(first("bytes=100-200"), 100);
-        assert_eq!(first("bytes=7-"), 7);
-        assert_eq!(first("bytes=-5"), 0);
-        assert_eq!(first("bytes=9-10,0-1"), 9);
     }
 }
 

@@ -553,3 +553,43 @@ pub async fn create_preheat(
     let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
     (status, value)
 }
+
+/// A response's JSON body.
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap();
+    serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{status}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    })
+}
+
+/// `sg`'s `/fetch` URL for `url`.
+pub fn fetch_url(sg: &Seedgate, url: &str) -> String {
+    format!(
+        "{}?url={}",
+        sg.url("/fetch"),
+        url::form_urlencoded::byte_serialize(url.as_bytes()).collect::<String>()
+    )
+}
+
+/// Sends `raw` bytes on a new connection to `sg` and reads the answer to
+/// the end (the request should say `Connection: close`): status, head and
+/// body. For what an HTTP client library would normalise away (`%2e%2e`).
+pub async fn raw_request(sg: &Seedgate, raw: &[u8]) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(sg.addr).await.unwrap();
+    conn.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, head.to_string(), body.to_string())
+}

@@ -1,0 +1,218 @@
+//! Reasons for the errors hyper answers itself.
+//!
+//! A request head that hyper cannot parse (a garbage request line, a
+//! control byte in a header, a head over `server.max_header_bytes`) never
+//! reaches the router: hyper answers it with a bare status and
+//! `content-length: 0`, then closes the connection. Every error the gateway
+//! sends must carry its one-line reason, so [`ReasonedErrors`] wraps the
+//! connection's stream and gives such an answer a body.
+//!
+//! It only looks at the **first** bytes written on a connection: those are
+//! always a response head, never body bytes, so an object's content can
+//! never be mistaken for an error head (an object whose bytes spell one
+//! must be served byte for byte). A malformed request that follows a good
+//! one on a kept-alive connection keeps hyper's bare status; RELIABILITY.md
+//! lists that gap.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A stream whose first response, if it is one of hyper's own bodiless
+/// error answers, gets its reason as a body.
+pub struct ReasonedErrors<S> {
+    inner: S,
+    /// The first write has been looked at.
+    looked: bool,
+    /// The replacement answer, and how much of it went out.
+    pending: Option<(Vec<u8>, usize)>,
+    max_header_bytes: usize,
+}
+
+impl<S> ReasonedErrors<S> {
+    pub fn new(inner: S, max_header_bytes: usize) -> Self {
+        Self {
+            inner,
+            looked: false,
+            pending: None,
+            max_header_bytes,
+        }
+    }
+}
+
+/// The reason of one of hyper's own error statuses.
+fn reason(status: &[u8], max_header_bytes: usize) -> Option<String> {
+    Some(match status {
+        b"400" => "malformed HTTP request: the request line or a header could not be parsed (bad syntax or a control character)".to_string(),
+        b"414" => "the request URI is too long".to_string(),
+        b"431" => format!(
+            "the request head is larger than {max_header_bytes} bytes (server.max_header_bytes)"
+        ),
+        b"505" => "HTTP version not supported".to_string(),
+        _ => return None,
+    })
+}
+
+/// `head` with a body holding its reason, if `head` is a whole bodiless
+/// error answer of hyper's.
+pub fn with_reason(head: &[u8], max_header_bytes: usize) -> Option<Vec<u8>> {
+    let rest = head.strip_prefix(b"HTTP/1.1 ".as_slice())?;
+    let why = reason(rest.get(..3)?, max_header_bytes)?;
+    if !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let text = std::str::from_utf8(head).ok()?;
+    let lower = text.to_ascii_lowercase();
+    let at = lower.find("\r\ncontent-length: 0\r\n")?;
+    let body = format!("{why}\n");
+    let mut out = Vec::with_capacity(head.len() + body.len() + 64);
+    out.extend_from_slice(&head[..at]);
+    out.extend_from_slice(
+        format!(
+            "\r\ncontent-length: {}\r\ncontent-type: text/plain; charset=utf-8",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&head[at + "\r\ncontent-length: 0".len()..]);
+    out.extend_from_slice(body.as_bytes());
+    Some(out)
+}
+
+impl<S: AsyncWrite + Unpin> ReasonedErrors<S> {
+    /// Writes out what is left of a replacement answer.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while let Some((buf, at)) = &mut self.pending {
+            if *at >= buf.len() {
+                self.pending = None;
+                break;
+            }
+            match Pin::new(&mut self.inner).poll_write(cx, &buf[*at..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *at += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Looks at the first write; `Some(n)` when it was replaced (hyper is
+    /// told its `n` bytes went out).
+    fn look(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        if self.looked {
+            return None;
+        }
+        self.looked = true;
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total > 4096 {
+            return None;
+        }
+        let whole: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let replaced = with_reason(&whole, self.max_header_bytes)?;
+        self.pending = Some((replaced, 0));
+        Some(match self.drain(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            // The rest goes out on flush.
+            _ => Poll::Ready(Ok(total)),
+        })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReasonedErrors<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReasonedErrors<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(r) = self.look(cx, &[io::IoSlice::new(buf)]) {
+            return r;
+        }
+        if self.pending.is_some() {
+            std::task::ready!(self.drain(cx))?;
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(r) = self.look(cx, bufs) {
+            return r;
+        }
+        if self.pending.is_some() {
+            std::task::ready!(self.drain(cx))?;
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        std::task::ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_errors_get_a_reason() {
+        let head = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n";
+        let out = String::from_utf8(with_reason(head, 65536).unwrap()).unwrap();
+        let (h, body) = out.split_once("\r\n\r\n").unwrap();
+        assert!(
+            body.contains("65536 bytes (server.max_header_bytes)"),
+            "{out}"
+        );
+        assert!(
+            h.contains(&format!("content-length: {}", body.len())),
+            "{out}"
+        );
+        assert!(h.starts_with("HTTP/1.1 431 "));
+        assert!(with_reason(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n", 1).is_some());
+    }
+
+    #[test]
+    fn other_answers_are_left_alone() {
+        for head in [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".as_slice(),
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 12\r\n\r\n",
+            b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+            b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nbody",
+        ] {
+            assert!(
+                with_reason(head, 1).is_none(),
+                "{}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+}
