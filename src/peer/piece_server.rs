@@ -39,6 +39,63 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A started request must arrive whole within this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a peer's request asks for, decoded from untrusted bytes.
+#[derive(Debug)]
+pub enum Request {
+    /// A piece of a task (the task id is checked to be 64 hex digits).
+    Piece(DownloadPiece),
+    /// The peer ends the connection.
+    Close,
+    /// A request this server refuses, with the code and reason to send.
+    Refuse(Code, String),
+}
+
+/// Decodes a request header: its tag and the length of the value to read.
+/// A header that does not decode ends the connection (`Err(Close)`); a
+/// value too long to be a request is refused before it is read.
+pub fn request_header(head: &[u8; HEADER_SIZE]) -> Result<(Tag, usize), Request> {
+    let header = Header::decode(head).map_err(|_| Request::Close)?;
+    let len = header.length() as usize;
+    if len > MAX_REQUEST_VALUE {
+        return Err(Request::Refuse(
+            Code::InvalidArgument,
+            format!(
+                "a {:?} request of {len} bytes is too long (at most {MAX_REQUEST_VALUE})",
+                header.tag()
+            ),
+        ));
+    }
+    Ok((header.tag(), len))
+}
+
+/// Decodes a request's value. Pure: the fuzz target `piece_request` runs
+/// it (with [`request_header`]) on arbitrary bytes.
+pub fn request(tag: Tag, value: &[u8]) -> Request {
+    match tag {
+        Tag::DownloadPiece => match DownloadPiece::decode(value) {
+            Ok(r) if super::is_task_id(&r.task_id) => Request::Piece(r),
+            Ok(r) => Request::Refuse(
+                Code::InvalidArgument,
+                format!(
+                    "task id '{}' is not 64 hex digits",
+                    r.task_id.escape_debug()
+                ),
+            ),
+            Err(e) => Request::Refuse(
+                Code::InvalidArgument,
+                format!(
+                    "malformed DownloadPiece ({e}): expected a {TASK_ID_SIZE}-character task id and a {PIECE_NUMBER_SIZE}-byte piece number"
+                ),
+            ),
+        },
+        Tag::Close => Request::Close,
+        tag => Request::Refuse(
+            Code::InvalidArgument,
+            format!("{tag:?} is not served here: this seed peer serves DownloadPiece"),
+        ),
+    }
+}
+
 /// Paces piece uploads to a byte rate over all connections: a token
 /// bucket holding a tenth of a second of bytes, that a piece may overdraw;
 /// the sender then waits out its debt (so concurrent senders queue in
@@ -178,47 +235,22 @@ impl Connection {
                 Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
                 Ok(r) => r?,
             };
-            let header = Header::decode(&head).map_err(io::Error::other)?;
-            let len = header.length() as usize;
-            if len > MAX_REQUEST_VALUE {
-                send_error(
-                    stream,
-                    Code::InvalidArgument,
-                    format!(
-                        "a {:?} request of {len} bytes is too long (at most {MAX_REQUEST_VALUE})",
-                        header.tag()
-                    ),
-                )
-                .await?;
-                return Ok(());
-            }
+            let (tag, len) = match request_header(&head) {
+                Ok(h) => h,
+                Err(Request::Refuse(code, why)) => {
+                    send_error(stream, code, why).await?;
+                    return Ok(());
+                }
+                Err(_) => return Ok(()),
+            };
             let mut value = vec![0u8; len];
             tokio::time::timeout(REQUEST_TIMEOUT, stream.read_exact(&mut value))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request body"))??;
-            match header.tag() {
-                Tag::DownloadPiece => match DownloadPiece::decode(&value) {
-                    Ok(request) => self.download_piece(stream, request).await?,
-                    Err(e) => {
-                        send_error(
-                            stream,
-                            Code::InvalidArgument,
-                            format!(
-                                "malformed DownloadPiece ({e}): expected a {TASK_ID_SIZE}-character task id and a {PIECE_NUMBER_SIZE}-byte piece number"
-                            ),
-                        )
-                        .await?
-                    }
-                },
-                Tag::Close => return Ok(()),
-                tag => {
-                    send_error(
-                        stream,
-                        Code::InvalidArgument,
-                        format!("{tag:?} is not served here: this seed peer serves DownloadPiece"),
-                    )
-                    .await?
-                }
+            match request(tag, &value) {
+                Request::Piece(request) => self.download_piece(stream, request).await?,
+                Request::Close => return Ok(()),
+                Request::Refuse(code, why) => send_error(stream, code, why).await?,
             }
         }
     }
@@ -232,14 +264,6 @@ impl Connection {
             task_id,
             piece_number: n,
         } = request;
-        if !super::is_task_id(&task_id) {
-            return send_error(
-                stream,
-                Code::InvalidArgument,
-                format!("task id '{}' is not 64 hex digits", task_id.escape_debug()),
-            )
-            .await;
-        }
         let task = match self.tasks.peer_task(&task_id).await {
             Ok(Some(task)) => task,
             Ok(None) => {

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("metadata store: {0}")]
+    #[error("metadata store: {}", sled_reason(.0))]
     Db(#[from] sled::Error),
     #[error("metadata store: being reopened after a failure ({0}); try again shortly")]
     Reopening(String),
@@ -52,6 +52,25 @@ pub enum StorageError {
         key: String,
         source: serde_json::Error,
     },
+}
+
+/// sled's error in one line: its I/O errors as the OS says them ("No space
+/// left on device (os error 28)"), not as a debug dump.
+fn sled_reason(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) => match io.get_ref() {
+            // sled wraps the OS error's debug text in a custom error.
+            Some(inner) if io.raw_os_error().is_none() => {
+                let text = inner.to_string();
+                match (text.find("message: \""), text.rfind('"')) {
+                    (Some(a), Some(b)) if b > a + 10 => format!("{} ({:?})", &text[a + 10..b], io.kind()),
+                    _ => text,
+                }
+            }
+            _ => io.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 impl StorageError {

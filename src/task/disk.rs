@@ -247,7 +247,9 @@ impl TaskManager {
                 tracing::info!(task = id, freed, need, "evicted idle tasks to make room");
                 let again = self.room(id, need)?;
                 if again.shortfall() != Some(0) {
-                    return Err(self.refusal(url, again));
+                    return Err(self
+                        .refusal(url, again)
+                        .context(format!("after evicting {} of idle tasks", size(freed))));
                 }
             }
             None => return Err(self.refusal(url, room)),

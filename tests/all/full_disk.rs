@@ -306,3 +306,110 @@ async fn one_round(round: u64, quota: bool) {
     drop(sg);
     drop(disk);
 }
+
+/// With no metadata reserve at all, a metadata write on a full disk fails
+/// (sled then fails every call until reopened): the request gets 507 with
+/// the reason, stored objects are still served, and once space is back the
+/// store is reopened in place — deletes and new jobs work, no restart.
+#[tokio::test]
+async fn a_metadata_store_that_hit_enospc_is_reopened_in_place() {
+    let (dir, nginx) = origin();
+    let disk = SmallDisk::new(dir.path(), 64);
+    let data = pseudo_random(4 * MIB, 60);
+    nginx.put("a.bin", &data);
+    for i in 0..3 {
+        nginx.put(&format!("p{i}.bin"), &pseudo_random(64 * 1024, 61 + i));
+    }
+    let sg = Seedgate::start_with(
+        &{
+            let path = dir.path().join("seedgate.toml");
+            std::fs::write(
+                &path,
+                format!(
+                    "[storage]\nmetadata_reserve = \"0 B\"\n{}",
+                    http_origin_config(&nginx.base_url())
+                ),
+            )
+            .unwrap();
+            path
+        },
+        &disk.mount.join("data"),
+    );
+    whole(&sg, "a.bin", &data).await;
+    wait_stored(&sg.url("/o/www/a.bin")).await;
+    let filler = disk.fill("filler");
+    // Metadata writes until one fails for want of space: preheat jobs are
+    // recorded (and flushed) before they are acknowledged.
+    let mut refused = None;
+    for i in 0..200 {
+        let keys: Vec<String> = (0..50).map(|k| format!("job{i}-key{k}-{}", "x".repeat(200))).collect();
+        let (status, answer) =
+            create_preheat(&sg, serde_json::json!({ "origin": "www", "keys": keys }), None).await;
+        if status != 201 {
+            refused = Some((status, answer));
+            break;
+        }
+    }
+    let (status, answer) = refused.expect("a metadata write failed on the full disk");
+    assert_eq!(status, 507, "{answer}");
+    assert!(answer.to_string().contains("No space left"), "{answer}");
+    // What is stored is still served.
+    whole(&sg, "a.bin", &data).await;
+    // Space back: the next call that needs the store reopens it.
+    std::fs::remove_file(&filler).unwrap();
+    let a = task_of(&get(&sg.url("/o/www/a.bin")).await);
+    let resp = client()
+        .delete(sg.url(&format!("/api/v1/tasks/{a}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let (status, answer) = create_preheat(
+        &sg,
+        serde_json::json!({ "origin": "www", "keys": ["p0.bin", "p1.bin", "p2.bin"] }),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
+    assert!(metric(&sg, "seedgate_metadata_reopens_total").await >= 1.0);
+    whole(&sg, "a.bin", &data).await;
+    drop(sg);
+    drop(disk);
+}
+
+/// Under a quota, an object that fits only once idle tasks go evicts them
+/// first (least recently read first) and is then stored; one that cannot
+/// fit even then is refused before the origin is asked for its bytes.
+#[tokio::test]
+async fn admission_evicts_idle_tasks_to_make_room() {
+    let (dir, nginx) = origin();
+    let objects: Vec<Vec<u8>> = (0..3).map(|i| pseudo_random(3 * MIB, 70 + i)).collect();
+    for (i, data) in objects.iter().enumerate() {
+        nginx.put(&format!("{i}.bin"), data);
+    }
+    let big = pseudo_random(8 * MIB, 79);
+    nginx.put("big.bin", &big);
+    nginx.put("huge.bin", &pseudo_random(11 * MIB, 80));
+    let sg = Seedgate::start(
+        dir.path(),
+        &format!(
+            "[storage]\nquota = \"10MiB\"\nhigh_watermark = 0.99\nlow_watermark = 0.9\n{}",
+            http_origin_config(&nginx.base_url())
+        ),
+    );
+    for (i, data) in objects.iter().enumerate() {
+        whole(&sg, &format!("{i}.bin"), data).await;
+        wait_stored(&sg.url(&format!("/o/www/{i}.bin"))).await;
+    }
+    // 9 MiB stored of 10: 8 more fit only once two idle tasks go.
+    whole(&sg, "big.bin", &big).await;
+    wait_stored(&sg.url("/o/www/big.bin")).await;
+    let resp = client().head(sg.url("/o/www/2.bin")).send().await.unwrap();
+    assert_eq!(resp.headers()["x-seedgate-cache"], "miss", "the older tasks went first");
+    let resp = get(&sg.url("/o/www/huge.bin")).await;
+    let status = resp.status();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("11.0 MiB does not fit"), "{body}");
+    assert_eq!(nginx.gets("/huge.bin"), 0);
+}
