@@ -153,13 +153,12 @@ impl CallTrace {
     /// A timeout the plugin reports after waiting (nearly) its whole
     /// deadline on the origin is not retried: the client would wait that
     /// deadline once per attempt.
-    fn blame(&self, e: Error, origin: &str, deadline: Duration) -> Error {
-        let mut e = match self.denied.lock().take() {
-            Some(why) if e.kind == ErrorKind::Invalid => {
-                Error::new(ErrorKind::PolicyDenied, format!("origin '{origin}': {why}"))
-            }
-            _ => e,
-        };
+    fn blame(&self, mut e: Error, deadline: Duration) -> Error {
+        if e.kind == ErrorKind::Invalid && self.denied.lock().take().is_some() {
+            // The plugin's own words (they name the refusal); the host's
+            // blame.
+            e.kind = ErrorKind::PolicyDenied;
+        }
         if e.kind == ErrorKind::Timeout && self.waited() * 10 >= deadline * 9 {
             e.final_attempt = true;
         }
@@ -590,7 +589,6 @@ impl Plugin {
         r.map_err(|e| {
             trace.blame(
                 origin_error(e, &self.info.name, &env.origin),
-                &env.origin,
                 self.call_timeout,
             )
         })
@@ -617,7 +615,6 @@ impl Plugin {
         r.map_err(|e| {
             trace.blame(
                 origin_error(e, &self.info.name, &env.origin),
-                &env.origin,
                 self.call_timeout,
             )
         })
@@ -654,7 +651,6 @@ impl Plugin {
         r.map_err(|e| {
             trace.blame(
                 origin_error(e, &self.info.name, &env.origin),
-                &env.origin,
                 self.call_timeout,
             )
         })

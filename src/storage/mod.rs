@@ -63,7 +63,9 @@ fn sled_reason(e: &sled::Error) -> String {
             Some(inner) if io.raw_os_error().is_none() => {
                 let text = inner.to_string();
                 match (text.find("message: \""), text.rfind('"')) {
-                    (Some(a), Some(b)) if b > a + 10 => format!("{} ({:?})", &text[a + 10..b], io.kind()),
+                    (Some(a), Some(b)) if b > a + 10 => {
+                        format!("{} ({:?})", &text[a + 10..b], io.kind())
+                    }
                     _ => text,
                 }
             }

@@ -63,12 +63,16 @@ pub struct Room {
 impl Room {
     /// Bytes that must be evicted first (0: it fits as it is), or `None`
     /// when even eviction cannot make room.
+    ///
+    /// What is promised counts in full, even past `free` (promises of
+    /// failed downloads are given back only when their last reader goes):
+    /// eviction must then free the whole difference, not just `need`.
     pub fn shortfall(&self) -> Option<u64> {
-        let available = self.free.saturating_sub(self.promised);
-        if self.need <= available {
+        let demand = self.need.saturating_add(self.promised);
+        if demand <= self.free {
             Some(0)
-        } else if self.need <= available + self.evictable {
-            Some(self.need - available)
+        } else if demand <= self.free.saturating_add(self.evictable) {
+            Some(demand - self.free)
         } else {
             None
         }
@@ -356,6 +360,8 @@ mod tests {
         assert_eq!(r(10, 100, 95, 0).shortfall(), None);
         assert_eq!(r(10, 100, 95, 20).shortfall(), Some(5));
         assert_eq!(r(300, 200, 0, 50).shortfall(), None);
-        assert_eq!(r(0, 0, 10, 0).shortfall(), Some(0));
+        // More promised than free: eviction covers all of it.
+        assert_eq!(r(1, 13, 16, 26).shortfall(), Some(4));
+        assert_eq!(r(0, 10, 10, 0).shortfall(), Some(0));
     }
 }

@@ -253,7 +253,7 @@ async fn one_round(round: u64, quota: bool) {
     assert!(ready_again, "{}", readyz(&sg).await.1);
     assert_eq!(metric(&sg, "seedgate_disk_full").await, 0.0);
     whole(&sg, "a.bin", &a).await;
-    let a_task = task_of(&get(&sg.url("/o/www/a.bin")).await);
+    let a_task = task_of(&client().head(sg.url("/o/www/a.bin")).send().await.unwrap());
     let resp = client()
         .delete(sg.url(&format!("/api/v1/tasks/{a_task}")))
         .send()
@@ -342,9 +342,15 @@ async fn a_metadata_store_that_hit_enospc_is_reopened_in_place() {
     // recorded (and flushed) before they are acknowledged.
     let mut refused = None;
     for i in 0..200 {
-        let keys: Vec<String> = (0..50).map(|k| format!("job{i}-key{k}-{}", "x".repeat(200))).collect();
-        let (status, answer) =
-            create_preheat(&sg, serde_json::json!({ "origin": "www", "keys": keys }), None).await;
+        let keys: Vec<String> = (0..50)
+            .map(|k| format!("job{i}-key{k}-{}", "x".repeat(200)))
+            .collect();
+        let (status, answer) = create_preheat(
+            &sg,
+            serde_json::json!({ "origin": "www", "keys": keys }),
+            None,
+        )
+        .await;
         if status != 201 {
             refused = Some((status, answer));
             break;
@@ -357,7 +363,7 @@ async fn a_metadata_store_that_hit_enospc_is_reopened_in_place() {
     whole(&sg, "a.bin", &data).await;
     // Space back: the next call that needs the store reopens it.
     std::fs::remove_file(&filler).unwrap();
-    let a = task_of(&get(&sg.url("/o/www/a.bin")).await);
+    let a = task_of(&client().head(sg.url("/o/www/a.bin")).send().await.unwrap());
     let resp = client()
         .delete(sg.url(&format!("/api/v1/tasks/{a}")))
         .send()
@@ -405,7 +411,11 @@ async fn admission_evicts_idle_tasks_to_make_room() {
     whole(&sg, "big.bin", &big).await;
     wait_stored(&sg.url("/o/www/big.bin")).await;
     let resp = client().head(sg.url("/o/www/2.bin")).send().await.unwrap();
-    assert_eq!(resp.headers()["x-seedgate-cache"], "miss", "the older tasks went first");
+    assert_eq!(
+        resp.headers()["x-seedgate-cache"],
+        "miss",
+        "the older tasks went first"
+    );
     let resp = get(&sg.url("/o/www/huge.bin")).await;
     let status = resp.status();
     let body = resp.text().await.unwrap();

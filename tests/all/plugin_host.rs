@@ -250,8 +250,9 @@ base_url = "{base}"
     assert_eq!(plugin(&sg, "crowded").await["rejected"], 1);
 
     // The fenced copy of the http plugin may not reach its own origin.
+    // The plugin's fence, not the client's request: 502.
     let resp = get(&sg.url("/o/fenced/ok.bin")).await;
-    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.status(), 502);
     let body = resp.text().await.unwrap();
     assert!(body.contains("plugin's allowlist"), "{body}");
     // The same bytes under the built-in name, without the limit, can.

@@ -280,7 +280,28 @@ async fn soak_mixed_load_stays_flat_and_correct() {
         "{:?}",
         counts.by_kind.lock()
     );
+    // An origin stat that took longer than the 2 s plugin deadline on a
+    // starved machine (seen 12 times in 407 242 requests of the hour run,
+    // while builds loaded both cores) is the origin's timeout, correctly
+    // answered 504; more than 1 in 2 000 is not starvation.
+    let requests = counts.requests.load(Ordering::Relaxed);
+    let timeouts: u64 = counts
+        .by_kind
+        .lock()
+        .iter()
+        .filter(|(k, _)| {
+            k.contains(" 504") && k.contains("no answer in time") || k.as_str() == "missing 504"
+        })
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        timeouts * 2000 <= requests.max(2000),
+        "{timeouts} origin timeouts in {requests} requests"
+    );
     for (kind, n) in counts.by_kind.lock().iter() {
+        if kind.contains(" 504") && (kind.contains("no answer in time") || kind == "missing 504") {
+            continue;
+        }
         let expected = kind.starts_with("whole 200")
             || kind.starts_with("range 206")
             || kind == "missing 404"
