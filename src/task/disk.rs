@@ -246,15 +246,25 @@ impl TaskManager {
         let room = self.room(id, need)?;
         match room.shortfall() {
             Some(0) => {}
-            Some(short) => {
-                let freed = self.make_room(id, short)?;
-                tracing::info!(task = id, freed, need, "evicted idle tasks to make room");
-                let again = self.room(id, need)?;
-                if again.shortfall() != Some(0) {
-                    return Err(self
-                        .refusal(url, again)
-                        .context(format!("after evicting {} of idle tasks", size(freed))));
+            Some(mut short) => {
+                // Pieces of other downloads land meanwhile, so evict until
+                // it fits or nothing more can go.
+                let mut freed = 0;
+                loop {
+                    let f = self.make_room(id, short)?;
+                    freed += f;
+                    let again = self.room(id, need)?;
+                    match again.shortfall() {
+                        Some(0) => break,
+                        Some(s) if f > 0 => short = s,
+                        _ => {
+                            return Err(self
+                                .refusal(url, again)
+                                .context(format!("after evicting {} of idle tasks", size(freed))));
+                        }
+                    }
                 }
+                tracing::info!(task = id, freed, need, "evicted idle tasks to make room");
             }
             None => return Err(self.refusal(url, room)),
         }

@@ -222,6 +222,14 @@ impl Promise {
     }
 }
 
+impl Promise {
+    /// The download ended: what it did not write is no longer spoken for
+    /// (its readers may keep the download itself for a long while).
+    fn settle(&self, tasks: &TaskManager) {
+        tasks.unpromise(self.left.swap(0, std::sync::atomic::Ordering::SeqCst));
+    }
+}
+
 impl Drop for Promise {
     fn drop(&mut self) {
         if let Some(tasks) = self.tasks.upgrade() {
@@ -1019,6 +1027,7 @@ impl TaskManager {
             };
             // The origin's bulkhead counts running downloads only.
             drop(downloading);
+            dl.promise.settle(&me);
             let outcome = match outcome {
                 Ok(()) => me.finish(&dl).await,
                 Err(e) => Err(e),

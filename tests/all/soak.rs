@@ -8,9 +8,9 @@
 //! It asserts what must hold however long it runs: every byte served is the
 //! origin's (sha256 of every whole body, every range compared), the only
 //! errors are the expected ones (404 for missing objects, 409 for deleting
-//! a task in use), stored bytes never pass the quota, and RSS and
-//! descriptors stay flat (the last quarter's peak within bounds of the
-//! first quarter's, after warm-up).
+//! a task in use), stored bytes never pass the quota, RSS stays under a
+//! ceiling, and, in runs of 20 minutes or more, RSS and descriptors stay
+//! flat (the last quarter's peak within bounds of the second quarter's).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -322,8 +322,14 @@ async fn soak_mixed_load_stays_flat_and_correct() {
     }
     // Flat: after the first quarter (warm-up: caches, pools, the plugin
     // runtime), the last quarter's peaks stay near the second quarter's.
+    // Warm-up takes about a quarter of an hour (RELIABILITY.md), so a
+    // short run (CI's) is held to a ceiling instead.
+    let peak_rss = samples.iter().map(|s| s.1).max().unwrap_or(0);
+    assert!(peak_rss < 320 * 1024, "RSS reached {peak_rss} KiB");
+    let peak_fds = samples.iter().map(|s| s.2).max().unwrap_or(0);
+    assert!(peak_fds < 256, "{peak_fds} descriptors open");
     let q = samples.len() / 4;
-    if q >= 2 {
+    if q >= 2 && secs >= 1200 {
         let peak = |r: &[(u64, u64, u64, u64)], f: fn(&(u64, u64, u64, u64)) -> u64| {
             r.iter().map(f).max().unwrap()
         };
