@@ -234,7 +234,10 @@ async fn one_round(round: u64, quota: bool) {
     let body = resp.bytes().await.unwrap();
     match status {
         200 => assert_eq!(sha256(&body), sha256(&d)),
-        507 => assert!(String::from_utf8_lossy(&body).contains("disk"), "{body:?}"),
+        507 => {
+            let why = String::from_utf8_lossy(&body);
+            assert!(why.contains("disk") || why.contains("does not fit"), "{why}");
+        }
         _ => panic!("d: {status} {}", String::from_utf8_lossy(&body)),
     }
 
