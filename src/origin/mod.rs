@@ -511,21 +511,19 @@ pub fn check_answer(
         e.upstream_status = Some(status);
         Err(e)
     };
+    // A Content-Length, when given, must be the length asked for.
+    let length = |verb: &str| match content_length {
+        Some(len) if len != expect.length => fail(
+            ErrorKind::Transient,
+            format!(
+                "Content-Length {len} where {} bytes were {verb}",
+                expect.length
+            ),
+        ),
+        _ => Ok(()),
+    };
     match status {
-        200 if !ranged || expect.length == expect.total => {
-            if let Some(len) = content_length
-                && len != expect.length
-            {
-                return fail(
-                    ErrorKind::Transient,
-                    format!(
-                        "Content-Length {len} where {} bytes were expected",
-                        expect.length
-                    ),
-                );
-            }
-            Ok(())
-        }
+        200 if !ranged || expect.length == expect.total => length("expected"),
         200 => fail(
             ErrorKind::Transient,
             "the origin ignored the Range header".into(),
@@ -544,18 +542,7 @@ pub fn check_answer(
                     format!("Content-Range '{got}' where '{want}' was asked"),
                 );
             }
-            if let Some(len) = content_length
-                && len != expect.length
-            {
-                return fail(
-                    ErrorKind::Transient,
-                    format!(
-                        "Content-Length {len} where {} bytes were asked",
-                        expect.length
-                    ),
-                );
-            }
-            Ok(())
+            length("asked")
         }
         412 => fail(
             ErrorKind::Changed,

@@ -236,7 +236,10 @@ async fn one_round(round: u64, quota: bool) {
         200 => assert_eq!(sha256(&body), sha256(&d)),
         507 => {
             let why = String::from_utf8_lossy(&body);
-            assert!(why.contains("disk") || why.contains("does not fit"), "{why}");
+            assert!(
+                why.contains("disk") || why.contains("does not fit"),
+                "{why}"
+            );
         }
         _ => panic!("d: {status} {}", String::from_utf8_lossy(&body)),
     }
