@@ -126,6 +126,8 @@ pub struct Metrics {
     pub scheduler_registered: Family<SchedulerLabels, Gauge>,
     pub scheduler_announces: Family<SchedulerOutcomeLabels, Counter>,
     pub peer_announces: Family<SchedulerOutcomeLabels, Counter>,
+    /// `DeleteTask` calls for tasks removed from the store, by outcome.
+    pub scheduler_task_deletes: Family<SchedulerOutcomeLabels, Counter>,
     /// 1 while the disk (or the metadata store) is full, else 0; how often
     /// a write ran out of space; downloads refused before they started
     /// because the object would not fit; reopens of the metadata store.
@@ -318,8 +320,14 @@ impl Metrics {
         let peer_announces = Family::default();
         registry.register(
             "peer_announces",
-            "Back-to-source downloads reported (AnnouncePeer) by scheduler and outcome",
+            "Downloads and stored tasks reported (AnnouncePeer) by scheduler and outcome",
             peer_announces.clone(),
+        );
+        let scheduler_task_deletes = Family::default();
+        registry.register(
+            "scheduler_task_deletes",
+            "Tasks removed from the store told to their scheduler (DeleteTask), by outcome",
+            scheduler_task_deletes.clone(),
         );
         let disk_full = Gauge::default();
         registry.register(
@@ -384,6 +392,7 @@ impl Metrics {
             scheduler_registered,
             scheduler_announces,
             peer_announces,
+            scheduler_task_deletes,
             disk_full,
             disk_full_events,
             storage_refused,

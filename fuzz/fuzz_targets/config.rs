@@ -1,15 +1,10 @@
 //! The config loader: any TOML text parses to a config or to problems
 //! that each name a key path; validating a parsed config never panics.
+//! The body is in `fuzz/bodies.rs`, shared with the test suite's replay.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
+#[path = "../bodies.rs"]
+#[allow(dead_code)]
+mod bodies;
 
-fuzz_target!(|text: &str| {
-    let path = std::path::Path::new("fuzz.toml");
-    match seedgate::config::Config::parse(text, path) {
-        Ok(config) => {
-            let _ = config.validate();
-        }
-        Err(e) => assert!(!e.to_string().is_empty()),
-    }
-});
+libfuzzer_sys::fuzz_target!(|input: &str| bodies::config(input));

@@ -10,12 +10,24 @@
 //! attempt per backoff step, not a storm. Downloads are reported only to a
 //! scheduler that has accepted the host; the rest are counted as skipped.
 //!
-//! Each download goes to one scheduler, picked by rendezvous hashing of its
-//! task id, so every scheduler sees all of a task's reports. A report is an
-//! `AnnouncePeer` stream: `RegisterPeer`, `DownloadPeerBackToSourceStarted`,
-//! one `DownloadPieceBackToSourceFinished` per piece, then
-//! `DownloadPeerBackToSourceFinished` (or `...Failed` with the reason).
-//! `DeleteHost` goes to every scheduler on shutdown.
+//! Each task goes to one scheduler, picked by rendezvous hashing of its
+//! task id, so every scheduler sees all of a task's reports. What it is
+//! told, as Dragonfly's own seed peer (`dragonfly-client` 1.5.10,
+//! `resource/task.rs`, `gc/mod.rs`) tells it:
+//!
+//! - a download back to source is an `AnnouncePeer` stream: `RegisterPeer`
+//!   with the task's size (`actual_content_length`, `actual_piece_length`,
+//!   `actual_piece_count`: the Go scheduler builds its task from the first
+//!   register, and a length of 0 is an empty task) and what the trigger
+//!   asked (priority, timeout, range, ...); then, once the scheduler has
+//!   answered, `DownloadPeerBackToSourceStarted`, one
+//!   `DownloadPieceBackToSourceFinished` per piece and
+//!   `DownloadPeerBackToSourceFinished` (or `...Failed` with the reason);
+//! - a `DownloadTask` for a task stored whole registers with
+//!   `metadata_only`, then `DownloadPeerStarted` and `DownloadPeerFinished`:
+//!   the scheduler learns this host has the whole task;
+//! - a task removed from the store (evicted, deleted) is a `DeleteTask`;
+//! - `DeleteHost` goes to every scheduler on shutdown.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -35,6 +47,15 @@ use super::upload::piece_message;
 use crate::config::SeedPeerConfig;
 use crate::metrics::{METRICS, SchedulerLabels, SchedulerOutcomeLabels};
 use crate::task::peer::PeerTask;
+
+/// What this seed peer tells a scheduler about one task, by kind.
+#[derive(Debug, Clone, Copy)]
+enum Report {
+    /// A download back to source, piece by piece.
+    BackToSource,
+    /// The task is stored whole: metadata only.
+    Stored,
+}
 
 /// Reports queued per download before the report task waits for the
 /// scheduler to take them.
@@ -112,6 +133,15 @@ pub struct Announcer {
     /// The peer id each download in flight was registered under, so a
     /// `DownloadTask` answer names the peer the scheduler knows.
     peers: parking_lot::Mutex<std::collections::HashMap<String, String>>,
+    /// What a `DownloadTask` asked, by task id, until its download starts
+    /// (the register carries it).
+    triggers: parking_lot::Mutex<std::collections::HashMap<String, Download>>,
+    /// Pieces one download fetches at once (the register's
+    /// `concurrent_piece_count`, as the real seed sets it from its config).
+    piece_concurrency: u32,
+    /// Tasks removed from the store, for `DeleteTask`.
+    removed: mpsc::UnboundedSender<String>,
+    removed_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 /// What `/readyz` shows of one scheduler.
@@ -124,7 +154,11 @@ pub struct SchedulerStatus {
 
 impl Announcer {
     /// Makes one lazy channel per scheduler (nothing connects yet).
-    pub fn new(config: &SeedPeerConfig, host: Arc<HostProbe>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &SeedPeerConfig,
+        host: Arc<HostProbe>,
+        piece_concurrency: u32,
+    ) -> anyhow::Result<Self> {
         let links = config
             .schedulers
             .iter()
@@ -145,11 +179,16 @@ impl Announcer {
                 }))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let (removed, removed_rx) = mpsc::unbounded_channel();
         Ok(Self {
             links,
             host,
             config: config.clone(),
             peers: Default::default(),
+            triggers: Default::default(),
+            piece_concurrency,
+            removed,
+            removed_rx: parking_lot::Mutex::new(Some(removed_rx)),
         })
     }
 
@@ -168,6 +207,22 @@ impl Announcer {
         self.peers.lock().get(task_id).cloned()
     }
 
+    /// Holds what a `DownloadTask` for `task_id` asked until its download
+    /// starts (or [`Self::forget_trigger`]); the register carries it.
+    pub fn expect_trigger(&self, task_id: &str, download: Download) {
+        self.triggers.lock().insert(task_id.to_string(), download);
+    }
+
+    pub fn forget_trigger(&self, task_id: &str) {
+        self.triggers.lock().remove(task_id);
+    }
+
+    /// Queues a `DeleteTask` for a task removed from the store. Never
+    /// blocks (the engine calls it under its own calls).
+    pub fn removed(&self, task_id: &str) {
+        let _ = self.removed.send(task_id.to_string());
+    }
+
     /// Whether `/readyz` may say ready as far as schedulers go.
     pub fn ready(&self) -> bool {
         !self.config.ready_requires_scheduler
@@ -184,7 +239,67 @@ impl Announcer {
             let cancel = cancel.clone();
             async move { me.announce_loop(&link, cancel).await }
         });
-        futures_util::future::join_all(loops).await;
+        let deletes = self.clone().delete_loop(cancel.clone());
+        tokio::join!(futures_util::future::join_all(loops), deletes);
+    }
+
+    /// Tells each removed task's scheduler, one call at a time, as
+    /// Dragonfly's GC does (`gc/mod.rs` `delete_task_from_scheduler`): a
+    /// failure is logged and counted, not retried (the scheduler drops the
+    /// seed as a parent anyway when `SyncPieces` says the task is gone).
+    async fn delete_loop(self: Arc<Self>, cancel: CancellationToken) {
+        let Some(mut rx) = self.removed_rx.lock().take() else {
+            return;
+        };
+        loop {
+            let task_id = tokio::select! {
+                t = rx.recv() => match t { Some(t) => t, None => break },
+                () = cancel.cancelled() => break,
+            };
+            let Some(link) = self.link_for(&task_id).cloned() else {
+                continue;
+            };
+            let outcome = if link.registered() {
+                let request = DeleteTaskRequest {
+                    host_id: self.host.identity.host_id.clone(),
+                    task_id: task_id.clone(),
+                };
+                let mut client = link.client.clone();
+                match tokio::time::timeout(
+                    self.config.scheduler_timeout,
+                    client.delete_task(request),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => {
+                        tracing::info!(task = %task_id, scheduler = %link.address, "told the scheduler the task is gone (DeleteTask)");
+                        "ok"
+                    }
+                    Ok(Err(s)) if s.code() == tonic::Code::NotFound => {
+                        tracing::debug!(task = %task_id, scheduler = %link.address, "DeleteTask: the scheduler did not know the task");
+                        "ok"
+                    }
+                    Ok(Err(s)) => {
+                        tracing::warn!(task = %task_id, scheduler = %link.address, code = ?s.code(), error = %s.message(), "DeleteTask failed");
+                        "error"
+                    }
+                    Err(_) => {
+                        tracing::warn!(task = %task_id, scheduler = %link.address, "DeleteTask: no answer within seed_peer.scheduler_timeout");
+                        "error"
+                    }
+                }
+            } else {
+                tracing::debug!(task = %task_id, scheduler = %link.address, "DeleteTask not sent: the scheduler has not accepted this host");
+                "skipped"
+            };
+            METRICS
+                .scheduler_task_deletes
+                .get_or_create(&SchedulerOutcomeLabels {
+                    scheduler: link.address.clone(),
+                    outcome: outcome.into(),
+                })
+                .inc();
+        }
     }
 
     async fn announce_loop(&self, link: &Link, cancel: CancellationToken) {
@@ -283,6 +398,27 @@ impl Announcer {
     /// Reports a back-to-source download to its scheduler, in the
     /// background, until the download ends.
     pub fn report(self: &Arc<Self>, task: PeerTask) {
+        let trigger = self.triggers.lock().remove(&task.record.id);
+        let peer_id = self.host.identity.peer_id();
+        self.spawn_report(task, trigger, peer_id, Report::BackToSource);
+    }
+
+    /// Tells the scheduler that a task asked for by `DownloadTask` is
+    /// stored whole here (a `metadata_only` register), in the background.
+    /// Returns the peer id it is registered under, for the answer.
+    pub fn report_stored(self: &Arc<Self>, task: PeerTask, trigger: Download) -> String {
+        let peer_id = self.host.identity.peer_id();
+        self.spawn_report(task, Some(trigger), peer_id.clone(), Report::Stored);
+        peer_id
+    }
+
+    fn spawn_report(
+        self: &Arc<Self>,
+        task: PeerTask,
+        trigger: Option<Download>,
+        peer_id: String,
+        kind: Report,
+    ) {
         let Some(link) = self.link_for(&task.record.id).cloned() else {
             return;
         };
@@ -301,34 +437,79 @@ impl Announcer {
             tracing::debug!(task = %task.record.id, scheduler = %link.address, "download not reported: the scheduler has not accepted this host");
             return;
         }
-        let peer_id = self.host.identity.peer_id();
         let task_id = task.record.id.clone();
-        self.peers.lock().insert(task_id.clone(), peer_id.clone());
+        if matches!(kind, Report::BackToSource) {
+            self.peers.lock().insert(task_id.clone(), peer_id.clone());
+        }
         let me = self.clone();
         tokio::spawn(async move {
-            let r = me.report_download(&link, task, peer_id).await;
-            me.peers.lock().remove(&task_id);
+            let r = me
+                .report_download(&link, task, trigger, peer_id, kind)
+                .await;
+            if matches!(kind, Report::BackToSource) {
+                me.peers.lock().remove(&task_id);
+            }
             match r {
                 Ok(()) => count("ok"),
                 Err(e) => {
                     count("error");
-                    tracing::warn!(scheduler = %link.address, error = %e, "reporting a download to the scheduler failed");
+                    tracing::warn!(task = %task_id, scheduler = %link.address, error = %e, "reporting a download to the scheduler failed");
                 }
             }
         });
+    }
+
+    /// The register's `Download`: what the trigger asked (as the real seed
+    /// forwards it), with this seed's piece concurrency and the task's
+    /// actual size. Without a trigger (a gateway read, seedgate's own
+    /// preheat), what the engine knows of the request.
+    fn register_download(
+        &self,
+        task: &PeerTask,
+        trigger: Option<Download>,
+        kind: Report,
+    ) -> Download {
+        let mut d = trigger.unwrap_or_else(|| Download {
+            url: task.record.url.clone(),
+            r#type: TaskType::Standard as i32,
+            tag: task.spec.tag.clone(),
+            application: task.spec.application.clone(),
+            piece_length: task.spec.piece_length,
+            filtered_query_params: task.spec.filtered_query_params.clone(),
+            ..Default::default()
+        });
+        d.concurrent_piece_count = Some(self.piece_concurrency);
+        d.actual_content_length = Some(task.record.content_length);
+        d.actual_piece_length = Some(task.record.piece_length);
+        d.actual_piece_count = Some(task.piece_count() as u64);
+        // Where the bytes go is this seed's business, not the scheduler's.
+        d.output_path = None;
+        match kind {
+            // seedgate fetches from its origin whatever the scheduler
+            // answers; it says so (deliberate: see README "seed peer").
+            Report::BackToSource => d.need_back_to_source = true,
+            Report::Stored => {
+                d.metadata_only = true;
+                d.need_back_to_source = false;
+            }
+        }
+        d
     }
 
     async fn report_download(
         &self,
         link: &Link,
         task: PeerTask,
+        trigger: Option<Download>,
         peer_id: String,
+        kind: Report,
     ) -> Result<(), String> {
         let id = &self.host.identity;
+        let task_id = task.record.id.clone();
         let (tx, rx) = mpsc::channel::<AnnouncePeerRequest>(REPORT_QUEUE);
         let envelope = {
             let host_id = id.host_id.clone();
-            let task_id = task.record.id.clone();
+            let task_id = task_id.clone();
             move |request| AnnouncePeerRequest {
                 host_id: host_id.clone(),
                 task_id: task_id.clone(),
@@ -336,16 +517,7 @@ impl Announcer {
                 request: Some(request),
             }
         };
-        let download = Download {
-            url: task.record.url.clone(),
-            r#type: TaskType::Standard as i32,
-            tag: task.spec.tag.clone(),
-            application: task.spec.application.clone(),
-            piece_length: task.spec.piece_length,
-            filtered_query_params: task.spec.filtered_query_params.clone(),
-            need_back_to_source: true,
-            ..Default::default()
-        };
+        let download = self.register_download(&task, trigger, kind);
         let timeout = self.config.scheduler_timeout;
         // A scheduler that stops reading fails the report after a while
         // (rather than holding the task, which the report leases).
@@ -364,10 +536,6 @@ impl Announcer {
             download: Some(download),
         }))
         .await?;
-        send(PeerRequest::DownloadPeerBackToSourceStartedRequest(
-            DownloadPeerBackToSourceStartedRequest { description: None },
-        ))
-        .await?;
         let mut client = link.client.clone();
         let call = tokio::time::timeout(
             timeout,
@@ -376,54 +544,144 @@ impl Announcer {
         .await
         .map_err(|_| format!("AnnouncePeer: no answer within {timeout:?}"))?
         .map_err(|s| format!("AnnouncePeer: {:?}: {}", s.code(), s.message()))?;
-        // The scheduler's answers (a seed is told to go back to source,
-        // which it does anyway) are read so the stream keeps flowing.
         let mut inbound = call.into_inner();
-        let drain = tokio::spawn(async move {
-            while let Some(r) = inbound.next().await {
-                match r {
-                    Ok(m) => {
-                        tracing::debug!(response = ?m.response.map(|r| std::mem::discriminant(&r)), "scheduler answered")
-                    }
-                    Err(s) => {
-                        tracing::debug!(error = %s.message(), "scheduler stream ended");
-                        break;
-                    }
-                }
+        // The register's answer first, as the real seed waits for it.
+        let first = tokio::time::timeout(timeout, inbound.next())
+            .await
+            .map_err(|_| format!("the scheduler did not answer the register within {timeout:?}"))?;
+        let answer = match first {
+            Some(Ok(m)) => m.response,
+            Some(Err(s)) => {
+                return Err(format!(
+                    "the scheduler refused the register: {:?}: {}",
+                    s.code(),
+                    s.message()
+                ));
             }
-        });
-        let mut pieces = std::pin::pin!(task.pieces());
-        let mut failed = None;
-        while let Some(p) = pieces.next().await {
-            match p {
-                Ok(p) => {
-                    send(PeerRequest::DownloadPieceBackToSourceFinishedRequest(
-                        DownloadPieceBackToSourceFinishedRequest {
-                            piece: Some(piece_message(&p, None)),
+            None => {
+                return Err("the scheduler ended the stream before answering the register".into());
+            }
+        };
+        self.check_answer(&task, kind, answer.as_ref())?;
+        // Later answers are read so the stream keeps flowing.
+        let drain = {
+            let task_id = task_id.clone();
+            tokio::spawn(async move {
+                while let Some(r) = inbound.next().await {
+                    match r {
+                        Ok(m) => {
+                            tracing::debug!(task = %task_id, answer = answer_name(m.response.as_ref()), "scheduler answered")
+                        }
+                        Err(s) => {
+                            tracing::debug!(task = %task_id, error = %s.message(), "scheduler stream ended");
+                            break;
+                        }
+                    }
+                }
+            })
+        };
+        match kind {
+            Report::Stored => {
+                send(PeerRequest::DownloadPeerStartedRequest(
+                    DownloadPeerStartedRequest {},
+                ))
+                .await?;
+                send(PeerRequest::DownloadPeerFinishedRequest(
+                    DownloadPeerFinishedRequest {},
+                ))
+                .await?;
+            }
+            Report::BackToSource => {
+                send(PeerRequest::DownloadPeerBackToSourceStartedRequest(
+                    DownloadPeerBackToSourceStartedRequest { description: None },
+                ))
+                .await?;
+                let mut pieces = std::pin::pin!(task.pieces());
+                let mut failed = None;
+                while let Some(p) = pieces.next().await {
+                    match p {
+                        Ok(p) => {
+                            send(PeerRequest::DownloadPieceBackToSourceFinishedRequest(
+                                DownloadPieceBackToSourceFinishedRequest {
+                                    piece: Some(piece_message(&p, None)),
+                                },
+                            ))
+                            .await?
+                        }
+                        Err(e) => {
+                            failed = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+                let last = match failed {
+                    None => PeerRequest::DownloadPeerBackToSourceFinishedRequest(
+                        DownloadPeerBackToSourceFinishedRequest {},
+                    ),
+                    Some(description) => PeerRequest::DownloadPeerBackToSourceFailedRequest(
+                        DownloadPeerBackToSourceFailedRequest {
+                            description: Some(description),
                         },
-                    ))
-                    .await?
-                }
-                Err(e) => {
-                    failed = Some(e.to_string());
-                    break;
-                }
+                    ),
+                };
+                send(last).await?;
             }
         }
-        let last = match failed {
-            None => PeerRequest::DownloadPeerBackToSourceFinishedRequest(
-                DownloadPeerBackToSourceFinishedRequest {},
-            ),
-            Some(description) => PeerRequest::DownloadPeerBackToSourceFailedRequest(
-                DownloadPeerBackToSourceFailedRequest {
-                    description: Some(description),
-                },
-            ),
-        };
-        send(last).await?;
         drop(tx);
         // The stream ends when the scheduler has read everything.
         let _ = tokio::time::timeout(timeout, drain).await;
         Ok(())
+    }
+
+    /// Logs the scheduler's answer to a register by name, and says when it
+    /// is one a peer would be misled by.
+    fn check_answer(
+        &self,
+        task: &PeerTask,
+        kind: Report,
+        answer: Option<&announce_peer_response::Response>,
+    ) -> Result<(), String> {
+        use announce_peer_response::Response as A;
+        let task_id = &task.record.id;
+        let name = answer_name(answer);
+        match (kind, answer) {
+            (Report::Stored, Some(A::MetadataOnlyResponse(_))) => {
+                tracing::debug!(task = %task_id, answer = name, "the scheduler took the stored task");
+                Ok(())
+            }
+            (Report::Stored, _) => Err(format!(
+                "the scheduler answered a metadata-only register with {name}, not MetadataOnlyResponse"
+            )),
+            (Report::BackToSource, Some(A::EmptyTaskResponse(_)))
+                if task.record.content_length > 0 =>
+            {
+                tracing::warn!(
+                    task = %task_id,
+                    content_length = task.record.content_length,
+                    "the scheduler takes this task for empty (EmptyTaskResponse): its peers will be told so"
+                );
+                Ok(())
+            }
+            (Report::BackToSource, None) => {
+                tracing::warn!(task = %task_id, "the scheduler's answer to the register carried nothing");
+                Ok(())
+            }
+            (Report::BackToSource, Some(_)) => {
+                tracing::debug!(task = %task_id, answer = name, "scheduler answered the register");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The name of a scheduler's answer, for logs.
+fn answer_name(answer: Option<&announce_peer_response::Response>) -> &'static str {
+    use announce_peer_response::Response as A;
+    match answer {
+        None => "nothing",
+        Some(A::EmptyTaskResponse(_)) => "EmptyTaskResponse",
+        Some(A::NormalTaskResponse(_)) => "NormalTaskResponse",
+        Some(A::NeedBackToSourceResponse(_)) => "NeedBackToSourceResponse",
+        Some(A::MetadataOnlyResponse(_)) => "MetadataOnlyResponse",
     }
 }

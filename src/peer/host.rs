@@ -46,14 +46,15 @@ impl Identity {
         }
     }
 
-    /// A peer id for one download, as Dragonfly makes them for seed peers.
+    /// A peer id for one download, as Dragonfly makes them for seed peers
+    /// (`{ip}-{hostname}-{uuid v4}-seed`, `dragonfly-client-util`
+    /// `id_generator`).
     pub fn peer_id(&self) -> String {
         format!(
-            "{}-{}-{:016x}{:016x}-seed",
+            "{}-{}-{}-seed",
             self.ip,
             self.hostname,
-            fastrand::u64(..),
-            fastrand::u64(..)
+            uuid::Uuid::new_v4()
         )
     }
 }
@@ -93,26 +94,80 @@ pub struct HostProbe {
     config: SeedPeerConfig,
     data_dir: PathBuf,
     pub uploads: Arc<UploadStats>,
+    pub bandwidth: Bandwidth,
     system: parking_lot::Mutex<Probe>,
 }
 
 #[derive(Debug)]
 struct Probe {
     system: sysinfo::System,
+    /// The interface that holds the advertised address, if found: its
+    /// transmit counter is the host's upload rate, as Dragonfly's own.
+    networks: sysinfo::Networks,
     /// Bytes uploaded at the last probe, and when, for the upload rate.
     last_bytes: u64,
     last_at: tokio::time::Instant,
 }
 
+/// Where peers' bandwidth weights come from (`network.max_tx_bandwidth`,
+/// bits per second, as `dragonfly-client-util` `sysinfo/network.rs` makes
+/// it): the slower of the interface's link speed and
+/// `seed_peer.upload_rate_limit`. 0 when neither is known; peers then
+/// weight this host at their 10 Gbps default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bandwidth {
+    /// The interface holding the advertised address.
+    pub interface: Option<String>,
+    pub max_tx_bps: u64,
+}
+
+impl Bandwidth {
+    pub fn find(networks: &sysinfo::Networks, ip: IpAddr, rate_limit: Option<u64>) -> Self {
+        let interface = networks
+            .iter()
+            .find(|(_, data)| data.ip_networks().iter().any(|n| n.addr == ip))
+            .map(|(name, _)| name.clone());
+        let link_bps = interface
+            .as_deref()
+            .and_then(|name| std::fs::read_to_string(format!("/sys/class/net/{name}/speed")).ok())
+            .and_then(|mbps| mbps.trim().parse::<i64>().ok())
+            .filter(|mbps| *mbps > 0)
+            .map(|mbps| mbps as u64 * 1_000_000);
+        let limit_bps = rate_limit.map(|bytes| bytes.saturating_mul(8));
+        let max_tx_bps = match (link_bps, limit_bps) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => 0,
+        };
+        Self {
+            interface,
+            max_tx_bps,
+        }
+    }
+}
+
 impl HostProbe {
     pub fn new(identity: Identity, config: SeedPeerConfig, data_dir: PathBuf) -> Self {
+        let networks = sysinfo::Networks::new_with_refreshed_list();
+        let bandwidth = Bandwidth::find(
+            &networks,
+            identity.ip,
+            config.upload_rate_limit.map(|r| r.as_u64()),
+        );
+        tracing::info!(
+            interface = bandwidth.interface.as_deref().unwrap_or("unknown"),
+            max_tx_bps = bandwidth.max_tx_bps,
+            "upload bandwidth announced to schedulers"
+        );
         Self {
             identity,
             config,
             data_dir,
             uploads: Arc::default(),
+            bandwidth,
             system: parking_lot::Mutex::new(Probe {
                 system: sysinfo::System::new(),
+                networks,
                 last_bytes: 0,
                 last_at: tokio::time::Instant::now(),
             }),
@@ -151,14 +206,22 @@ impl HostProbe {
                 free: sys.free_memory(),
                 cgroup: None,
             };
-            let bytes = self.uploads.bytes.load(Ordering::Relaxed);
+            // Bytes sent since the last probe: the interface's counter when
+            // it is known (all traffic, as Dragonfly counts), else what the
+            // piece server sent.
+            let ours = self.uploads.bytes.load(Ordering::Relaxed);
+            probe.networks.refresh(true);
+            let sent = match &self.bandwidth.interface {
+                Some(name) => probe.networks.get(name).map_or(0, |n| n.transmitted()),
+                None => ours - probe.last_bytes,
+            };
             let secs = probe.last_at.elapsed().as_secs_f64();
             let rate = if secs > 0.0 {
-                ((bytes - probe.last_bytes) as f64 / secs) as u64
+                (sent as f64 * 8.0 / secs) as u64
             } else {
                 0
             };
-            probe.last_bytes = bytes;
+            probe.last_bytes = ours;
             probe.last_at = tokio::time::Instant::now();
             (cpu, memory, rate)
         };
@@ -168,7 +231,9 @@ impl HostProbe {
             upload_tcp_connection_count: connections,
             location: self.config.location.clone(),
             idc: self.config.idc.clone(),
+            // Bits per second, as Dragonfly's own announcer sends them.
             tx_bandwidth: Some(tx_rate),
+            max_tx_bandwidth: self.bandwidth.max_tx_bps,
             ..Default::default()
         };
         Host {

@@ -72,9 +72,15 @@ impl SeedPeer {
             "seed peer ready"
         );
         let host = Arc::new(host::HostProbe::new(identity, config.clone(), data_dir));
-        let announcer = Arc::new(announcer::Announcer::new(config, host.clone())?);
+        let announcer = Arc::new(announcer::Announcer::new(
+            config,
+            host.clone(),
+            tasks.piece_concurrency() as u32,
+        )?);
         let hook = announcer.clone();
         tasks.on_back_to_source(move |task| hook.report(task));
+        let hook = announcer.clone();
+        tasks.on_removed(move |task_id| hook.removed(task_id));
         Ok(Self {
             config: config.clone(),
             upload_listener,

@@ -311,8 +311,10 @@ impl Connection {
     }
 }
 
-/// The metadata a peer gets with a piece: as fetched from the origin by
-/// this seed peer (no parent, traffic type back-to-source).
+/// The metadata a peer gets with a piece, as Dragonfly's own TCP server
+/// sends it (`dragonfly-client-storage` `server/tcp.rs`): no parent, traffic
+/// type `REMOTE_PEER` (the piece reaches the asker from a remote peer), and
+/// the time its fetch took, which the wire carries in whole seconds.
 fn metadata(piece: &PieceInfo) -> PieceMetadata {
     let created_at = chrono::DateTime::from_timestamp_millis(piece.created_at_ms as i64)
         .unwrap_or_default()
@@ -323,7 +325,7 @@ fn metadata(piece: &PieceInfo) -> PieceMetadata {
         length: piece.length,
         digest: piece.digest(),
         parent_id: String::new(),
-        traffic_type: dragonfly_api::common::v2::TrafficType::BackToSource as u8,
+        traffic_type: dragonfly_api::common::v2::TrafficType::RemotePeer as u8,
         cost: Duration::from_millis(piece.cost_ms),
         created_at,
     }

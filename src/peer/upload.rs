@@ -205,11 +205,15 @@ impl Upload {
             filtered_query_params: download.filtered_query_params.clone(),
         };
         let first_byte = download.range.as_ref().map_or(0, |r| r.start);
+        // The register of a download this starts carries what was asked.
+        let id = self.tasks.task_id_of(&url, &spec).map_err(status)?;
+        self.announcer.expect_trigger(&id, download.clone());
         let object = self
             .tasks
             .open_with(&origin, &url, &headers, first_byte, spec)
-            .await
-            .map_err(status)?;
+            .await;
+        self.announcer.forget_trigger(&id);
+        let object = object.map_err(status)?;
         let cached = object.cached();
         let task = self
             .tasks
@@ -269,10 +273,20 @@ impl DfdaemonUpload for Upload {
             let (task, cached, download) = self.open(download).await?;
             let record = task.record.clone();
             let host_id = self.host.identity.host_id.clone();
-            let peer_id = self
-                .announcer
-                .peer_id_of(&record.id)
-                .unwrap_or_else(|| self.host.identity.peer_id());
+            // Stored whole: the scheduler hears it (metadata only) under
+            // the peer id this answer names, as from Dragonfly's own seed.
+            // Downloading: the id its back-to-source report registered.
+            let peer_id = if cached {
+                let stored = self.tasks.peer_task(&record.id).await.map_err(status)?;
+                match stored {
+                    Some(stored) => self.announcer.report_stored(stored, download.clone()),
+                    None => self.host.identity.peer_id(),
+                }
+            } else {
+                self.announcer
+                    .peer_id_of(&record.id)
+                    .unwrap_or_else(|| self.host.identity.peer_id())
+            };
             let with_content = download.need_piece_content;
             let range = download.range;
             tracing::info!(task = %record.id, url = %record.url, cached, "DownloadTask");

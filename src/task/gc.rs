@@ -143,7 +143,9 @@ impl TaskManager {
         // leaves the index as it was, in line with the disk.
         self.storage.delete_task(id)?;
         let stored = index.remove(id);
+        drop(index);
         tracing::debug!(task = id, bytes = stored, "task evicted");
+        self.tell_removed(id);
         Ok(Some(stored))
     }
 

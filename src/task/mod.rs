@@ -473,12 +473,24 @@ pub struct TaskManager {
     pub negative: negative::NegativeCache,
     /// Told of each download that goes back to the origin (the announcer).
     back_to_source: std::sync::OnceLock<BackToSourceHook>,
+    /// Told of each task removed from the store (the announcer tells its
+    /// scheduler, so peers are no longer sent here for it).
+    removed: std::sync::OnceLock<RemovedHook>,
     /// Whether the disk is full, and the lock admissions take.
     disk: disk::DiskState,
 }
 
 /// See [`TaskManager::on_back_to_source`].
 struct BackToSourceHook(Box<dyn Fn(peer::PeerTask) + Send + Sync>);
+
+/// See [`TaskManager::on_removed`].
+struct RemovedHook(Box<dyn Fn(&str) + Send + Sync>);
+
+impl std::fmt::Debug for RemovedHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemovedHook")
+    }
+}
 
 impl std::fmt::Debug for BackToSourceHook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -529,6 +541,7 @@ impl TaskManager {
             read_ahead: Arc::new(tokio::sync::Semaphore::new(READ_AHEAD_MIB)),
             negative: negative::NegativeCache::new(negative),
             back_to_source: std::sync::OnceLock::new(),
+            removed: std::sync::OnceLock::new(),
             disk: Default::default(),
         });
         if !me.space_is_back() {

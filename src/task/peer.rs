@@ -184,6 +184,31 @@ impl TaskManager {
         }
     }
 
+    /// Calls `hook` with the id of every task removed from the store
+    /// (evicted by the collector or by admission, or deleted on request),
+    /// after it is gone. The hook must not block: it runs under the
+    /// engine's calls. Set once.
+    pub fn on_removed(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        if self
+            .removed
+            .set(super::RemovedHook(Box::new(hook)))
+            .is_err()
+        {
+            tracing::warn!("a removal hook is already set; ignoring another");
+        }
+    }
+
+    pub(super) fn tell_removed(&self, id: &str) {
+        if let Some(hook) = self.removed.get() {
+            (hook.0)(id);
+        }
+    }
+
+    /// How many pieces one download fetches at once (`download.piece_concurrency`).
+    pub fn piece_concurrency(&self) -> usize {
+        self.config.piece_concurrency
+    }
+
     /// A peer's view of a download just started.
     pub(super) fn announce_start(&self, dl: &Arc<super::Download>) {
         if let Some(hook) = self.back_to_source.get() {

@@ -202,3 +202,43 @@ async fn preheat_waits_and_status_prints() {
         text(&o)
     );
 }
+
+/// Logs written to a file (or a journal, or a pipe) carry no colour
+/// codes; only a terminal gets them.
+#[test]
+fn logs_to_a_file_have_no_colour_codes() {
+    use std::io::BufRead;
+    let (dir, nginx) = origin();
+    let config = dir.path().join("seedgate.toml");
+    std::fs::write(&config, http_origin_config(&nginx.base_url())).unwrap();
+    let log = dir.path().join("seedgate.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seedgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("SEEDGATE_LOG", "info")
+        .env(
+            "SEEDGATE_PLUGIN_CACHE_DIR",
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"),
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("seedgate listening"), "{line:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("INFO"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in a log file:\n{text:?}"
+    );
+}

@@ -88,7 +88,7 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     let (config, ports) = seed_config(
         &nginx.base_url(),
         &[s1.address(), s2.address()],
-        "announce_interval = \"1s\"",
+        "announce_interval = \"1s\"\nupload_rate_limit = \"100 MiB\"",
     );
     let sg = Seedgate::start(dir.path(), &config);
 
@@ -106,6 +106,11 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     assert_eq!(host.ip, "127.0.0.1");
     assert_eq!(host.port, ports.upload as i32);
     assert!(host.memory.as_ref().unwrap().total > 0);
+    // Peers weight parents by idle upload bandwidth (bits per second):
+    // loopback has no link speed, so the rate limit is the ceiling.
+    let network = host.network.as_ref().unwrap();
+    assert_eq!(network.max_tx_bandwidth, 100 * 1024 * 1024 * 8);
+    assert!(network.tx_bandwidth.is_some());
     assert!(host.disk.as_ref().unwrap().total > 0);
     let ready: serde_json::Value =
         serde_json::from_slice(&get(&sg.url("/readyz")).await.bytes().await.unwrap()).unwrap();
@@ -140,9 +145,20 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
 
     // DownloadTask: started, then every piece as it lands.
     let mut client = upload_client(ports.upload).await;
+    // What a scheduler's trigger asks beyond the URL goes into the
+    // register, as from Dragonfly's own seed.
+    let trigger = Download {
+        priority: 3,
+        timeout: Some(prost_wkt_types::Duration {
+            seconds: 90,
+            nanos: 0,
+        }),
+        need_back_to_source: true,
+        ..download(&url)
+    };
     let mut stream = client
         .download_task(DownloadTaskRequest {
-            download: Some(download(&url)),
+            download: Some(trigger.clone()),
         })
         .await
         .unwrap()
@@ -178,6 +194,13 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
         assert_eq!(p.ip, "127.0.0.1");
         assert_eq!(p.tcp_port, Some(ports.piece as i32));
         let (meta, bytes) = fetch_piece(&mut conn, &task_id, p.number).await.unwrap();
+        // As Dragonfly's TCP server: the piece reaches the asker from a
+        // remote peer; its cost is whole seconds on the wire.
+        assert_eq!(
+            meta.traffic_type,
+            dragonfly_api::common::v2::TrafficType::RemotePeer as u8
+        );
+        assert!(meta.cost < Duration::from_secs(30));
         assert_eq!(
             (meta.number, meta.offset, meta.length),
             (p.number, p.offset, p.length)
@@ -232,6 +255,8 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     };
     assert!(s.is_finished);
     assert_eq!(again.len(), 6);
+    let stored_peer = again[0].as_ref().unwrap().peer_id.clone();
+    assert_ne!(stored_peer, peer_id, "a new peer for a new download");
 
     // Stat calls.
     let task = client
@@ -302,14 +327,43 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
             _ => None,
         })
         .collect();
-    assert_eq!(streams.len(), 1, "one AnnouncePeer stream per download");
-    let reports: Vec<_> = seen
-        .into_iter()
-        .filter_map(|s| match s {
-            Seen::AnnouncePeer(_, m) => Some(m),
-            _ => None,
-        })
-        .collect();
+    assert_eq!(
+        streams.len(),
+        2,
+        "one AnnouncePeer stream per download: the download back to source, then the stored task"
+    );
+    let (first_stream, second_stream) = (
+        *streams.iter().next().unwrap(),
+        *streams.iter().nth(1).unwrap(),
+    );
+    let stream_of = |n: usize| -> Vec<_> {
+        seen.iter()
+            .filter_map(|s| match s {
+                Seen::AnnouncePeer(k, m) if *k == n => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // The stored task: metadata only, then started and finished, under the
+    // peer id the second DownloadTask named.
+    let stored = stream_of(second_stream);
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(stored.iter().all(|m| m.peer_id == stored_peer));
+    let Some(PeerRequest::RegisterPeerRequest(r)) = &stored[0].request else {
+        panic!("register first: {:?}", stored[0]);
+    };
+    let d = r.download.as_ref().unwrap();
+    assert!(d.metadata_only && !d.need_back_to_source, "{d:?}");
+    assert_eq!(d.actual_content_length, Some(data.len() as u64));
+    assert!(matches!(
+        stored[1].request,
+        Some(PeerRequest::DownloadPeerStartedRequest(_))
+    ));
+    assert!(matches!(
+        stored[2].request,
+        Some(PeerRequest::DownloadPeerFinishedRequest(_))
+    ));
+    let reports = stream_of(first_stream);
     assert_eq!(reports.len(), 8, "register, started, 5 pieces, finished");
     for m in &reports {
         assert_eq!(m.task_id, task_id);
@@ -320,7 +374,32 @@ async fn a_dragonfly_peer_downloads_through_the_seed_peer_and_the_scheduler_hear
     let Some(PeerRequest::RegisterPeerRequest(r)) = &reports[0].request else {
         panic!("register first: {:?}", reports[0]);
     };
-    assert_eq!(r.download.as_ref().unwrap().url, url);
+    // The task's size, which the scheduler builds its task from, and what
+    // the trigger asked; piece concurrency is this seed's own.
+    let d = r.download.as_ref().unwrap();
+    assert_eq!(d.url, url);
+    assert_eq!(
+        (
+            d.actual_content_length,
+            d.actual_piece_length,
+            d.actual_piece_count
+        ),
+        (Some(data.len() as u64), Some(4 << 20), Some(5))
+    );
+    assert_eq!(d.priority, 3);
+    assert_eq!(d.timeout, trigger.timeout);
+    assert!(d.need_back_to_source && !d.metadata_only);
+    assert_eq!(
+        d.concurrent_piece_count,
+        Some(4),
+        "download.piece_concurrency"
+    );
+    // A Dragonfly seed peer id: {ip}-{hostname}-{uuid}-seed.
+    let uuid = peer_id
+        .strip_prefix("127.0.0.1-sg-test-")
+        .and_then(|rest| rest.strip_suffix("-seed"))
+        .unwrap();
+    assert!(uuid::Uuid::parse_str(uuid).is_ok(), "{peer_id}");
     assert!(matches!(
         reports[1].request,
         Some(PeerRequest::DownloadPeerBackToSourceStartedRequest(_))

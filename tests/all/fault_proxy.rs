@@ -57,6 +57,8 @@ struct Counters {
     faulted: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// When the first broken answer since the last `heal` was asked for.
+    first_fault: parking_lot::Mutex<Option<tokio::time::Instant>>,
 }
 
 pub struct FaultProxy {
@@ -146,6 +148,13 @@ impl FaultProxy {
     /// Drops every rule: answers are relayed as they are.
     pub fn heal(&self) {
         self.rules.lock().clear();
+        *self.counters.first_fault.lock() = None;
+    }
+
+    /// When the first request given a fault since the last `heal` arrived:
+    /// the point from which a client's watchdog can first see no progress.
+    pub fn first_fault_at(&self) -> Option<tokio::time::Instant> {
+        *self.counters.first_fault.lock()
     }
 
     /// Connections accepted so far.
@@ -217,6 +226,10 @@ async fn relay(
     let fault = take_fault(rules, req.method());
     if fault.is_some() {
         counters.faulted.fetch_add(1, Ordering::SeqCst);
+        counters
+            .first_fault
+            .lock()
+            .get_or_insert_with(tokio::time::Instant::now);
     }
     match fault {
         Some(Fault::Status(status)) => {

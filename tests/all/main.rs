@@ -1,6 +1,7 @@
 //! seedgate's integration tests: one binary (it links once), a module per
 //! behaviour, every test against real servers on loopback.
 
+mod dfdaemon;
 mod fault_proxy;
 mod giftless;
 mod s3_server;
@@ -16,6 +17,7 @@ mod engine;
 mod error_bodies;
 mod faults;
 mod full_disk;
+mod fuzz_corpus;
 mod gateway_api;
 mod gateway_http_origin;
 mod hostile_origins;
@@ -31,6 +33,8 @@ mod plugin_sandbox;
 mod preheat;
 mod retries;
 mod scheduler_policy;
+mod seed_conformance;
+mod seed_fidelity;
 mod soak;
 mod status_page;
 mod unix_socket;

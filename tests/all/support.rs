@@ -172,6 +172,16 @@ impl Nginx {
             .sum()
     }
 
+    /// Ranged GETs (206) the origin answered for `path`: piece fetches, as
+    /// opposed to a Dragonfly peer's stat (a plain GET it drops at once).
+    #[allow(dead_code)] // used by the seed-peer tests
+    pub fn piece_gets(&self, path: &str) -> usize {
+        self.requests(path)
+            .iter()
+            .filter(|(m, s)| m == "GET" && *s == 206)
+            .count()
+    }
+
     /// GET requests the origin logged for `path`.
     pub fn gets(&self, path: &str) -> usize {
         self.requests(path)

@@ -1,0 +1,195 @@
+//! Real Dragonfly peers: `dfdaemon` and `dfget` 1.5.10 from crates.io
+//! (`dragonfly-client`), built once by `scripts/setup` into
+//! `$SEEDGATE_DFDAEMON_DIR` (default `~/.cache/seedgate/dfdaemon-1.5.10`).
+//! Each daemon gets its own hostname, ports, socket, storage and log file,
+//! and a local dynconfig naming one scheduler (no manager).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::free_port;
+
+pub const VERSION: &str = "1.5.10";
+
+/// Where the binaries are.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SEEDGATE_DFDAEMON_DIR").map_or_else(
+        || {
+            Path::new(&std::env::var_os("HOME").expect("HOME"))
+                .join(format!(".cache/seedgate/dfdaemon-{VERSION}"))
+        },
+        PathBuf::from,
+    );
+    let path = dir.join("bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup (it builds dragonfly-client {VERSION})",
+        path.display()
+    );
+    path
+}
+
+/// A running dfdaemon.
+pub struct Dfdaemon {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub hostname: String,
+    /// `127.0.0.1-{hostname}`, or with `-seed` for a seed peer.
+    pub host_id: String,
+    pub upload_port: u16,
+}
+
+impl Dfdaemon {
+    /// Starts a dfdaemon (a super seed peer when `seed`) whose scheduler is
+    /// `127.0.0.1:scheduler_port`, and waits until its socket answers.
+    pub async fn start(hostname: &str, scheduler_port: u16, seed: bool) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let upload_port = free_port();
+        let piece_port = free_port();
+        let config = format!(
+            r#"host:
+  hostname: {hostname}
+  ip: 127.0.0.1
+server:
+  pluginDir: {d}/plugins
+  cacheDir: {d}/cache
+download:
+  server:
+    socketPath: {d}/dfdaemon.sock
+  protocol: tcp
+upload:
+  server:
+    ip: 127.0.0.1
+    port: {upload_port}
+scheduler:
+  announceInterval: 300s
+seedPeer:
+  enable: {seed}
+  type: super
+storage:
+  dir: {d}/storage
+  server:
+    ip: 127.0.0.1
+    tcpPort: {piece_port}
+    quicPort: {quic}
+health:
+  server:
+    ip: 127.0.0.1
+    port: {health}
+metrics:
+  server:
+    ip: 127.0.0.1
+    port: {metrics}
+stats:
+  server:
+    ip: 127.0.0.1
+    port: {stats}
+proxy:
+  server:
+    ip: 127.0.0.1
+    port: {proxy}
+"#,
+            d = d.display(),
+            quic = free_port(),
+            health = free_port(),
+            metrics = free_port(),
+            stats = free_port(),
+            proxy = free_port(),
+        );
+        std::fs::write(d.join("dfdaemon.yaml"), config).unwrap();
+        std::fs::write(
+            d.join("dynconfig.yaml"),
+            format!("scheduler:\n  addrs: ['127.0.0.1:{scheduler_port}']\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(d.join("dfdaemon.log")).unwrap();
+        let child = Command::new(bin("dfdaemon"))
+            .arg("--config")
+            .arg(d.join("dfdaemon.yaml"))
+            .arg("--dynconfig")
+            .arg(d.join("dynconfig.yaml"))
+            .arg("--log-dir")
+            .arg(d.join("log"))
+            .arg("--console")
+            .args(["--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn dfdaemon");
+        let mut me = Self {
+            child,
+            hostname: hostname.into(),
+            host_id: if seed {
+                format!("127.0.0.1-{hostname}-seed")
+            } else {
+                format!("127.0.0.1-{hostname}")
+            },
+            upload_port,
+            dir,
+        };
+        let socket = me.socket();
+        let t = tokio::time::Instant::now();
+        while !(socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok()) {
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("dfdaemon {hostname} exited ({status}):\n{}", me.log());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "dfdaemon {hostname} did not open its socket:\n{}",
+                me.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        me
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("dfdaemon.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("dfdaemon.log")).unwrap_or_default()
+    }
+
+    /// `dfget URL -O out` through this daemon; the output on failure.
+    pub async fn dfget(&self, url: &str, out: &Path) -> Result<(), String> {
+        let output = tokio::process::Command::new(bin("dfget"))
+            .arg(url)
+            .arg("-O")
+            .arg(out)
+            .arg("--endpoint")
+            .arg(self.socket())
+            .args(["--no-progress", "--console", "--timeout", "120s"])
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("spawn dfget");
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "dfget {url} failed ({}):\n{}{}\n--- dfdaemon {} log (tail) ---\n{}",
+                output.status,
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr),
+                self.hostname,
+                tail(&self.log(), 40)
+            ))
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Dfdaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
