@@ -38,6 +38,8 @@ pub struct Dfdaemon {
     /// `127.0.0.1-{hostname}`, or with `-seed` for a seed peer.
     pub host_id: String,
     pub upload_port: u16,
+    /// The TCP piece port (`storage.server.tcpPort`).
+    pub piece_port: u16,
 }
 
 impl Dfdaemon {
@@ -128,6 +130,7 @@ proxy:
                 format!("127.0.0.1-{hostname}")
             },
             upload_port,
+            piece_port,
             dir,
         };
         let socket = me.socket();

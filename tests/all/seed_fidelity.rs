@@ -105,8 +105,8 @@ impl Cluster {
         peers[0].id.clone()
     }
 
-    /// Piece fetches the origin answered (ranged GETs; a peer's stat is a
-    /// plain GET, not counted).
+    /// Piece fetches the origin answered (a peer's stat, a one-byte ranged
+    /// GET, is not one).
     fn origin_gets(&self) -> usize {
         self.nginx.piece_gets(&self.path)
     }

@@ -172,13 +172,26 @@ impl Nginx {
             .sum()
     }
 
-    /// Ranged GETs (206) the origin answered for `path`: piece fetches, as
-    /// opposed to a Dragonfly peer's stat (a plain GET it drops at once).
+    /// Piece fetches the origin answered for `path`: ranged GETs (206) with
+    /// more than one byte, as opposed to a Dragonfly peer's stat (a GET of
+    /// `bytes=0-0`).
     #[allow(dead_code)] // used by the seed-peer tests
     pub fn piece_gets(&self, path: &str) -> usize {
-        self.requests(path)
-            .iter()
-            .filter(|(m, s)| m == "GET" && *s == 206)
+        let log =
+            std::fs::read_to_string(self.root.join("logs/origin.access.log")).unwrap_or_default();
+        log.lines()
+            .filter(|line| {
+                let mut request = line.split('"').nth(1).unwrap_or("").split(' ');
+                let (method, target) = (request.next(), request.next());
+                let mut answer = line.split('"').nth(2).unwrap_or("").split_whitespace();
+                let (status, bytes) = (answer.next(), answer.next());
+                method == Some("GET")
+                    && target == Some(path)
+                    && status == Some("206")
+                    && bytes
+                        .and_then(|b| b.parse::<u64>().ok())
+                        .is_some_and(|b| b > 1)
+            })
             .count()
     }
 
