@@ -100,7 +100,6 @@ const LIVE: &[&str] = &[
     "host.memory",
     "host.disk",
     "host.network.tx_bandwidth",
-    "host.network.max_tx_bandwidth",
     "host.kernel_version",
     "host.platform_version",
     "host.os",
@@ -197,8 +196,16 @@ fn kind(r: &Option<PeerRequest>) -> &'static str {
 /// Triggers `DownloadTask` on a seed's upload port and reads it to the end.
 async fn trigger(port: u16, url: &str) {
     let mut client = upload_client(port).await;
+    // As the Go scheduler triggers a seed (`downloadTaskBySeedPeer`): the
+    // peer's download, with need_back_to_source; priority and timeout as a
+    // pipeline would set them.
     let d = dragonfly_api::common::v2::Download {
         need_back_to_source: true,
+        priority: 3,
+        timeout: Some(prost_wkt_types::Duration {
+            seconds: 90,
+            nanos: 0,
+        }),
         ..download(url)
     };
     let mut s = client
@@ -310,6 +317,17 @@ async fn seedgate_tells_a_scheduler_what_dragonflys_own_seed_tells_it() {
     }
     for (m, n) in our_msgs.iter().zip(&their_msgs) {
         assert_eq!(m.task_id, n.task_id, "the same task id");
+    }
+    // Peer ids of one shape: {ip}-{hostname}-{uuid v4}-seed.
+    for (id, hostname) in [
+        (&our_msgs[0].peer_id, "sg-test"),
+        (&their_msgs[0].peer_id, "df-seed"),
+    ] {
+        let uuid = id
+            .strip_prefix(&format!("127.0.0.1-{hostname}-"))
+            .and_then(|rest| rest.strip_suffix("-seed"))
+            .unwrap_or_else(|| panic!("peer id {id}"));
+        assert!(uuid::Uuid::parse_str(uuid).is_ok(), "peer id {id}");
     }
 
     // A piece on the TCP piece port: the same metadata.
