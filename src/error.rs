@@ -1,9 +1,11 @@
 //! The one error type requests fail with.
 //!
 //! As in pingora, what the resilience layers need is data on the error: its
-//! [`ErrorKind`] says whom to blame and whether to retry, negative-cache or
-//! count against a breaker. Nothing downstream matches on message text. The
-//! gateway maps a kind to a status in one place (`gateway::error`).
+//! [`ErrorKind`] says whether to retry, negative-cache or count against a
+//! breaker, and its [`Blame`] (pingora's `ErrorSource`) where it was born.
+//! Nothing downstream matches on message text. The HTTP status and the gRPC
+//! code are decided here, side by side, from kind and blame together
+//! ([`Error::http_status`], [`Error::grpc_code`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -55,10 +57,47 @@ impl ErrorKind {
     }
 }
 
+/// Where a failure was born, as pingora's `ErrorSource`: with the kind it
+/// decides the status (an invalid request is the client's 400; an invalid
+/// plugin or origin answer is a 502; a host-side fault is a 500).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blame {
+    /// What the client asked for is wrong.
+    Client,
+    /// The origin answered wrongly, or not at all.
+    Origin,
+    /// A plugin failed, or said the request cannot be made (its config).
+    Plugin,
+    /// This host: disk, metadata store, a full bulkhead, an open breaker.
+    Local,
+}
+
+impl Blame {
+    /// Who is at fault when nothing more is known than the kind.
+    pub fn of(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Invalid | ErrorKind::Conflict => Blame::Client,
+            ErrorKind::NotFound
+            | ErrorKind::Forbidden
+            | ErrorKind::Transient
+            | ErrorKind::Timeout
+            | ErrorKind::Changed
+            | ErrorKind::PolicyDenied => Blame::Origin,
+            ErrorKind::PluginFailed | ErrorKind::PluginTimeout => Blame::Plugin,
+            ErrorKind::Overloaded
+            | ErrorKind::CircuitOpen
+            | ErrorKind::DiskFull
+            | ErrorKind::Internal => Blame::Local,
+        }
+    }
+}
+
 /// A failure with its kind and a one-line reason naming the cause.
 #[derive(Debug, Clone)]
 pub struct Error {
     pub kind: ErrorKind,
+    pub blame: Blame,
     pub message: String,
     pub upstream_status: Option<u16>,
     pub retry_after: Option<Duration>,
@@ -72,10 +111,56 @@ impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             kind,
+            blame: Blame::of(kind),
             message: message.into(),
             upstream_status: None,
             retry_after: None,
             final_attempt: false,
+        }
+    }
+
+    /// The same failure, born elsewhere than its kind says by default.
+    pub fn blamed(mut self, blame: Blame) -> Self {
+        self.blame = blame;
+        self
+    }
+
+    /// The HTTP status a client is answered with.
+    pub fn http_status(&self) -> u16 {
+        match (self.kind, self.blame) {
+            (ErrorKind::NotFound, _) => 404,
+            (ErrorKind::Forbidden, _) => 403,
+            (ErrorKind::Invalid, Blame::Client) => 400,
+            (ErrorKind::Invalid, Blame::Origin | Blame::Plugin) => 502,
+            (ErrorKind::Invalid, Blame::Local) => 500,
+            (ErrorKind::Transient, _) => match self.upstream_status {
+                Some(429 | 503) => 503,
+                _ => 502,
+            },
+            (ErrorKind::Timeout | ErrorKind::PluginTimeout, _) => 504,
+            (ErrorKind::PluginFailed | ErrorKind::PolicyDenied, _) => 502,
+            (ErrorKind::Changed | ErrorKind::Overloaded | ErrorKind::CircuitOpen, _) => 503,
+            (ErrorKind::Conflict, _) => 409,
+            (ErrorKind::DiskFull, _) => 507,
+            (ErrorKind::Internal, _) => 500,
+        }
+    }
+
+    /// The gRPC code a Dragonfly peer or scheduler is answered with.
+    pub fn grpc_code(&self) -> tonic::Code {
+        use tonic::Code;
+        match (self.kind, self.blame) {
+            (ErrorKind::NotFound, _) => Code::NotFound,
+            (ErrorKind::Forbidden, _) => Code::PermissionDenied,
+            (ErrorKind::Invalid, Blame::Client) => Code::InvalidArgument,
+            (ErrorKind::Invalid, Blame::Origin | Blame::Plugin) => Code::FailedPrecondition,
+            (ErrorKind::Invalid, Blame::Local) => Code::Internal,
+            (ErrorKind::Transient | ErrorKind::CircuitOpen, _) => Code::Unavailable,
+            (ErrorKind::Overloaded | ErrorKind::DiskFull, _) => Code::ResourceExhausted,
+            (ErrorKind::Timeout | ErrorKind::PluginTimeout, _) => Code::DeadlineExceeded,
+            (ErrorKind::Changed, _) => Code::Aborted,
+            (ErrorKind::Conflict | ErrorKind::PolicyDenied, _) => Code::FailedPrecondition,
+            (ErrorKind::PluginFailed | ErrorKind::Internal, _) => Code::Internal,
         }
     }
 
@@ -141,3 +226,32 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_follows_kind_and_blame() {
+        let invalid = Error::new(ErrorKind::Invalid, "x");
+        assert_eq!(invalid.blame, Blame::Client);
+        assert_eq!(invalid.http_status(), 400);
+        assert_eq!(invalid.grpc_code(), tonic::Code::InvalidArgument);
+        for blame in [Blame::Plugin, Blame::Origin] {
+            let e = invalid.clone().blamed(blame);
+            assert_eq!(e.http_status(), 502, "{blame:?}");
+            assert_eq!(e.grpc_code(), tonic::Code::FailedPrecondition, "{blame:?}");
+        }
+        assert_eq!(invalid.clone().blamed(Blame::Local).http_status(), 500);
+        let mut busy = Error::new(ErrorKind::Transient, "x");
+        assert_eq!(busy.http_status(), 502);
+        busy.upstream_status = Some(503);
+        assert_eq!(busy.http_status(), 503);
+        assert_eq!(Error::new(ErrorKind::DiskFull, "x").http_status(), 507);
+        assert_eq!(
+            Error::new(ErrorKind::PluginTimeout, "x").blame,
+            Blame::Plugin
+        );
+        assert_eq!(Error::new(ErrorKind::CircuitOpen, "x").blame, Blame::Local);
+    }
+}

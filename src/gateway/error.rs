@@ -1,5 +1,6 @@
-//! Maps an error's kind to an HTTP status, in one place. The body is the
-//! one-line reason; `Retry-After` is passed on when the origin gave one.
+//! An error as the gateway answers it: the status decided from its kind
+//! and blame (`Error::http_status`), the one-line reason as the body, and
+//! `Retry-After` when the origin gave one.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -41,23 +42,8 @@ impl AppError {
     }
 
     pub fn from_error(e: Error) -> Self {
-        let status = match e.kind {
-            ErrorKind::NotFound => StatusCode::NOT_FOUND,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-            ErrorKind::Invalid => StatusCode::BAD_REQUEST,
-            ErrorKind::Transient => match e.upstream_status {
-                Some(429 | 503) => StatusCode::SERVICE_UNAVAILABLE,
-                _ => StatusCode::BAD_GATEWAY,
-            },
-            ErrorKind::Timeout | ErrorKind::PluginTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::PluginFailed => StatusCode::BAD_GATEWAY,
-            ErrorKind::Changed => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::Conflict => StatusCode::CONFLICT,
-            ErrorKind::Overloaded | ErrorKind::CircuitOpen => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorKind::PolicyDenied => StatusCode::BAD_GATEWAY,
-            ErrorKind::DiskFull => StatusCode::INSUFFICIENT_STORAGE,
-            ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status =
+            StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut headers = Vec::new();
         if let Some(after) = e.retry_after {
             let secs = after.as_secs_f64().ceil().max(1.0) as u64;

@@ -20,7 +20,7 @@ use http::HeaderMap;
 use tonic::{Request, Response, Status};
 
 use super::host::HostProbe;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::metrics::{METRICS, RpcLabels};
 use crate::origin::OriginRouter;
 use crate::task::peer::{PeerTask, PieceInfo};
@@ -37,22 +37,10 @@ pub struct Upload {
     pub sync_host_interval: std::time::Duration,
 }
 
-/// An engine error as a gRPC status, with its one-line reason.
+/// An engine error as a gRPC status, with its one-line reason (the code
+/// is decided beside the HTTP status, in `crate::error`).
 pub fn status(e: Error) -> Status {
-    let code = match e.kind {
-        ErrorKind::NotFound => tonic::Code::NotFound,
-        ErrorKind::Forbidden => tonic::Code::PermissionDenied,
-        ErrorKind::Invalid => tonic::Code::InvalidArgument,
-        ErrorKind::Transient | ErrorKind::CircuitOpen => tonic::Code::Unavailable,
-        ErrorKind::Overloaded => tonic::Code::ResourceExhausted,
-        ErrorKind::Timeout | ErrorKind::PluginTimeout => tonic::Code::DeadlineExceeded,
-        ErrorKind::Changed => tonic::Code::Aborted,
-        ErrorKind::Conflict => tonic::Code::FailedPrecondition,
-        ErrorKind::DiskFull => tonic::Code::ResourceExhausted,
-        ErrorKind::PolicyDenied => tonic::Code::FailedPrecondition,
-        ErrorKind::PluginFailed | ErrorKind::Internal => tonic::Code::Internal,
-    };
-    Status::new(code, e.to_string())
+    Status::new(e.grpc_code(), e.to_string())
 }
 
 /// Counts a call by method and outcome.

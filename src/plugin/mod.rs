@@ -109,6 +109,8 @@ pub struct CallTrace {
     /// off the base path or allowlist). A plugin can only pass that on as
     /// `invalid`; the host knows it was the origin leading astray.
     denied: parking_lot::Mutex<Option<String>>,
+    /// The memory cap refused a growth during the call.
+    grow_refused: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -158,6 +160,7 @@ impl CallTrace {
             // The plugin's own words (they name the refusal); the host's
             // blame.
             e.kind = ErrorKind::PolicyDenied;
+            e.blame = crate::error::Blame::Origin;
         }
         if e.kind == ErrorKind::Timeout && self.waited() * 10 >= deadline * 9 {
             e.final_attempt = true;
@@ -184,6 +187,52 @@ fn memory_cap(bytes: usize) -> StoreLimits {
         .memory_size(bytes)
         .trap_on_grow_failure(true)
         .build()
+}
+
+/// [`memory_cap`] that records on the call's trace when it refused a
+/// growth, so the trap is told as the memory cap by a typed cause, not by
+/// matching wasmtime's message.
+struct MemoryCap {
+    limits: StoreLimits,
+    trace: Arc<CallTrace>,
+}
+
+impl wasmtime::ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let r = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(r, Ok(true)) {
+            self.trace
+                .grow_refused
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 /// Threads of the runtime plugin calls run on.
@@ -236,7 +285,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: MemoryCap,
     env: Arc<CallEnv>,
     plugin: Arc<PluginInfo>,
     /// Time spent in the `http` import.
@@ -475,7 +524,10 @@ impl Plugin {
                 .allow_ip_name_lookup(false)
                 .build(),
             table: ResourceTable::new(),
-            limits: memory_cap(self.memory_limit),
+            limits: MemoryCap {
+                limits: memory_cap(self.memory_limit),
+                trace: trace.clone(),
+            },
             env: env.clone(),
             plugin: self.info.clone(),
             wait: trace.clone(),
@@ -495,7 +547,7 @@ impl Plugin {
         let started = tokio::time::Instant::now();
         match tokio::time::timeout(self.call_timeout + grace, on_plugin_runtime(run)).await {
             Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(self.trap_error(what, &env.origin, e)),
+            Ok(Err(e)) => Err(self.trap_error(what, &env.origin, &wait, e)),
             Err(_) => Err(self.deadline_error(what, &env.origin, &wait, started.elapsed())),
         }
     }
@@ -536,7 +588,7 @@ impl Plugin {
         )
     }
 
-    fn trap_error(&self, what: &str, origin: &str, e: wasmtime::Error) -> Error {
+    fn trap_error(&self, what: &str, origin: &str, trace: &CallTrace, e: wasmtime::Error) -> Error {
         let name = &self.info.name;
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Error::new(
@@ -554,8 +606,10 @@ impl Plugin {
                 ),
             ),
             _ => {
-                let text = format!("{e:#}");
-                let kind = if text.contains("memory") && text.contains("grow") {
+                let capped = trace
+                    .grow_refused
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let kind = if capped {
                     format!("exceeded its {} B memory cap", self.memory_limit)
                 } else {
                     "trapped".to_string()
@@ -672,13 +726,33 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
     };
     let mut message = d.message;
     message.truncate(512);
+    // The host checked the client's request (key, URL, range) before the
+    // call: a plugin that still calls it invalid speaks of its own config
+    // or of the upstream's answer, and is named.
+    let (blame, message) = match kind {
+        ErrorKind::Invalid => (
+            crate::error::Blame::Plugin,
+            if message.is_empty() {
+                format!(
+                    "origin '{origin}': plugin '{plugin}' refused the request and gave no reason"
+                )
+            } else {
+                format!("origin '{origin}': plugin '{plugin}': {message}")
+            },
+        ),
+        _ => (
+            crate::error::Blame::of(kind),
+            if message.is_empty() {
+                format!("origin '{origin}': plugin '{plugin}' gave no reason")
+            } else {
+                format!("origin '{origin}': {message}")
+            },
+        ),
+    };
     Error {
         kind,
-        message: if message.is_empty() {
-            format!("origin '{origin}': plugin '{plugin}' gave no reason")
-        } else {
-            format!("origin '{origin}': {message}")
-        },
+        blame,
+        message,
         upstream_status: d.upstream_status,
         retry_after: d.retry_after_ms.map(Duration::from_millis),
         final_attempt: false,

@@ -71,6 +71,7 @@ impl NegativeCache {
         let left = e.expires - now;
         Some(Error {
             kind: ErrorKind::NotFound,
+            blame: crate::error::Blame::Origin,
             message: format!(
                 "{} (remembered; asked again in {}s)",
                 e.reason,

@@ -110,3 +110,57 @@ base_delay = "10ms"
         assert_eq!(resp.status(), 200);
     }
 }
+
+/// A HEAD goes through the same guards as a GET: against an origin that
+/// is down, HEADs alone are retried and open its breaker, and later HEADs
+/// and GETs get the fast 503.
+#[tokio::test]
+async fn heads_against_a_dead_origin_open_its_breaker_like_gets() {
+    let (dir, nginx) = origin();
+    nginx.put("h/a.bin", b"head");
+    let proxy = FaultProxy::start(nginx.port).await;
+    proxy.set_down(true);
+    let config = format!(
+        r#"
+[breaker]
+consecutive_failures = 3
+open_base = "30s"
+open_max = "30s"
+
+[retry]
+max_attempts = 2
+base_delay = "10ms"
+
+{}"#,
+        http_origin_config(&proxy.base_url())
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let http = client();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let resp = http
+            .head(sg.url(&format!("/o/www/h/{i}.bin")))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    // Two HEADs, two attempts each: the breaker opens on the fourth failure
+    // at the latest, and the third HEAD is refused at once.
+    assert_eq!(statuses.last(), Some(&503), "{statuses:?}");
+    let b = breakers(&sg).await;
+    assert_eq!(b[0]["state"], "open", "{b:?}");
+    let attempts = proxy.connections();
+    assert!(
+        (3..=4).contains(&attempts),
+        "{attempts} connections: HEADs are retried"
+    );
+    let resp = get(&sg.url("/o/www/h/a.bin")).await;
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(
+        proxy.connections(),
+        attempts,
+        "the open breaker spares the origin"
+    );
+}
