@@ -3,6 +3,7 @@
 //! Data flows one way: [`gateway`] → [`task`] → [`origin`] → [`plugin`],
 //! with bytes landing in [`storage`]. [`serve`] wires them together.
 
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gateway;

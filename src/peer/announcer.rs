@@ -42,8 +42,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
+use super::convert::piece_message;
 use super::host::HostProbe;
-use super::upload::piece_message;
 use crate::config::SeedPeerConfig;
 use crate::metrics::{METRICS, SchedulerLabels, SchedulerOutcomeLabels};
 use crate::task::peer::PeerTask;

@@ -6,12 +6,14 @@
 //!   fetch, from the same content files the HTTP gateway serves;
 //! - [`announcer`]: registration with schedulers as a super seed, and a
 //!   report of each back-to-source download;
-//! - [`host`]: this host's ids and live load figures.
+//! - [`host`]: this host's ids and live load figures;
+//! - [`convert`]: engine types as Dragonfly's messages.
 //!
 //! Every path goes through the same [`TaskManager`]: an object fetched by
 //! the gateway and by a Dragonfly peer is one task, stored once.
 
 pub mod announcer;
+pub mod convert;
 pub mod host;
 pub mod piece_server;
 pub mod upload;

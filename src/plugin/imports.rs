@@ -4,7 +4,7 @@
 //! a deadline and a body cap.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use url::Url;
@@ -12,12 +12,7 @@ use url::Url;
 use super::HostState;
 use super::bindings::seedgate::plugin::{clock, config, http, log, types};
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use crate::clock::now_ms;
 
 /// A per-plugin log budget: `per_second` lines in each one-second window;
 /// the rest are dropped and counted, and the count is reported once the next

@@ -726,28 +726,14 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
     };
     let mut message = d.message;
     message.truncate(512);
-    // The host checked the client's request (key, URL, range) before the
-    // call: a plugin that still calls it invalid speaks of its own config
-    // or of the upstream's answer, and is named.
-    let (blame, message) = match kind {
-        ErrorKind::Invalid => (
-            crate::error::Blame::Plugin,
-            if message.is_empty() {
-                format!(
-                    "origin '{origin}': plugin '{plugin}' refused the request and gave no reason"
-                )
-            } else {
-                format!("origin '{origin}': plugin '{plugin}': {message}")
-            },
-        ),
-        _ => (
-            crate::error::Blame::of(kind),
-            if message.is_empty() {
-                format!("origin '{origin}': plugin '{plugin}' gave no reason")
-            } else {
-                format!("origin '{origin}': {message}")
-            },
-        ),
+    // `invalid` means the request or the plugin's config is wrong (the WIT
+    // case does not say which), so it keeps the kind's default blame: the
+    // client's. A plugin misconfiguration needs its own case to be a 502.
+    let blame = crate::error::Blame::of(kind);
+    let message = if message.is_empty() {
+        format!("origin '{origin}': plugin '{plugin}' gave no reason")
+    } else {
+        format!("origin '{origin}': {message}")
     };
     Error {
         kind,

@@ -39,7 +39,6 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -69,12 +68,7 @@ const READ_AHEAD_MIB: usize = 64;
 /// A task's last-access time is persisted at most this often.
 const ACCESS_PERSIST_MS: u64 = 60_000;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Parses `crc32:<decimal>`.
 fn parse_digest(digest: &str) -> Option<u32> {

@@ -44,8 +44,24 @@ pub struct Dfdaemon {
 
 impl Dfdaemon {
     /// Starts a dfdaemon (a super seed peer when `seed`) whose scheduler is
-    /// `127.0.0.1:scheduler_port`, and waits until its socket answers.
+    /// `127.0.0.1:scheduler_port`, and waits until its socket answers. Its
+    /// eight ports are picked free, but another test may take one before
+    /// dfdaemon binds it: a daemon that exits at start is tried again with
+    /// fresh ports (three times at most).
     pub async fn start(hostname: &str, scheduler_port: u16, seed: bool) -> Self {
+        let mut logs = String::new();
+        for attempt in 1..=3 {
+            match Self::try_start(hostname, scheduler_port, seed).await {
+                Ok(me) => return me,
+                Err(log) => {
+                    logs.push_str(&format!("--- attempt {attempt} ---\n{}\n", tail(&log, 30)));
+                }
+            }
+        }
+        panic!("dfdaemon {hostname} did not start:\n{logs}");
+    }
+
+    async fn try_start(hostname: &str, scheduler_port: u16, seed: bool) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let upload_port = free_port();
@@ -137,7 +153,7 @@ proxy:
         let t = tokio::time::Instant::now();
         while !(socket.exists() && std::os::unix::net::UnixStream::connect(&socket).is_ok()) {
             if let Ok(Some(status)) = me.child.try_wait() {
-                panic!("dfdaemon {hostname} exited ({status}):\n{}", me.log());
+                return Err(format!("exited ({status}):\n{}", me.log()));
             }
             assert!(
                 t.elapsed() < Duration::from_secs(60),
@@ -146,7 +162,7 @@ proxy:
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        me
+        Ok(me)
     }
 
     pub fn socket(&self) -> PathBuf {

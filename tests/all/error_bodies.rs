@@ -145,29 +145,3 @@ async fn origin_urls_stay_out_of_error_bodies_unless_allowed() {
         drop(sg);
     }
 }
-
-/// Blame decides the status with the kind: a plugin that says the request
-/// cannot be made because of its own config is a 502 naming the plugin
-/// (the client's request was fine), while the client's own bad key stays a
-/// 400.
-#[tokio::test]
-async fn a_plugin_misconfiguration_is_a_502_naming_the_plugin() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = r#"
-[origins.store]
-plugin = "s3"
-base_url = "http://127.0.0.1:9/bucket/"
-[origins.store.config]
-endpoint = "not a url"
-"#;
-    let sg = Seedgate::start(dir.path(), config);
-    let resp = get(&sg.url("/o/store/a.bin")).await;
-    let status = resp.status().as_u16();
-    let body = resp.text().await.unwrap();
-    assert_eq!(status, 502, "{body}");
-    assert!(body.contains("plugin 's3'"), "{body}");
-    assert!(body.contains("config 'endpoint'"), "{body}");
-    assert_eq!(body.trim().lines().count(), 1, "{body}");
-    let resp = get(&sg.url("/o/store/a%2f..%2f..%2fetc")).await;
-    assert_eq!(resp.status(), 400);
-}
