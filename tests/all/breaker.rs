@@ -17,6 +17,34 @@ async fn breakers(sg: &Seedgate) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// seedgate behind a fault proxy that is down, in front of nginx: the
+/// breaker opens after 3 failures for `open` (no growth), 2 attempts per
+/// request.
+async fn behind_a_dead_proxy(
+    dir: &tempfile::TempDir,
+    nginx: &Nginx,
+    open: &str,
+) -> (FaultProxy, Seedgate) {
+    let proxy = FaultProxy::start(nginx.port).await;
+    proxy.set_down(true);
+    let config = format!(
+        r#"
+[breaker]
+consecutive_failures = 3
+open_base = "{open}"
+open_max = "{open}"
+
+[retry]
+max_attempts = 2
+base_delay = "10ms"
+
+{}"#,
+        http_origin_config(&proxy.base_url())
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    (proxy, sg)
+}
+
 /// The origin is down: the breaker opens after 3 failures, later requests
 /// fail at once with 503 and Retry-After, and the origin sees at most one
 /// probe per open interval. When it is back, a probe closes the breaker and
@@ -28,23 +56,7 @@ async fn breaker_opens_on_a_dead_origin_probes_and_closes() {
     for i in 0..40 {
         nginx.put(&format!("b/{i}.bin"), &data);
     }
-    let proxy = FaultProxy::start(nginx.port).await;
-    proxy.set_down(true);
-    let config = format!(
-        r#"
-[breaker]
-consecutive_failures = 3
-open_base = "1s"
-open_max = "1s"
-
-[retry]
-max_attempts = 2
-base_delay = "10ms"
-
-{}"#,
-        http_origin_config(&proxy.base_url())
-    );
-    let sg = Seedgate::start(dir.path(), &config);
+    let (proxy, sg) = behind_a_dead_proxy(&dir, &nginx, "1s").await;
 
     // Until it opens: 502s, each from a real attempt.
     let mut statuses = Vec::new();
@@ -118,23 +130,7 @@ base_delay = "10ms"
 async fn heads_against_a_dead_origin_open_its_breaker_like_gets() {
     let (dir, nginx) = origin();
     nginx.put("h/a.bin", b"head");
-    let proxy = FaultProxy::start(nginx.port).await;
-    proxy.set_down(true);
-    let config = format!(
-        r#"
-[breaker]
-consecutive_failures = 3
-open_base = "30s"
-open_max = "30s"
-
-[retry]
-max_attempts = 2
-base_delay = "10ms"
-
-{}"#,
-        http_origin_config(&proxy.base_url())
-    );
-    let sg = Seedgate::start(dir.path(), &config);
+    let (proxy, sg) = behind_a_dead_proxy(&dir, &nginx, "30s").await;
     let http = client();
     let mut statuses = Vec::new();
     for i in 0..3 {
