@@ -114,8 +114,8 @@ piece_listen = "127.0.0.1:{piece}"
         .to_str()
         .unwrap()
         .to_string();
-    let piece_length = seedgate::task::piece_length(size);
-    let pieces = seedgate::task::piece_count(size, piece_length);
+    let piece_length = seedgate::piece::piece_length(size);
+    let pieces = seedgate::piece::piece_count(size, piece_length);
 
     // Correctness first (untimed): every piece's crc32, the whole sha256.
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", piece))

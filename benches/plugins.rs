@@ -294,7 +294,7 @@ async fn run() {
     );
 
     let total = mib * MIB;
-    let piece = seedgate::task::id::piece_length(total);
+    let piece = seedgate::piece::piece_length(total);
     let ranges = pieces(total, piece);
     println!(
         "\n== {mib} MiB from s3s-fs: {} pieces of {} MiB, {conc} at once (median of {rounds}) ==",

@@ -7,7 +7,7 @@
 //! Each body asserts its property; a panic is a finding.
 
 use arbitrary::{Arbitrary, Unstructured};
-use seedgate::origin::policy::AllowList;
+use seedgate::allowlist::AllowList;
 use seedgate::origin::{Expect, check_answer, validate_plan};
 use seedgate::peer::piece_server::{Request, request, request_header};
 use seedgate::plugin::bindings::seedgate::plugin::types as wit;
@@ -166,14 +166,14 @@ pub fn plan(input: PlanInput) {
         }
     }
     let length = input.content_length % (1 << 40);
-    let _ = seedgate::task::whole_object_plan(&plans, "fuzz", length);
+    let _ = seedgate::origin::whole_object_plan(&plans, "fuzz", length);
     let piece_length = 1u64 << (22 + input.piece_length_log2 % 5);
-    let count = seedgate::task::piece_count(length, piece_length);
+    let count = seedgate::piece::piece_count(length, piece_length);
     if count == 0 {
         return;
     }
     let n = input.piece % count;
-    let (offset, len) = seedgate::task::piece_span(n, length, piece_length);
+    let (offset, len) = seedgate::piece::piece_span(n, length, piece_length);
     let expect = Expect {
         offset,
         length: len,

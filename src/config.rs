@@ -877,14 +877,10 @@ impl Config {
                 "must be at least 1".into(),
             );
         }
-        if let Some(len) = self.download.piece_length {
-            let len = len.as_u64();
-            if !(crate::task::MIN_PIECE_LENGTH..=crate::task::MAX_PIECE_LENGTH).contains(&len) {
-                bad(
-                    "download.piece_length".into(),
-                    format!("{} is outside 4 MiB..=64 MiB", ByteSize(len)),
-                );
-            }
+        if let Some(len) = self.download.piece_length
+            && let Err(e) = crate::piece::check_piece_length(len.as_u64())
+        {
+            bad("download.piece_length".into(), e);
         }
         let (high, low) = (self.storage.high_watermark, self.storage.low_watermark);
         if !(0.0 < high && high <= 1.0) {
@@ -949,7 +945,7 @@ impl Config {
                 bad(key("call_timeout"), "must be more than zero".into());
             }
             for (i, h) in l.allowed_hosts.iter().flatten().enumerate() {
-                if let Err(e) = crate::origin::policy::Entry::parse(h) {
+                if let Err(e) = crate::allowlist::Entry::parse(h) {
                     bad(format!("plugins.limits.{name}.allowed_hosts[{i}]"), e);
                 }
             }
@@ -1125,7 +1121,7 @@ impl Config {
                 ),
             }
             for (i, entry) in origin.allowed_hosts.iter().enumerate() {
-                if let Err(e) = crate::origin::policy::HostEntry::parse(entry) {
+                if let Err(e) = crate::allowlist::HostEntry::parse(entry) {
                     bad(format!("origins.{name}.allowed_hosts[{i}]"), e);
                 }
             }

@@ -194,17 +194,6 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-impl From<crate::storage::StorageError> for Error {
-    fn from(e: crate::storage::StorageError) -> Self {
-        let kind = if e.is_disk_full() {
-            ErrorKind::DiskFull
-        } else {
-            ErrorKind::Internal
-        };
-        Error::new(kind, e.to_string())
-    }
-}
-
 /// Whether an I/O error means the disk or the quota is out of space.
 pub fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))

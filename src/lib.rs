@@ -3,6 +3,7 @@
 //! Data flows one way: [`gateway`] → [`task`] → [`origin`] → [`plugin`],
 //! with bytes landing in [`storage`]. [`serve`] wires them together.
 
+pub mod allowlist;
 pub mod clock;
 pub mod config;
 pub mod error;
@@ -10,8 +11,10 @@ pub mod gateway;
 pub mod metrics;
 pub mod origin;
 pub mod peer;
+pub mod piece;
 pub mod plugin;
 pub mod preheat;
+pub mod resilience;
 pub mod storage;
 pub mod task;
 

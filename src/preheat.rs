@@ -334,12 +334,8 @@ impl JobManager {
         if r.urls.is_empty() && r.keys.is_empty() && r.prefix.is_none() {
             return Err(invalid("a preheat job needs urls, keys or a prefix"));
         }
-        if let Some(len) = r.piece_length
-            && !(crate::task::MIN_PIECE_LENGTH..=crate::task::MAX_PIECE_LENGTH).contains(&len)
-        {
-            return Err(invalid(format!(
-                "piece_length {len} is outside 4 MiB..=64 MiB"
-            )));
+        if let Some(len) = r.piece_length {
+            crate::piece::check_piece_length(len).map_err(invalid)?;
         }
         if let Some(c) = r.concurrency
             && !(1..=self.config.max_concurrency).contains(&c)

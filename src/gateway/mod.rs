@@ -631,7 +631,7 @@ async fn reload_plugin(
 
 async fn list_negative(
     State(state): State<AppState>,
-) -> axum::Json<Vec<crate::task::negative::NegativeEntry>> {
+) -> axum::Json<Vec<crate::resilience::negative::NegativeEntry>> {
     axum::Json(state.tasks.negative.list())
 }
 
@@ -785,7 +785,7 @@ async fn list_downloads(
 
 async fn list_breakers(
     State(state): State<AppState>,
-) -> axum::Json<Vec<crate::origin::breaker::BreakerView>> {
+) -> axum::Json<Vec<crate::resilience::breaker::BreakerView>> {
     axum::Json(
         state
             .origins

@@ -142,7 +142,7 @@ pub fn check_escape(base: &url::Url, key: &str) {
             "key {key:?} -> {url} is served as {served}, outside {under}"
         );
         // The task id of what it names computes.
-        crate::task::task_id(&crate::task::TaskIdParams {
+        crate::piece::task_id(&crate::piece::TaskIdParams {
             url: url.as_str(),
             piece_length: None,
             tag: None,

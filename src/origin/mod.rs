@@ -4,28 +4,45 @@
 //! A plugin decides *what* to fetch; this module moves the bytes with a
 //! pooled native HTTP client whose resolver enforces the origin's
 //! allowlist, so a plan (or a redirect) can only reach vetted addresses.
+//! The engine speaks to an origin only through [`Origin::stat`],
+//! [`Origin::planner`] and [`Origin::fetch`] ([`fetch`]).
+//!
+//! # The guards, in order
+//!
+//! Every path to an origin passes the same guards. Outermost first:
+//!
+//! | call | guards |
+//! |---|---|
+//! | `stat` (a download's start, a HEAD) | authority breaker → retry within the budget → plugin call (bulkhead of calls, deadline, memory cap, plugin breaker) |
+//! | `plan` | plugin call (as above) → the whole-object rule → the plan check (URL on the allowlist, an HTTP method, valid headers) → renewal `download.plan_refresh_margin` before `expires-at-ms`, and once when the origin refuses an expiring plan |
+//! | a piece or a whole-object fetch (the engine wraps it in [`Origin::guarded`]) | authority breaker → retry within the budget → connection permit (`max_connections`) → first-byte watchdog → status, `Content-Range` and length checks → the version pin (ETag, Last-Modified) → idle watchdog per chunk |
+//!
+//! The download bulkhead (`max_downloads`, [`Origin::admit_download`]) is
+//! taken once per download, before its `stat`. The negative cache sits in
+//! front of all of it, in the engine, keyed by task.
 
-pub mod breaker;
+mod fetch;
 pub mod key;
 pub mod policy;
-pub mod retry;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use url::Url;
 
+use crate::allowlist::{AllowList, Denied, root_cause};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::METRICS;
 use crate::plugin::bindings::seedgate::plugin::types as wit;
 use crate::plugin::{CallEnv, PluginSlot, Registry};
-use policy::{AllowList, PolicyResolver};
+use crate::resilience::{breaker, retry};
+use policy::PolicyResolver;
+
+pub use fetch::{Body, Meta, Plan, Planner, whole_object_plan};
 
 /// One configured origin.
 #[derive(Debug)]
@@ -75,7 +92,7 @@ fn client(
                 attempt.url(),
                 policy::MAX_REDIRECTS
             );
-            attempt.error(policy::Denied(why))
+            attempt.error(Denied(why))
         } else if let Err(denied) = redirects.check(attempt.url()) {
             attempt.error(denied)
         } else {
@@ -251,43 +268,11 @@ impl Origin {
 
     /// A place among the piece requests in flight to this origin, waited
     /// for (the waiters are bounded by the running downloads).
-    pub async fn connection(&self) -> SemaphorePermit<'_> {
+    async fn connection(&self) -> SemaphorePermit<'_> {
         self.connections
             .acquire()
             .await
             .expect("the semaphore is never closed")
-    }
-
-    /// The next chunk of a plan's response body, or a timeout when none
-    /// comes within `download.idle_timeout`. `at` is the object offset
-    /// reached, for the message.
-    pub async fn next_chunk<S>(
-        &self,
-        body: &mut S,
-        plan: &wit::RequestPlan,
-        at: u64,
-    ) -> Result<Option<Bytes>>
-    where
-        S: Stream<Item = reqwest::Result<Bytes>> + Unpin,
-    {
-        let url = || Url::parse(&plan.url).unwrap_or_else(|_| self.base_url.clone());
-        match tokio::time::timeout(self.idle_timeout, body.next()).await {
-            Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
-            Ok(Some(Err(e))) => Err(fetch_error(&self.name, &url(), e)),
-            Ok(None) => Ok(None),
-            Err(_) => Err({
-                METRICS.watchdog(&self.name, "idle");
-                Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "origin '{}': {}: no byte for {} at byte {at} (download.idle_timeout)",
-                        self.name,
-                        url(),
-                        humantime::format_duration(self.idle_timeout)
-                    ),
-                )
-            }),
-        }
     }
 
     /// Runs origin work for `url` behind its authority's circuit breaker,
@@ -366,7 +351,7 @@ impl Origin {
     }
 
     /// The context a plugin sees: the URL and the forwardable client headers.
-    pub fn context(&self, url: &Url, headers: &HeaderMap) -> wit::RequestContext {
+    fn context(&self, url: &Url, headers: &HeaderMap) -> wit::RequestContext {
         let headers = self
             .forward_headers
             .iter()
@@ -386,62 +371,8 @@ impl Origin {
     }
 
     /// Checks a plan before executing it ([`validate_plan`]).
-    pub fn check_plan(&self, plan: &wit::RequestPlan) -> Result<(Url, reqwest::Method)> {
+    fn check_plan(&self, plan: &wit::RequestPlan) -> Result<(Url, reqwest::Method)> {
         validate_plan(&self.env.allow, &self.plugin.name, &self.name, plan)
-    }
-
-    /// Executes a plan for `expect`'s bytes. With `ranged`, the host adds a
-    /// `Range` header; the answer's status and `Content-Range` must match,
-    /// so an origin that ignores or misreports ranges is caught here.
-    pub async fn send(
-        &self,
-        plan: &wit::RequestPlan,
-        expect: Expect,
-        ranged: bool,
-    ) -> Result<reqwest::Response> {
-        let (url, method) = self.check_plan(plan)?;
-        let mut req = self.data.request(method, url.clone());
-        for h in &plan.headers {
-            req = req.header(h.name.as_str(), h.value.as_str());
-        }
-        if ranged {
-            let last = expect.offset + expect.length - 1;
-            req = req.header(
-                http::header::RANGE,
-                format!("bytes={}-{last}", expect.offset),
-            );
-        }
-        if let Some(tag) = &plan.if_match {
-            req = req.header(http::header::IF_MATCH, tag.as_str());
-        }
-        let resp = match tokio::time::timeout(self.first_byte_timeout, req.send()).await {
-            Ok(r) => r.map_err(|e| fetch_error(&self.name, &url, e))?,
-            Err(_) => {
-                METRICS.watchdog(&self.name, "first_byte");
-                return Err(Error::new(
-                    ErrorKind::Timeout,
-                    format!(
-                        "origin '{}': {url}: no response within {} (download.first_byte_timeout)",
-                        self.name,
-                        humantime::format_duration(self.first_byte_timeout)
-                    ),
-                ));
-            }
-        };
-        let content_range = resp
-            .headers()
-            .get(http::header::CONTENT_RANGE)
-            .and_then(|v| v.to_str().ok());
-        check_answer(
-            &self.name,
-            &url,
-            resp.status().as_u16(),
-            resp.content_length(),
-            content_range,
-            expect,
-            ranged,
-        )?;
-        Ok(resp)
     }
 }
 
@@ -570,23 +501,4 @@ pub fn fetch_error(origin: &str, url: &Url, e: reqwest::Error) -> Error {
         kind
     };
     Error::new(kind, format!("origin '{origin}': {url}: {cause}"))
-}
-
-/// The deepest cause of a transport failure, and whether the origin's
-/// policy refused it (a redirect or an address off the allowlist): the
-/// [`policy::Denied`] the redirect policy or the resolver returned travels
-/// in the error's source chain.
-pub fn root_cause(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
-    let mut cause = e.to_string();
-    let mut denied = false;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        if let Some(d) = s.downcast_ref::<policy::Denied>() {
-            return (d.0.clone(), true);
-        }
-        denied |= s.is::<policy::Denied>();
-        cause = s.to_string();
-        source = s.source();
-    }
-    (cause, denied)
 }

@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::metrics::{METRICS, RpcLabels};
 use crate::origin::OriginRouter;
 use crate::task::peer::{PeerTask, PieceInfo};
-use crate::task::{MAX_PIECE_LENGTH, MIN_PIECE_LENGTH, TaskManager, TaskSpec};
+use crate::task::{TaskManager, TaskSpec};
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -106,12 +106,8 @@ impl Upload {
                 "disable_back_to_source: a seed peer's downloads go back to the source",
             ));
         }
-        if let Some(len) = download.piece_length
-            && !(MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&len)
-        {
-            return Err(Status::invalid_argument(format!(
-                "piece_length {len} is outside {MIN_PIECE_LENGTH}..={MAX_PIECE_LENGTH}"
-            )));
+        if let Some(len) = download.piece_length {
+            crate::piece::check_piece_length(len).map_err(Status::invalid_argument)?;
         }
         let url = url::Url::parse(&download.url).map_err(|e| {
             Status::invalid_argument(format!("'{}' is not a URL: {e}", download.url))

@@ -169,7 +169,7 @@ fn transport(url: &Url, e: reqwest::Error, trace: &super::CallTrace) -> http::Ht
     }
     // The resolver's or the redirect policy's refusal travels as the
     // error's source.
-    let (text, denied) = crate::origin::root_cause(&e);
+    let (text, denied) = crate::allowlist::root_cause(&e);
     if denied {
         trace.deny(&text);
         return http::HttpError::Denied(text);

@@ -33,9 +33,9 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::allowlist::AllowList;
 use crate::config::{EffectiveLimits, PluginsConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::origin::policy::AllowList;
 
 pub use imports::LogLimiter;
 pub use registry::{PluginSlot, Registry, ReloadOutcome, SlotSummary};

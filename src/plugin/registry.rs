@@ -20,7 +20,7 @@ use super::bindings::seedgate::plugin::types as wit;
 use super::{BUILTINS, CallEnv, LogLimiter, Plugin, PluginHost};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::METRICS;
-use crate::origin::breaker::{Breakers, Scope};
+use crate::resilience::breaker::{Breakers, Scope};
 
 /// Where a plugin's bytes come from.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ pub struct SlotSummary {
     pub log_lines_dropped: u64,
     pub last_reload_error: Option<String>,
     /// The plugin's own breaker (traps and deadline kills).
-    pub breaker: crate::origin::breaker::State,
+    pub breaker: crate::resilience::breaker::State,
 }
 
 fn file_state(path: &Path) -> Option<(SystemTime, u64)> {
@@ -311,7 +311,7 @@ impl PluginSlot {
                 .breaker
                 .list()
                 .first()
-                .map_or(crate::origin::breaker::State::Closed, |b| b.state),
+                .map_or(crate::resilience::breaker::State::Closed, |b| b.state),
         }
     }
 }
@@ -412,7 +412,7 @@ impl Registry {
         }
     }
 
-    pub fn breakers(&self) -> Vec<crate::origin::breaker::BreakerView> {
+    pub fn breakers(&self) -> Vec<crate::resilience::breaker::BreakerView> {
         self.slots.values().flat_map(|s| s.breaker.list()).collect()
     }
 

@@ -691,3 +691,13 @@ impl Storage {
         })
     }
 }
+impl From<StorageError> for crate::error::Error {
+    fn from(e: StorageError) -> Self {
+        let kind = if e.is_disk_full() {
+            crate::error::ErrorKind::DiskFull
+        } else {
+            crate::error::ErrorKind::Internal
+        };
+        crate::error::Error::new(kind, e.to_string())
+    }
+}

@@ -26,14 +26,11 @@
 
 mod disk;
 mod gc;
-pub mod id;
-pub mod negative;
 pub mod peer;
-pub mod watchdog;
 
+use crate::piece::{TaskIdParams, crc32_digest, piece_count, piece_length, piece_span, task_id};
 pub use disk::DiskFull;
 pub use gc::GcReport;
-pub use id::*;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fs::File;
@@ -48,10 +45,10 @@ use url::Url;
 
 use crate::config::{DownloadConfig, StorageConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::origin::{Expect, Origin};
-use crate::plugin::bindings::seedgate::plugin::types as wit;
+use crate::origin::{Expect, Origin, Plan, Planner};
+use crate::resilience::negative;
+use crate::resilience::watchdog::Watchdog;
 use crate::storage::{PieceRecord, Storage, TaskRecord, TaskState};
-use watchdog::Watchdog;
 
 /// Bytes a piece writer gathers before one positioned write...
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -182,8 +179,8 @@ pub struct Download {
     file: Arc<File>,
     progress: watch::Sender<Progress>,
     queue: parking_lot::Mutex<Queue>,
-    meta: wit::ObjectMeta,
-    plan: tokio::sync::Mutex<Option<wit::RequestPlan>>,
+    /// Its plan, renewed before it expires.
+    planner: Planner,
     request: Arc<Request>,
     restarts: u32,
     /// Fails the task when it stops making progress.
@@ -251,32 +248,10 @@ impl Download {
         }
     }
 
-    /// The plan to fetch with, asked again when it is about to expire (or
-    /// when `force`d after the origin refused it).
-    async fn plan(&self, margin: std::time::Duration, force: bool) -> Result<wit::RequestPlan> {
-        let mut plan = self.plan.lock().await;
-        let stale = plan.as_ref().is_none_or(|p| {
-            force
-                || p.expires_at_ms
-                    .is_some_and(|t| now_ms() + margin.as_millis() as u64 >= t)
-        });
-        if stale {
-            let origin = &self.request.origin;
-            let ctx = origin.context(&self.request.url, &self.request.headers);
-            let plans = origin
-                .plugin
-                .plan_read(&origin.env, ctx, self.meta.clone(), None)
-                .await?;
-            let fresh =
-                whole_object_plan(&plans, &origin.plugin.name, self.meta.content_length)?.clone();
-            origin.check_plan(&fresh)?;
-            self.watchdog.touch();
-            if plan.is_some() {
-                tracing::debug!(task = %self.record.id, "plan renewed");
-            }
-            *plan = Some(fresh);
-        }
-        Ok(plan.clone().expect("set above"))
+    /// The plan to fetch with, renewed when it is about to expire (or when
+    /// `force`d after the origin refused it).
+    async fn plan(&self, force: bool) -> Result<Plan> {
+        self.planner.get(&self.request.origin, force).await
     }
 }
 
@@ -748,9 +723,8 @@ impl TaskManager {
         }
         // The same guards as a download's stat: retried within the budget,
         // counted by the authority's breaker.
-        let ctx = origin.context(url, headers);
         let meta = origin
-            .guarded(url, "stat", || origin.plugin.stat(&origin.env, ctx.clone()))
+            .stat(url, headers)
             .await
             .inspect_err(|e| self.negative.record(&id, &origin.name, url.as_str(), e))?;
         Ok(ObjectInfo {
@@ -912,12 +886,7 @@ impl TaskManager {
     ) -> Result<Arc<Download>> {
         let origin = &request.origin;
         let downloading = origin.admit_download()?;
-        let ctx = origin.context(&request.url, &request.headers);
-        let meta = origin
-            .guarded(&request.url, "stat", || {
-                origin.plugin.stat(&origin.env, ctx.clone())
-            })
-            .await?;
+        let meta = origin.stat(&request.url, &request.headers).await?;
         watchdog.touch();
         let piece_length = self
             .fixed_piece_length(&request.spec)
@@ -1002,8 +971,13 @@ impl TaskManager {
             })
             .0,
             queue: parking_lot::Mutex::new(queue),
-            meta,
-            plan: tokio::sync::Mutex::new(None),
+            planner: origin.planner(
+                &request.url,
+                &request.headers,
+                &meta,
+                self.config.plan_refresh_margin,
+                Some(watchdog.clone()),
+            ),
             request: request.clone(),
             restarts,
             watchdog,
@@ -1014,9 +988,7 @@ impl TaskManager {
         // error for the client rather than a body cut short.
         let work = !download.queue.lock().pending.is_empty();
         if work {
-            download
-                .plan(self.config.plan_refresh_margin, false)
-                .await?;
+            download.plan(false).await?;
         }
         if work {
             self.announce_start(&download);
@@ -1104,10 +1076,10 @@ impl TaskManager {
     /// that syncs the file once for every batch and then records the batch
     /// (group commit). When fetching fails, what landed is still committed.
     async fn run(&self, dl: &Download) -> Result<()> {
-        let plan = dl.plan(self.config.plan_refresh_margin, false).await?;
+        let plan = dl.plan(false).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<PieceRecord>(COMMIT_QUEUE);
         let fetch = async move {
-            if plan.host_may_set_range {
+            if plan.ranged() {
                 let workers = (0..self.config.piece_concurrency.max(1)).map(|_| {
                     let tx = tx.clone();
                     async move {
@@ -1126,7 +1098,12 @@ impl TaskManager {
                 futures_util::future::try_join_all(workers).await?;
                 Ok(())
             } else {
-                self.fetch_sequential(dl, &plan, &tx).await
+                let origin = &dl.request.origin;
+                origin
+                    .guarded(&dl.request.url, "object", || {
+                        self.fetch_sequential(dl, &plan, &tx)
+                    })
+                    .await
             }
         };
         let (fetched, committed) = tokio::join!(fetch, self.commit(dl, rx));
@@ -1168,25 +1145,18 @@ impl TaskManager {
             length,
             total: r.content_length,
         };
-        let margin = self.config.plan_refresh_margin;
-        let mut plan = dl.plan(margin, false).await?;
-        let _connection = origin.connection().await;
-        let resp = match origin.send(&plan, expect, true).await {
-            Err(e) if e.kind == ErrorKind::Forbidden && plan.expires_at_ms.is_some() => {
-                plan = dl.plan(margin, true).await?;
-                origin.send(&plan, expect, true).await?
+        let plan = dl.plan(false).await?;
+        let mut body = match origin.fetch(&plan, expect, true).await {
+            Err(e) if e.kind == ErrorKind::Forbidden && plan.expires_at_ms().is_some() => {
+                let plan = dl.plan(true).await?;
+                origin.fetch(&plan, expect, true).await?
             }
             other => other?,
         };
-        check_version(origin, &plan, r, resp.headers())?;
         dl.watchdog.touch();
         let received = origin.received_counter();
-        let mut body = resp.bytes_stream();
         let mut writer = PieceWriter::new(dl.file.clone(), n, offset, length);
-        while let Some(chunk) = origin
-            .next_chunk(&mut body, &plan, offset + writer.received())
-            .await?
-        {
+        while let Some(chunk) = body.next_chunk(offset + writer.received()).await? {
             self.check_room()?;
             dl.watchdog.touch();
             received.inc_by(chunk.len() as u64);
@@ -1202,7 +1172,7 @@ impl TaskManager {
     async fn fetch_sequential(
         &self,
         dl: &Download,
-        plan: &wit::RequestPlan,
+        plan: &Plan,
         commit: &tokio::sync::mpsc::Sender<PieceRecord>,
     ) -> Result<()> {
         let origin = &dl.request.origin;
@@ -1212,13 +1182,10 @@ impl TaskManager {
             length: r.content_length,
             total: r.content_length,
         };
-        let _connection = origin.connection().await;
         let received = origin.received_counter();
-        let resp = origin.send(plan, expect, false).await?;
-        check_version(origin, plan, r, resp.headers())?;
+        let mut body = origin.fetch(plan, expect, false).await?;
         dl.watchdog.touch();
         let count = piece_count(r.content_length, r.piece_length);
-        let mut body = resp.bytes_stream();
         let mut pending = Bytes::new();
         for n in 0..count {
             let (offset, length) = piece_span(n, r.content_length, r.piece_length);
@@ -1228,7 +1195,7 @@ impl TaskManager {
             while remaining > 0 {
                 if pending.is_empty() {
                     let at = offset + length - remaining;
-                    pending = match origin.next_chunk(&mut body, plan, at).await? {
+                    pending = match body.next_chunk(at).await? {
                         Some(chunk) => {
                             dl.watchdog.touch();
                             received.inc_by(chunk.len() as u64);
@@ -1240,7 +1207,7 @@ impl TaskManager {
                                 format!(
                                     "origin '{}': {}: body ended at byte {} of {}",
                                     origin.name,
-                                    plan.url,
+                                    plan.url(),
                                     offset + length - remaining,
                                     r.content_length
                                 ),
@@ -1265,17 +1232,14 @@ impl TaskManager {
                     .map_err(|_| Error::internal("the piece committer stopped"))?;
             }
         }
-        if !pending.is_empty()
-            || origin
-                .next_chunk(&mut body, plan, r.content_length)
-                .await?
-                .is_some()
-        {
+        if !pending.is_empty() || body.next_chunk(r.content_length).await?.is_some() {
             return Err(Error::new(
                 ErrorKind::Transient,
                 format!(
                     "origin '{}': {}: body is longer than {} bytes",
-                    origin.name, plan.url, r.content_length
+                    origin.name,
+                    plan.url(),
+                    r.content_length
                 ),
             ));
         }
@@ -1567,67 +1531,6 @@ fn same_version(a: &TaskRecord, b: &TaskRecord) -> bool {
         && a.piece_length == b.piece_length
         && a.etag == b.etag
         && a.last_modified == b.last_modified
-}
-
-/// Fails with [`ErrorKind::Changed`] when an answer carries another version
-/// than the one the download pinned.
-fn check_version(
-    origin: &Origin,
-    plan: &wit::RequestPlan,
-    record: &TaskRecord,
-    headers: &reqwest::header::HeaderMap,
-) -> Result<()> {
-    let differs = |name: http::HeaderName, pinned: &Option<String>| {
-        let got = headers.get(&name).and_then(|v| v.to_str().ok());
-        match (pinned, got) {
-            (Some(want), Some(got)) if want != got => {
-                Some(format!("{name} '{got}', pinned '{want}'"))
-            }
-            _ => None,
-        }
-    };
-    let changed = differs(http::header::ETAG, &record.etag)
-        .or_else(|| differs(http::header::LAST_MODIFIED, &record.last_modified));
-    match changed {
-        Some(what) => Err(Error::new(
-            ErrorKind::Changed,
-            format!(
-                "origin '{}': {}: the object changed during the download ({what})",
-                origin.name, plan.url
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
-/// The plan that yields the whole object. Plans covering parts of it are a
-/// later extension of the contract; refuse them clearly until then.
-pub fn whole_object_plan<'a>(
-    plans: &'a [wit::RequestPlan],
-    plugin: &str,
-    length: u64,
-) -> Result<&'a wit::RequestPlan> {
-    match plans {
-        [plan]
-            if plan.range.is_none()
-                || plan
-                    .range
-                    .is_some_and(|r| r.start == 0 && r.length == length) =>
-        {
-            Ok(plan)
-        }
-        [] => Err(Error::new(
-            ErrorKind::PluginFailed,
-            format!("plugin '{plugin}' returned no request plan"),
-        )),
-        _ => Err(Error::new(
-            ErrorKind::PluginFailed,
-            format!(
-                "plugin '{plugin}' returned {} partial plans; this host executes one whole-object plan",
-                plans.len()
-            ),
-        )),
-    }
 }
 
 /// The error of a task its watchdog stopped.

@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 
-use super::{Landed, Lease, Source, TaskManager, TaskSpec, id::crc32_digest, piece_span};
+use super::{Landed, Lease, Source, TaskManager, TaskSpec};
 use crate::error::{Error, Result};
+use crate::piece::{crc32_digest, piece_count, piece_span};
 use crate::storage::TaskRecord;
 
 /// One readable piece.
@@ -68,7 +69,7 @@ impl PeerTask {
     }
 
     pub fn piece_count(&self) -> u32 {
-        super::piece_count(self.record.content_length, self.record.piece_length)
+        piece_count(self.record.content_length, self.record.piece_length)
     }
 
     /// Piece `n`, if it can be read now.
@@ -98,7 +99,7 @@ impl PeerTask {
         let record = self.record.clone();
         let source = self.source.clone();
         async_stream::try_stream! {
-            let count = super::piece_count(record.content_length, record.piece_length) as usize;
+            let count = piece_count(record.content_length, record.piece_length) as usize;
             let info = |n: usize, landed: Landed| piece_info(&record, n as u32, landed);
             match source {
                 Source::Local(pieces) => {

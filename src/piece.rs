@@ -1,5 +1,7 @@
-//! Identities as Dragonfly computes them, so the same pieces can be served to
-//! Dragonfly peers: task ids, the piece length rule and piece digests.
+//! Piece rules, as Dragonfly computes them, so the same pieces can be served
+//! to Dragonfly peers: task ids, the piece length rule (and the one check of
+//! a length someone asked for), piece counts and spans, piece digests.
+//! A leaf: it imports nothing from the crate.
 //!
 //! The task id mirrors `dragonfly-client-util`'s `IDGenerator::task_id` for
 //! URL-based tasks: sha256 over the canonical URL (filtered query parameters
@@ -113,6 +115,28 @@ pub fn piece_length(content_length: u64) -> u64 {
         .clamp(MIN_PIECE_LENGTH, MAX_PIECE_LENGTH)
 }
 
+/// The one check of a fixed piece length, whoever asks for it (the config's
+/// `download.piece_length`, a preheat job, a Dragonfly `DownloadTask`): the
+/// reason names the length and the bounds.
+pub fn check_piece_length(len: u64) -> Result<(), String> {
+    if (MIN_PIECE_LENGTH..=MAX_PIECE_LENGTH).contains(&len) {
+        Ok(())
+    } else {
+        Err(format!(
+            "piece_length {len} ({}) is outside 4 MiB..=64 MiB",
+            mib(len)
+        ))
+    }
+}
+
+fn mib(len: u64) -> String {
+    if len.is_multiple_of(1024 * 1024) {
+        format!("{} MiB", len / (1024 * 1024))
+    } else {
+        format!("{:.2} MiB", len as f64 / (1024.0 * 1024.0))
+    }
+}
+
 /// Number of pieces of an object; a zero-length object has none.
 pub fn piece_count(content_length: u64, piece_length: u64) -> u32 {
     content_length.div_ceil(piece_length) as u32
@@ -135,6 +159,30 @@ pub fn crc32_digest(crc: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piece_lengths_outside_the_bounds_are_refused_with_them() {
+        assert!(check_piece_length(MIN_PIECE_LENGTH).is_ok());
+        assert!(check_piece_length(MAX_PIECE_LENGTH).is_ok());
+        let e = check_piece_length(MIN_PIECE_LENGTH - 1).unwrap_err();
+        assert!(e.contains("4194303") && e.contains("4 MiB..=64 MiB"), "{e}");
+        let e = check_piece_length(128 * 1024 * 1024).unwrap_err();
+        assert!(e.contains("128 MiB"), "{e}");
+    }
+
+    #[test]
+    fn spans_cover_the_object_once() {
+        let (len, piece) = (10 * 1024 * 1024 + 5, 4 * 1024 * 1024);
+        assert_eq!(piece_count(len, piece), 3);
+        assert_eq!(piece_count(0, piece), 0);
+        let spans: Vec<_> = (0..3).map(|n| piece_span(n, len, piece)).collect();
+        assert_eq!(spans[2], (8 * 1024 * 1024, 2 * 1024 * 1024 + 5));
+        assert_eq!(spans.iter().map(|s| s.1).sum::<u64>(), len);
+        assert_eq!(piece_span(3, len, piece).1, 0, "past the end is empty");
+        assert_eq!(piece_length(0), MIN_PIECE_LENGTH);
+        assert_eq!(piece_length(500 * 64 * 1024 * 1024 * 4), MAX_PIECE_LENGTH);
+        assert_eq!(piece_length(3 * 1024 * 1024 * 1024), 8 * 1024 * 1024);
+    }
 
     /// url, piece length, tag, application, filtered params, expected id.
     type Vector = (
