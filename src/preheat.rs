@@ -728,7 +728,8 @@ impl JobManager {
                     owner.name, origin.name
                 )));
             }
-            // A task restarted because the object changed is opened again.
+            // A task restarted because the object changed is opened again,
+            // as often as the engine itself would restart it.
             let mut tries = 0;
             loop {
                 let object = self
@@ -745,7 +746,9 @@ impl JobManager {
                     .wait_stored(&object, |b| bytes.store(b, Ordering::Relaxed))
                     .await;
                 match stored {
-                    Err(e) if e.kind == ErrorKind::Changed && tries < 3 => tries += 1,
+                    Err(e) if e.kind == ErrorKind::Changed && tries < crate::task::MAX_RESTARTS => {
+                        tries += 1
+                    }
                     other => return other,
                 }
             }

@@ -340,7 +340,7 @@ impl Announcer {
                 Ok(()) => {
                     ever = true;
                     link.set(LinkState::Registered {
-                        since_ms: crate::task::now_ms(),
+                        since_ms: crate::clock::now_ms(),
                     });
                     backoff = c.reconnect_backoff_min;
                     c.announce_interval
@@ -348,7 +348,7 @@ impl Announcer {
                 Err(error) => {
                     link.set(LinkState::Unreachable {
                         error,
-                        since_ms: crate::task::now_ms(),
+                        since_ms: crate::clock::now_ms(),
                     });
                     // Full jitter over the upper half: never a burst, never
                     // longer than the step.

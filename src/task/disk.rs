@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use bytesize::ByteSize;
 
-use super::{Index, TaskManager, now_ms};
+use super::TaskManager;
+use super::index::Index;
+use crate::clock::now_ms;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metrics::METRICS;
 

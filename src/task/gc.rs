@@ -8,7 +8,8 @@
 
 use std::sync::Arc;
 
-use super::{TaskManager, now_ms};
+use super::TaskManager;
+use crate::clock::now_ms;
 use crate::error::{Error, ErrorKind, Result};
 
 /// What one collection did.

@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use futures_util::Stream;
 
-use super::{Landed, Lease, Source, TaskManager, TaskSpec};
+use super::index::Lease;
+use super::object::{Landed, Source};
+use super::{TaskManager, TaskSpec};
 use crate::error::{Error, Result};
 use crate::piece::{crc32_digest, piece_count, piece_span};
 use crate::storage::TaskRecord;
@@ -211,7 +213,7 @@ impl TaskManager {
     }
 
     /// A peer's view of a download just started.
-    pub(super) fn announce_start(&self, dl: &Arc<super::Download>) {
+    pub(super) fn announce_start(&self, dl: &Arc<super::lifecycle::Download>) {
         if let Some(hook) = self.back_to_source.get() {
             hook(PeerTask {
                 record: dl.record.clone(),

@@ -1,0 +1,488 @@
+//! The download lifecycle: one download per task, shared by every opener.
+//!
+//! A task's download goes through these states, each held in one place:
+//!
+//! 1. **starting** — a [`Slot`] exists and its download is being made: the
+//!    origin's `stat`, admission (disk room, the origin's bulkhead), the
+//!    first plan. Openers arriving meanwhile wait on the slot; when
+//!    starting fails they all get its error (`Slot::failed`).
+//! 2. **fetching** — the [`Download`] runs: pieces land and are broadcast
+//!    through its [`Progress`]; readers may read each landed piece.
+//! 3. **finishing** — every piece is recorded; the task is written as
+//!    succeeded but not yet flushed, so it is not yet offered as stored
+//!    (`Index::finishing`).
+//! 4. **ended** — `Progress::outcome` says succeeded or failed. A download
+//!    that saw another version of the object ([`ErrorKind::Changed`])
+//!    starts over in a new content file, at most [`MAX_RESTARTS`] times.
+//!
+//! Every state string an API shows is derived from these by [`State`].
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::File;
+use std::sync::Arc;
+
+use http::HeaderMap;
+use tokio::sync::{OnceCell, watch};
+use url::Url;
+
+use super::index::Lease;
+use super::object::{Hot, Landed, Object, Source};
+use super::{TaskManager, TaskSpec, disk};
+use crate::clock::now_ms;
+use crate::error::{Error, ErrorKind, Result};
+use crate::origin::{Origin, Plan, Planner};
+use crate::piece::{piece_count, piece_length, piece_span};
+use crate::resilience::watchdog::Watchdog;
+use crate::storage::{TaskRecord, TaskState};
+
+/// A task whose download keeps seeing a new version gives up after this
+/// many fresh starts.
+pub const MAX_RESTARTS: u32 = 3;
+/// A task's last-access time is persisted at most this often.
+const ACCESS_PERSIST_MS: u64 = 60_000;
+
+/// Progress of one download, broadcast to its readers.
+#[derive(Debug, Clone)]
+pub(super) struct Progress {
+    /// `pieces[n]`: set once piece `n` is readable from the content file.
+    pub(super) pieces: Vec<Option<Landed>>,
+    /// Set once the download ends.
+    pub(super) outcome: Option<Result<(), Error>>,
+}
+
+/// Which pieces a download fetches next: those readers wait for first,
+/// then the rest in order.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    pub(super) urgent: VecDeque<u32>,
+    pub(super) pending: BTreeSet<u32>,
+}
+
+/// What a download needs to ask its plugin again (plans expire; a changed
+/// object restarts the task).
+#[derive(Debug)]
+pub(super) struct Request {
+    pub(super) origin: Arc<Origin>,
+    pub(super) url: Url,
+    pub(super) headers: HeaderMap,
+    /// The first byte the opener will read: its piece is fetched first.
+    pub(super) first_byte: u64,
+    pub(super) spec: TaskSpec,
+}
+
+/// A download in flight.
+#[derive(Debug)]
+pub struct Download {
+    pub record: TaskRecord,
+    pub(super) file: Arc<File>,
+    pub(super) progress: watch::Sender<Progress>,
+    pub(super) queue: parking_lot::Mutex<Queue>,
+    /// Its plan, renewed before it expires.
+    pub(super) planner: Planner,
+    pub(super) request: Arc<Request>,
+    pub(super) restarts: u32,
+    /// Fails the task when it stops making progress.
+    pub(super) watchdog: Arc<Watchdog>,
+    /// The space admitted for it and not yet written.
+    pub(super) promise: Promise,
+    pub(super) _lease: Lease,
+}
+
+/// Bytes of disk promised to one download at its admission; given back as
+/// its pieces are recorded, and all that is left when it ends.
+#[derive(Debug)]
+pub(super) struct Promise {
+    pub(super) tasks: std::sync::Weak<TaskManager>,
+    pub(super) left: std::sync::atomic::AtomicU64,
+}
+
+impl Promise {
+    /// `bytes` were written and recorded: they are used, not promised.
+    pub(super) fn spend(&self, tasks: &TaskManager, bytes: u64) {
+        use std::sync::atomic::Ordering;
+        let took = self
+            .left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |l| {
+                Some(l.saturating_sub(bytes))
+            })
+            .unwrap_or(0)
+            .min(bytes);
+        tasks.unpromise(took);
+    }
+}
+
+impl Promise {
+    /// The download ended: what it did not write is no longer spoken for
+    /// (its readers may keep the download itself for a long while).
+    pub(super) fn settle(&self, tasks: &TaskManager) {
+        tasks.unpromise(self.left.swap(0, std::sync::atomic::Ordering::SeqCst));
+    }
+}
+
+impl Drop for Promise {
+    fn drop(&mut self) {
+        if let Some(tasks) = self.tasks.upgrade() {
+            tasks.unpromise(*self.left.get_mut());
+        }
+    }
+}
+
+impl Download {
+    pub(super) fn next_piece(&self) -> Option<u32> {
+        let mut q = self.queue.lock();
+        while let Some(n) = q.urgent.pop_front() {
+            if q.pending.remove(&n) {
+                return Some(n);
+            }
+        }
+        q.pending.pop_first()
+    }
+
+    /// A reader waits for piece `n`: fetch it next.
+    pub(super) fn want(&self, n: u32) {
+        let mut q = self.queue.lock();
+        if q.pending.contains(&n) && !q.urgent.contains(&n) {
+            q.urgent.push_back(n);
+        }
+    }
+
+    /// The plan to fetch with, renewed when it is about to expire (or when
+    /// `force`d after the origin refused it).
+    pub(super) async fn plan(&self, force: bool) -> Result<Plan> {
+        self.planner.get(&self.request.origin, force).await
+    }
+}
+
+/// A per-task slot that makes concurrent opens share one download.
+#[derive(Debug, Default)]
+pub(super) struct Slot {
+    pub(super) download: OnceCell<Arc<Download>>,
+    /// Why starting failed: openers already waiting on this slot get the
+    /// same answer at once instead of each trying (and waiting) again.
+    pub(super) failed: parking_lot::Mutex<Option<Error>>,
+}
+
+/// Whether two records describe the same version of an object.
+pub(super) fn same_version(a: &TaskRecord, b: &TaskRecord) -> bool {
+    a.content_length == b.content_length
+        && a.piece_length == b.piece_length
+        && a.etag == b.etag
+        && a.last_modified == b.last_modified
+}
+
+/// The error of a task its watchdog stopped.
+pub(super) fn stalled(request: &Request, watchdog: &Watchdog, what: &str) -> Error {
+    crate::metrics::METRICS.watchdog(&request.origin.name, "task");
+    Error::new(
+        ErrorKind::Timeout,
+        format!(
+            "origin '{}': {}: {what} for {} (download.watchdog_timeout); the task was stopped",
+            request.origin.name,
+            request.url,
+            humantime::format_duration(watchdog.timeout())
+        ),
+    )
+}
+
+impl TaskManager {
+    /// Boxed: a restarted download opens its task again from inside the
+    /// download, which would otherwise be an infinitely sized future.
+    pub(super) fn open_request(
+        self: &Arc<Self>,
+        request: Arc<Request>,
+        restarts: u32,
+    ) -> futures_util::future::BoxFuture<'static, Result<Object>> {
+        let me = self.clone();
+        Box::pin(async move { me.open_request_inner(request, restarts).await })
+    }
+
+    pub(super) async fn open_request_inner(
+        self: &Arc<Self>,
+        request: Arc<Request>,
+        restarts: u32,
+    ) -> Result<Object> {
+        let id = self.task_id_of(&request.url, &request.spec)?;
+        // Leased before looking, so the collector cannot delete what we find.
+        let lease = Arc::new(self.lease(&id));
+        if let Some(hot) = self.complete(&id)? {
+            let mut record = hot.record.clone();
+            let now = now_ms();
+            if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
+                record.accessed_at_ms = now;
+                // Only for eviction order: a hit is served even when the
+                // metadata store cannot take the write (a full disk).
+                if let Err(e) = self.storage.put_task(&record) {
+                    tracing::debug!(task = %id, error = %e, "access time not persisted");
+                }
+                let fresh = Arc::new(Hot {
+                    record: record.clone(),
+                    pieces: hot.pieces.clone(),
+                    file: hot.file.clone(),
+                });
+                if let Some(u) = self.index.lock().tasks.get_mut(&id)
+                    && u.hot.as_ref().is_some_and(|h| Arc::ptr_eq(h, &hot))
+                {
+                    u.hot = Some(fresh);
+                }
+            }
+            return Ok(Object {
+                record,
+                source: Source::Local(hot.pieces.clone()),
+                file: hot.file.clone(),
+                request,
+                _lease: lease,
+            });
+        }
+        if let Some(e) = self.negative.get(&id) {
+            return Err(e);
+        }
+        let slot = self
+            .slots
+            .lock()
+            .await
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        // Concurrent openers of a missing object wait for the first one's
+        // answer; the ones after it find it in the negative cache instead of
+        // asking the origin again (a failed init lets the next waiter try).
+        let started = slot
+            .download
+            .get_or_try_init(|| async {
+                if let Some(e) = slot.failed.lock().clone() {
+                    return Err(e);
+                }
+                if let Some(e) = self.negative.get(&id) {
+                    return Err(e);
+                }
+                let watchdog = Arc::new(Watchdog::new(self.config.watchdog_timeout));
+                let r = tokio::select! {
+                    r = self.clone().start(request.clone(), id.clone(), restarts, watchdog.clone()) => r,
+                    () = watchdog.expired() => Err(stalled(&request, &watchdog, "no answer from the origin")),
+                };
+                if let Err(e) = &r {
+                    self.negative
+                        .record(&id, &request.origin.name, request.url.as_str(), e);
+                    *slot.failed.lock() = Some(e.clone());
+                }
+                r
+            })
+            .await;
+        match started {
+            Ok(download) => Ok(Object {
+                record: download.record.clone(),
+                source: Source::Download(download.clone()),
+                file: download.file.clone(),
+                request,
+                _lease: lease,
+            }),
+            Err(e) => {
+                self.release(&id, &slot).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Forgets a slot, unless a newer one already replaced it.
+    pub(super) async fn release(&self, id: &str, slot: &Arc<Slot>) {
+        let mut slots = self.slots.lock().await;
+        if slots.get(id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(id);
+        }
+    }
+
+    /// Asks the origin for the object, reconciles with what is stored, and
+    /// spawns the download of the missing pieces.
+    pub(super) async fn start(
+        self: Arc<Self>,
+        request: Arc<Request>,
+        id: String,
+        restarts: u32,
+        watchdog: Arc<Watchdog>,
+    ) -> Result<Arc<Download>> {
+        let origin = &request.origin;
+        let downloading = origin.admit_download()?;
+        let meta = origin.stat(&request.url, &request.headers).await?;
+        watchdog.touch();
+        let piece_length = self
+            .fixed_piece_length(&request.spec)
+            .unwrap_or_else(|| piece_length(meta.content_length));
+        let now = now_ms();
+        let record = TaskRecord {
+            id: id.clone(),
+            url: request.url.to_string(),
+            content_length: meta.content_length,
+            piece_length,
+            etag: meta.etag.clone(),
+            last_modified: meta.last_modified.clone(),
+            content_type: meta.content_type.clone(),
+            state: TaskState::Running,
+            created_at_ms: now,
+            accessed_at_ms: now,
+        };
+        let count = piece_count(record.content_length, piece_length) as usize;
+        let mut pieces = vec![None; count];
+        // Keep recorded pieces only if they belong to this very version.
+        let previous = self.storage.task(&id)?;
+        let same_version = previous.as_ref().is_some_and(|p| same_version(p, &record));
+        let file = if same_version {
+            for piece in self.storage.pieces(&id)? {
+                let (offset, length) =
+                    piece_span(piece.number, record.content_length, piece_length);
+                if (piece.number as usize) < count
+                    && piece.offset == offset
+                    && piece.length == length
+                {
+                    pieces[piece.number as usize] = Landed::stored(&piece);
+                }
+            }
+            self.storage.prepare_content(&id, record.content_length)?
+        } else {
+            if previous.is_some() {
+                tracing::info!(task = %id, "origin object changed since it was stored; starting over");
+                self.storage.clear_pieces(&id)?;
+                self.index.lock().clear(&id);
+                // Durable before the file is replaced: records must never
+                // outlive the bytes they describe.
+                self.storage.flush().await?;
+            }
+            // A new file: readers of an older version keep theirs.
+            self.storage.replace_content(&id, record.content_length)?
+        };
+        let kept = pieces.iter().filter(|d| d.is_some()).count();
+        if kept > 0 && kept < count {
+            tracing::info!(task = %id, kept, of = count, "resuming download from recorded pieces");
+        }
+        // The bytes still to fetch must fit before any is fetched.
+        let need: u64 = (0..count as u32)
+            .filter(|n| pieces[*n as usize].is_none())
+            .map(|n| piece_span(n, record.content_length, piece_length).1)
+            .sum();
+        {
+            let (id, url) = (id.clone(), record.url.clone());
+            disk::blocking(&self, move |me| me.admit(&id, &url, need)).await?;
+        }
+        let promise = Promise {
+            tasks: Arc::downgrade(&self),
+            left: std::sync::atomic::AtomicU64::new(need),
+        };
+        self.storage.put_task(&record)?;
+        // Durable now, so a crash early in the download finds a record for
+        // the content file and resumes rather than deleting it.
+        self.storage.flush().await?;
+
+        let first = (request.first_byte / piece_length) as u32;
+        let queue = Queue {
+            urgent: VecDeque::from([first]),
+            pending: (0..count as u32)
+                .filter(|n| pieces[*n as usize].is_none())
+                .collect(),
+        };
+        let download = Arc::new(Download {
+            record,
+            file: Arc::new(file),
+            progress: watch::channel(Progress {
+                pieces,
+                outcome: None,
+            })
+            .0,
+            queue: parking_lot::Mutex::new(queue),
+            planner: origin.planner(
+                &request.url,
+                &request.headers,
+                &meta,
+                self.config.plan_refresh_margin,
+                Some(watchdog.clone()),
+            ),
+            request: request.clone(),
+            restarts,
+            watchdog,
+            promise,
+            _lease: self.lease(&id),
+        });
+        // Plan before answering, so a refused or malformed plan is a clean
+        // error for the client rather than a body cut short.
+        let work = !download.queue.lock().pending.is_empty();
+        if work {
+            download.plan(false).await?;
+        }
+        if work {
+            self.announce_start(&download);
+        }
+        let me = self.clone();
+        let dl = download.clone();
+        tokio::spawn(async move {
+            let outcome = if work {
+                tokio::select! {
+                    r = me.run(&dl) => r,
+                    () = dl.watchdog.expired() => Err(stalled(&dl.request, &dl.watchdog, "no progress")),
+                }
+            } else {
+                Ok(())
+            };
+            // The origin's bulkhead counts running downloads only.
+            drop(downloading);
+            dl.promise.settle(&me);
+            let outcome = match outcome {
+                Ok(()) => me.finish(&dl).await,
+                Err(e) => Err(e),
+            };
+            let restart = match &outcome {
+                Ok(()) => {
+                    tracing::info!(task = %dl.record.id, url = %dl.record.url, bytes = dl.record.content_length, "task succeeded");
+                    false
+                }
+                Err(e) if e.kind == ErrorKind::Changed && dl.restarts < MAX_RESTARTS => {
+                    tracing::warn!(task = %dl.record.id, url = %dl.record.url, error = %e, "object changed at the origin; restarting the task");
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(task = %dl.record.id, url = %dl.record.url, error = %e, "task failed");
+                    if e.kind == ErrorKind::DiskFull {
+                        me.note_disk_full(e);
+                    }
+                    false
+                }
+            };
+            dl.progress.send_modify(|p| p.outcome = Some(outcome));
+            let slot = me.slots.lock().await.get(&dl.record.id).cloned();
+            if let Some(slot) = slot
+                && slot.download.get().is_some_and(|d| Arc::ptr_eq(d, &dl))
+            {
+                me.release(&dl.record.id, &slot).await;
+            }
+            if restart {
+                // The pieces of the old version go; the new one starts in a
+                // new file (readers of the old one were told it changed).
+                if let Err(e) = me.storage.clear_pieces(&dl.record.id) {
+                    tracing::warn!(task = %dl.record.id, error = %e, "dropping old pieces");
+                }
+                me.index.lock().clear(&dl.record.id);
+                if let Err(e) = me.open_request(dl.request.clone(), dl.restarts + 1).await {
+                    tracing::warn!(task = %dl.record.id, error = %e, "restarting the task");
+                }
+            }
+        });
+        Ok(download)
+    }
+
+    /// Marks a task whose pieces are all recorded as succeeded, durably.
+    pub(super) async fn finish(&self, dl: &Download) -> Result<()> {
+        let mut record = dl.record.clone();
+        record.state = TaskState::Succeeded;
+        record.accessed_at_ms = now_ms();
+        self.index.lock().finishing.insert(record.id.clone());
+        let durable = async {
+            self.storage.put_task(&record)?;
+            self.storage.flush().await
+        }
+        .await;
+        self.index.lock().finishing.remove(&record.id);
+        durable?;
+        // The next reader reads the record and digests once, then keeps them.
+        if let Some(u) = self.index.lock().tasks.get_mut(&record.id) {
+            u.hot = None;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,289 @@
+//! Reading: waiting for pieces, checking them against their digests,
+//! repairing a piece that no longer matches, and streaming a range of an
+//! object with bounded read-ahead.
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::TaskManager;
+use super::lifecycle::same_version;
+use super::object::{Hot, Landed, Object, Source};
+use crate::error::{Error, ErrorKind, Result};
+use crate::piece::{piece_count, piece_span};
+use crate::storage::TaskState;
+
+/// A piece being read (and checked): `None` when its bytes failed their
+/// digest. Small pieces are read at once; others on a blocking thread.
+pub(super) enum PieceRead {
+    Done(Result<Option<Bytes>>),
+    Blocking(tokio::task::JoinHandle<Result<Option<Bytes>>>),
+}
+
+impl PieceRead {
+    pub(super) async fn bytes(self) -> io::Result<Result<Option<Bytes>>> {
+        match self {
+            PieceRead::Done(r) => Ok(r),
+            PieceRead::Blocking(h) => h
+                .await
+                .map_err(|e| io::Error::other(format!("piece reader: {e}"))),
+        }
+    }
+}
+
+/// Pieces up to this long (the tail of a small object) are read on the
+/// async worker: a page-cache read of a few KiB costs less than handing it
+/// to a blocking thread.
+pub(super) const INLINE_READ: u64 = 64 * 1024;
+
+/// Reads `len` bytes at `offset` into a new buffer (no zero-fill first: on
+/// the hot path that is a whole extra pass over the bytes).
+pub(super) fn read_at(file: &File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let done = buf.len();
+        let at = offset + done as u64;
+        let spare = &mut buf.spare_capacity_mut()[..len - done];
+        let (read, _) = rustix::io::pread(file, spare, at)?;
+        if read.is_empty() {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let n = read.len();
+        // SAFETY: pread initialised the first `n` spare bytes.
+        unsafe { buf.set_len(buf.len() + n) };
+    }
+    Ok(buf)
+}
+
+impl TaskManager {
+    /// The stored task of `id` with its piece digests, if complete. The
+    /// digests are read from sled once and then kept in the index (a read
+    /// of a hot object does not scan its piece records).
+    pub(super) fn complete(&self, id: &str) -> Result<Option<Arc<Hot>>> {
+        {
+            let index = self.index.lock();
+            if index.finishing.contains(id) {
+                return Ok(None);
+            }
+            if let Some(hot) = index.tasks.get(id).and_then(|u| u.hot.clone()) {
+                return Ok(Some(hot));
+            }
+        }
+        let Some(record) = self.storage.task(id)? else {
+            return Ok(None);
+        };
+        if record.state != TaskState::Succeeded || self.index.lock().finishing.contains(id) {
+            return Ok(None);
+        }
+        let count = piece_count(record.content_length, record.piece_length) as usize;
+        let mut pieces = vec![None; count];
+        for p in self.storage.pieces(id)? {
+            if let Some(slot) = pieces.get_mut(p.number as usize) {
+                *slot = Landed::stored(&p);
+            }
+        }
+        let Some(pieces) = pieces.into_iter().collect::<Option<Vec<Landed>>>() else {
+            return Ok(None);
+        };
+        let hot = Arc::new(Hot {
+            pieces: Arc::new(pieces),
+            file: Arc::new(self.storage.open_content(id)?),
+            record,
+        });
+        // Kept only while the index agrees the task is whole (a repair or
+        // eviction in between has changed it).
+        if let Some(u) = self.index.lock().tasks.get_mut(id)
+            && u.stored == hot.record.content_length
+        {
+            u.hot = Some(hot.clone());
+        }
+        Ok(Some(hot))
+    }
+
+    /// Waits until piece `n` of `object` can be read; returns its crc32
+    /// and whether it is fresh from this download.
+    pub(super) async fn wait_piece(object: &Object, n: u32) -> Result<Landed> {
+        let dl = match &object.source {
+            Source::Local(pieces) => return Ok(pieces[n as usize]),
+            Source::Download(dl) => dl,
+        };
+        dl.want(n);
+        let mut rx = dl.progress.subscribe();
+        let p = rx
+            .wait_for(|p| p.pieces[n as usize].is_some() || p.outcome.is_some())
+            .await
+            .map_err(|_| Error::internal("download vanished"))?;
+        if let Some(landed) = p.pieces[n as usize] {
+            return Ok(landed);
+        }
+        Err(match &p.outcome {
+            Some(Err(e)) => e.clone(),
+            _ => Error::internal(format!("download ended without piece {n}")),
+        })
+    }
+
+    /// Waits until `object` is stored whole (its download ended), telling
+    /// `progress` the bytes landed so far each time more land.
+    pub async fn wait_stored(&self, object: &Object, mut progress: impl FnMut(u64)) -> Result<()> {
+        let dl = match &object.source {
+            Source::Local(_) => {
+                progress(object.record.content_length);
+                return Ok(());
+            }
+            Source::Download(dl) => dl,
+        };
+        let r = &dl.record;
+        let mut rx = dl.progress.subscribe();
+        loop {
+            let (bytes, outcome) = {
+                let p = rx.borrow_and_update();
+                let bytes: u64 = p
+                    .pieces
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.is_some())
+                    .map(|(n, _)| piece_span(n as u32, r.content_length, r.piece_length).1)
+                    .sum();
+                (bytes, p.outcome.clone())
+            };
+            progress(bytes);
+            if let Some(outcome) = outcome {
+                return outcome;
+            }
+            rx.changed()
+                .await
+                .map_err(|_| Error::internal("download vanished"))?;
+        }
+    }
+
+    /// Waits until the piece holding byte `at` of a downloading object has
+    /// landed, so an answer can start with a status that holds: a download
+    /// that fails (its watchdog, an origin error) before that is told to
+    /// the client as an error status instead of a body cut short.
+    pub async fn ready(&self, object: &Object, at: u64) -> Result<()> {
+        if at < object.record.content_length {
+            Self::wait_piece(object, (at / object.record.piece_length) as u32).await?;
+        }
+        Ok(())
+    }
+
+    /// Drops piece `n` whose bytes failed their digest and has it fetched
+    /// again; `object` then reads from the repairing download.
+    pub(super) async fn repair(self: &Arc<Self>, object: &mut Object, n: u32) -> Result<()> {
+        let id = object.record.id.clone();
+        let (_, length) = piece_span(n, object.record.content_length, object.record.piece_length);
+        self.storage.remove_piece(&id, n)?;
+        if let Some(mut record) = self.storage.task(&id)? {
+            record.state = TaskState::Running;
+            self.storage.put_task(&record)?;
+        }
+        self.index.lock().sub(&id, length);
+        let fresh = self.open_request(object.request.clone(), 0).await?;
+        if !same_version(&fresh.record, &object.record) {
+            return Err(Error::new(
+                ErrorKind::Changed,
+                format!(
+                    "{}: the object changed at the origin while it was read",
+                    object.record.url
+                ),
+            ));
+        }
+        object.source = fresh.source;
+        object.file = fresh.file;
+        Ok(())
+    }
+
+    /// Reads piece `n` whole, checking its crc32 when configured (and the
+    /// piece is not fresh from this process's download).
+    pub(super) fn start_read(&self, object: &Object, n: u32, landed: Landed) -> PieceRead {
+        let r = &object.record;
+        let (offset, length) = piece_span(n, r.content_length, r.piece_length);
+        let file = object.file.clone();
+        let verify = self.config.verify_on_read && !landed.fresh;
+        let id = r.id.clone();
+        let read = move || {
+            let buf = read_at(&file, offset, length as usize)
+                .map_err(|e| Error::internal(format!("reading piece {n} of task {id}: {e}")))?;
+            if verify && crc32fast::hash(&buf) != landed.crc {
+                tracing::error!(task = %id, piece = n, "piece bytes do not match their digest; fetching it again");
+                return Ok(None);
+            }
+            Ok(Some(Bytes::from(buf)))
+        };
+        if length <= INLINE_READ {
+            PieceRead::Done(read())
+        } else {
+            PieceRead::Blocking(tokio::task::spawn_blocking(read))
+        }
+    }
+
+    /// Piece `n` if it can be read without waiting (stored, or landed).
+    pub(super) fn landed_now(object: &Object, n: u32) -> Option<Landed> {
+        match &object.source {
+            Source::Local(pieces) => pieces.get(n as usize).copied(),
+            Source::Download(dl) => dl
+                .progress
+                .borrow()
+                .pieces
+                .get(n as usize)
+                .copied()
+                .flatten(),
+        }
+    }
+
+    /// Streams bytes `start..end` of an object, each piece as soon as it is
+    /// readable and checked. While one piece is sent, the next one (if
+    /// already readable, and the shared read-ahead budget allows) is read
+    /// and checked on a blocking thread. A failed
+    /// download ends the stream with its error; a corrupt piece is fetched
+    /// again before it is sent.
+    pub fn read(
+        self: &Arc<Self>,
+        object: &Object,
+        start: u64,
+        end: u64,
+    ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+        let mut object = object.clone();
+        let me = self.clone();
+        async_stream::try_stream! {
+            let piece_length = object.record.piece_length;
+            let mut pos = start;
+            let mut ahead: Option<(u32, PieceRead, tokio::sync::OwnedSemaphorePermit)> = None;
+            while pos < end {
+                let n = (pos / piece_length) as u32;
+                let mut attempts = 0;
+                let bytes = loop {
+                    let landed = Self::wait_piece(&object, n).await.map_err(io::Error::other)?;
+                    let read = match ahead.take() {
+                        Some((m, read, _budget)) if m == n => read,
+                        _ => me.start_read(&object, n, landed),
+                    };
+                    let read = read.bytes().await?;
+                    if let Some(bytes) = read.map_err(io::Error::other)? {
+                        break bytes;
+                    }
+                    attempts += 1;
+                    if attempts > 2 {
+                        Err(io::Error::other(format!("piece {n} of task {} stays corrupt after refetching", object.record.id)))?;
+                    }
+                    me.repair(&mut object, n).await.map_err(io::Error::other)?;
+                };
+                let offset = n as u64 * piece_length;
+                let part = bytes.slice((pos - offset) as usize..((end - offset) as usize).min(bytes.len()));
+                pos += part.len() as u64;
+                if pos < end
+                    && let Some(landed) = Self::landed_now(&object, n + 1)
+                    && let Ok(budget) = me.read_ahead.clone().try_acquire_many_owned(
+                        piece_length.div_ceil(1 << 20) as u32,
+                    )
+                {
+                    ahead = Some((n + 1, me.start_read(&object, n + 1, landed), budget));
+                }
+                yield part;
+            }
+        }
+    }
+}

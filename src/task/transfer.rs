@@ -1,0 +1,349 @@
+//! Moving bytes from an origin to the content file: ranged piece workers
+//! or one sequential stream cut into pieces, written with positioned
+//! writes, synced and recorded in batches (group commit).
+
+use std::fs::File;
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::TaskManager;
+use super::lifecycle::Download;
+use super::object::Landed;
+use crate::clock::now_ms;
+use crate::error::{Error, ErrorKind, Result};
+use crate::origin::{Expect, Plan};
+use crate::piece::{crc32_digest, piece_count, piece_span};
+use crate::storage::PieceRecord;
+
+/// Writes `chunks` contiguously at `offset` with as few `pwritev` calls as
+/// the kernel allows.
+/// Bytes a piece writer gathers before one positioned write...
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// ...or chunks, well under the kernel's IOV_MAX (1024).
+const WRITE_CHUNKS: usize = 256;
+/// Landed pieces waiting for their sync and record, at most: bounds what a
+/// crash can cost (they are fetched again) and the dirty bytes in flight.
+const COMMIT_QUEUE: usize = 16;
+
+pub(super) fn write_all_at(file: &File, chunks: &[Bytes], mut offset: u64) -> io::Result<()> {
+    let mut slices: Vec<io::IoSlice<'_>> = chunks.iter().map(|c| io::IoSlice::new(c)).collect();
+    let mut bufs = &mut slices[..];
+    while !bufs.is_empty() {
+        let n = rustix::io::pwritev(file, bufs, offset)?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        offset += n as u64;
+        io::IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
+}
+
+/// Makes a task's written bytes durable (fdatasync: the file's new blocks
+/// included) before a piece is recorded.
+pub(super) async fn sync(file: &Arc<File>) -> Result<()> {
+    let file = file.clone();
+    tokio::task::spawn_blocking(move || file.sync_data())
+        .await
+        .map_err(|e| Error::internal(format!("piece committer: {e}")))?
+        .map_err(|e| Error::io("syncing pieces to disk", &e))
+}
+
+/// Writes one piece at its offset in buffered positioned writes, checking
+/// its length and computing its digest. The caller lands the piece for
+/// readers, then syncs the file, and only then records it.
+pub(super) struct PieceWriter {
+    pub(super) file: Arc<File>,
+    pub(super) number: u32,
+    pub(super) offset: u64,
+    pub(super) length: u64,
+    pub(super) written: u64,
+    /// Received chunks not yet written, kept as they came (no copy): one
+    /// `pwritev` writes them.
+    pub(super) pending: Vec<Bytes>,
+    pub(super) pending_len: usize,
+    pub(super) crc: crc32fast::Hasher,
+    pub(super) started: tokio::time::Instant,
+}
+
+impl PieceWriter {
+    pub(super) fn new(file: Arc<File>, number: u32, offset: u64, length: u64) -> Self {
+        Self {
+            file,
+            number,
+            offset,
+            length,
+            written: 0,
+            pending: Vec::new(),
+            pending_len: 0,
+            crc: crc32fast::Hasher::new(),
+            started: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Bytes received so far.
+    pub(super) fn received(&self) -> u64 {
+        self.written + self.pending_len as u64
+    }
+
+    pub(super) async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        if self.written + (self.pending_len + chunk.len()) as u64 > self.length {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "origin sent more than the {} bytes of piece {}",
+                    self.length, self.number
+                ),
+            ));
+        }
+        self.crc.update(&chunk);
+        self.pending_len += chunk.len();
+        self.pending.push(chunk);
+        if self.pending_len >= WRITE_BUFFER || self.pending.len() >= WRITE_CHUNKS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunks = std::mem::take(&mut self.pending);
+        let len = std::mem::take(&mut self.pending_len) as u64;
+        let file = self.file.clone();
+        let at = self.offset + self.written;
+        let n = self.number;
+        tokio::task::spawn_blocking(move || write_all_at(&file, &chunks, at))
+            .await
+            .map_err(|e| Error::internal(format!("piece writer: {e}")))?
+            .map_err(|e| Error::io(format!("writing piece {n} to disk"), &e))?;
+        self.written += len;
+        Ok(())
+    }
+
+    pub(super) async fn finish(mut self) -> Result<PieceRecord> {
+        self.flush().await?;
+        if self.written != self.length {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "piece {} ended after {} of {} bytes",
+                    self.number, self.written, self.length
+                ),
+            ));
+        }
+        Ok(PieceRecord {
+            number: self.number,
+            offset: self.offset,
+            length: self.length,
+            digest: crc32_digest(self.crc.finalize()),
+            cost_ms: self.started.elapsed().as_millis() as u64,
+            created_at_ms: now_ms(),
+        })
+    }
+}
+
+impl TaskManager {
+    /// Fetches every piece not yet recorded, as the plan allows.
+    ///
+    /// Fetching never waits for the disk: landed pieces go to a committer
+    /// that syncs the file once for every batch and then records the batch
+    /// (group commit). When fetching fails, what landed is still committed.
+    pub(super) async fn run(&self, dl: &Download) -> Result<()> {
+        let plan = dl.plan(false).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<PieceRecord>(COMMIT_QUEUE);
+        let fetch = async move {
+            if plan.ranged() {
+                let workers = (0..self.config.piece_concurrency.max(1)).map(|_| {
+                    let tx = tx.clone();
+                    async move {
+                        while let Some(n) = dl.next_piece() {
+                            let origin = &dl.request.origin;
+                            let piece = origin
+                                .guarded(&dl.request.url, "piece", || self.fetch_piece(dl, n))
+                                .await?;
+                            tx.send(piece)
+                                .await
+                                .map_err(|_| Error::internal("the piece committer stopped"))?;
+                        }
+                        Ok::<_, Error>(())
+                    }
+                });
+                futures_util::future::try_join_all(workers).await?;
+                Ok(())
+            } else {
+                let origin = &dl.request.origin;
+                origin
+                    .guarded(&dl.request.url, "object", || {
+                        self.fetch_sequential(dl, &plan, &tx)
+                    })
+                    .await
+            }
+        };
+        let (fetched, committed) = tokio::join!(fetch, self.commit(dl, rx));
+        committed.and(fetched)
+    }
+
+    /// Syncs and records landed pieces, in batches.
+    pub(super) async fn commit(
+        &self,
+        dl: &Download,
+        mut rx: tokio::sync::mpsc::Receiver<PieceRecord>,
+    ) -> Result<()> {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while let Ok(piece) = rx.try_recv() {
+                batch.push(piece);
+            }
+            sync(&dl.file).await?;
+            for piece in batch {
+                self.record_piece(dl, piece)?;
+            }
+            // Durable at once rather than at sled's next periodic flush, so
+            // a crash costs only the pieces being fetched (at most
+            // `download.piece_concurrency`), not also the ones recorded in
+            // the last half second.
+            self.storage.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// One ranged request for piece `n`, written at its offset. A plan the
+    /// origin refuses after it expired is renewed once.
+    pub(super) async fn fetch_piece(&self, dl: &Download, n: u32) -> Result<PieceRecord> {
+        let origin = &dl.request.origin;
+        let r = &dl.record;
+        let (offset, length) = piece_span(n, r.content_length, r.piece_length);
+        let expect = Expect {
+            offset,
+            length,
+            total: r.content_length,
+        };
+        let plan = dl.plan(false).await?;
+        let mut body = match origin.fetch(&plan, expect, true).await {
+            Err(e) if e.kind == ErrorKind::Forbidden && plan.expires_at_ms().is_some() => {
+                let plan = dl.plan(true).await?;
+                origin.fetch(&plan, expect, true).await?
+            }
+            other => other?,
+        };
+        dl.watchdog.touch();
+        let received = origin.received_counter();
+        let mut writer = PieceWriter::new(dl.file.clone(), n, offset, length);
+        while let Some(chunk) = body.next_chunk(offset + writer.received()).await? {
+            self.check_room()?;
+            dl.watchdog.touch();
+            received.inc_by(chunk.len() as u64);
+            writer.write(chunk).await?;
+        }
+        let piece = writer.finish().await?;
+        self.land(dl, &piece);
+        Ok(piece)
+    }
+
+    /// One request for the whole object, cut into pieces as it arrives.
+    /// Pieces already recorded are read past, not rewritten.
+    pub(super) async fn fetch_sequential(
+        &self,
+        dl: &Download,
+        plan: &Plan,
+        commit: &tokio::sync::mpsc::Sender<PieceRecord>,
+    ) -> Result<()> {
+        let origin = &dl.request.origin;
+        let r = &dl.record;
+        let expect = Expect {
+            offset: 0,
+            length: r.content_length,
+            total: r.content_length,
+        };
+        let received = origin.received_counter();
+        let mut body = origin.fetch(plan, expect, false).await?;
+        dl.watchdog.touch();
+        let count = piece_count(r.content_length, r.piece_length);
+        let mut pending = Bytes::new();
+        for n in 0..count {
+            let (offset, length) = piece_span(n, r.content_length, r.piece_length);
+            let keep = dl.progress.borrow().pieces[n as usize].is_none();
+            let mut writer = keep.then(|| PieceWriter::new(dl.file.clone(), n, offset, length));
+            let mut remaining = length;
+            while remaining > 0 {
+                if pending.is_empty() {
+                    let at = offset + length - remaining;
+                    pending = match body.next_chunk(at).await? {
+                        Some(chunk) => {
+                            dl.watchdog.touch();
+                            received.inc_by(chunk.len() as u64);
+                            chunk
+                        }
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::Transient,
+                                format!(
+                                    "origin '{}': {}: body ended at byte {} of {}",
+                                    origin.name,
+                                    plan.url(),
+                                    offset + length - remaining,
+                                    r.content_length
+                                ),
+                            ));
+                        }
+                    };
+                }
+                self.check_room()?;
+                let take = (remaining as usize).min(pending.len());
+                let part = pending.split_to(take);
+                if let Some(w) = writer.as_mut() {
+                    w.write(part).await?;
+                }
+                remaining -= take as u64;
+            }
+            if let Some(w) = writer {
+                let piece = w.finish().await?;
+                self.land(dl, &piece);
+                commit
+                    .send(piece)
+                    .await
+                    .map_err(|_| Error::internal("the piece committer stopped"))?;
+            }
+        }
+        if !pending.is_empty() || body.next_chunk(r.content_length).await?.is_some() {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "origin '{}': {}: body is longer than {} bytes",
+                    origin.name,
+                    plan.url(),
+                    r.content_length
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Lets readers read a piece written in full (not yet synced: readers
+    /// need the bytes, only the record needs them durable).
+    pub(super) fn land(&self, dl: &Download, piece: &PieceRecord) {
+        if let Some(landed) = Landed::stored(piece) {
+            dl.progress.send_modify(|p| {
+                p.pieces[piece.number as usize] = Some(Landed {
+                    fresh: true,
+                    ..landed
+                })
+            });
+        }
+    }
+
+    /// Records a durable piece.
+    pub(super) fn record_piece(&self, dl: &Download, piece: PieceRecord) -> Result<()> {
+        self.storage.put_piece(&dl.record.id, &piece)?;
+        self.index.lock().add(&dl.record.id, piece.length);
+        dl.promise.spend(self, piece.length);
+        if self.over_high_watermark() {
+            self.gc_kick.notify_one();
+        }
+        Ok(())
+    }
+}
