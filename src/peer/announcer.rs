@@ -46,7 +46,7 @@ use super::convert::piece_message;
 use super::host::HostProbe;
 use crate::config::SeedPeerConfig;
 use crate::metrics::{METRICS, SchedulerLabels, SchedulerOutcomeLabels};
-use crate::task::peer::PeerTask;
+use crate::task::Object;
 
 /// What this seed peer tells a scheduler about one task, by kind.
 #[derive(Debug, Clone, Copy)]
@@ -397,7 +397,7 @@ impl Announcer {
 
     /// Reports a back-to-source download to its scheduler, in the
     /// background, until the download ends.
-    pub fn report(self: &Arc<Self>, task: PeerTask) {
+    pub fn report(self: &Arc<Self>, task: Object) {
         let trigger = self.triggers.lock().remove(&task.record.id);
         let peer_id = self.host.identity.peer_id();
         self.spawn_report(task, trigger, peer_id, Report::BackToSource);
@@ -406,7 +406,7 @@ impl Announcer {
     /// Tells the scheduler that a task asked for by `DownloadTask` is
     /// stored whole here (a `metadata_only` register), in the background.
     /// Returns the peer id it is registered under, for the answer.
-    pub fn report_stored(self: &Arc<Self>, task: PeerTask, trigger: Download) -> String {
+    pub fn report_stored(self: &Arc<Self>, task: Object, trigger: Download) -> String {
         let peer_id = self.host.identity.peer_id();
         self.spawn_report(task, Some(trigger), peer_id.clone(), Report::Stored);
         peer_id
@@ -414,7 +414,7 @@ impl Announcer {
 
     fn spawn_report(
         self: &Arc<Self>,
-        task: PeerTask,
+        task: Object,
         trigger: Option<Download>,
         peer_id: String,
         kind: Report,
@@ -465,7 +465,7 @@ impl Announcer {
     /// preheat), what the engine knows of the request.
     fn register_download(
         &self,
-        task: &PeerTask,
+        task: &Object,
         trigger: Option<Download>,
         kind: Report,
     ) -> Download {
@@ -499,7 +499,7 @@ impl Announcer {
     async fn report_download(
         &self,
         link: &Link,
-        task: PeerTask,
+        task: Object,
         trigger: Option<Download>,
         peer_id: String,
         kind: Report,
@@ -637,7 +637,7 @@ impl Announcer {
     /// is one a peer would be misled by.
     fn check_answer(
         &self,
-        task: &PeerTask,
+        task: &Object,
         kind: Report,
         answer: Option<&announce_peer_response::Response>,
     ) -> Result<(), String> {

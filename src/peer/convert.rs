@@ -4,7 +4,7 @@
 
 use dragonfly_api::common::v2::{Piece, SizeScope, TrafficType};
 
-use crate::task::peer::PieceInfo;
+use crate::task::PieceInfo;
 
 pub fn timestamp(ms: u64) -> Option<prost_wkt_types::Timestamp> {
     (ms > 0).then(|| prost_wkt_types::Timestamp {

@@ -28,8 +28,8 @@ use vortex_protocol::{HEADER_SIZE, Header, Message};
 
 use super::host::UploadStats;
 use crate::metrics::{CodeLabels, METRICS};
+use crate::task::PieceInfo;
 use crate::task::TaskManager;
-use crate::task::peer::PieceInfo;
 
 /// A request value is a task id and a piece number; anything much longer
 /// is not a request this server serves (and is not read into memory).
@@ -264,7 +264,7 @@ impl Connection {
             task_id,
             piece_number: n,
         } = request;
-        let task = match self.tasks.peer_task(&task_id).await {
+        let task = match self.tasks.find(&task_id).await {
             Ok(Some(task)) => task,
             Ok(None) => {
                 return send_error(

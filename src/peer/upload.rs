@@ -22,7 +22,7 @@ use super::host::HostProbe;
 use crate::error::Error;
 use crate::metrics::{METRICS, RpcLabels};
 use crate::origin::OriginRouter;
-use crate::task::peer::{PeerTask, PieceInfo};
+use crate::task::{Object, PieceInfo};
 use crate::task::{TaskManager, TaskSpec};
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -73,10 +73,10 @@ fn check_task_id(id: &str) -> Result<(), Status> {
 }
 
 impl Upload {
-    async fn peer_task(&self, id: &str) -> Result<PeerTask, Status> {
+    async fn find(&self, id: &str) -> Result<Object, Status> {
         check_task_id(id)?;
         self.tasks
-            .peer_task(id)
+            .find(id)
             .await
             .map_err(status)?
             .ok_or_else(|| Status::not_found(format!("task {id} is not on this seed peer")))
@@ -84,7 +84,7 @@ impl Upload {
 
     /// Checks a `Download` and opens its task (joining or starting the
     /// download back to source).
-    async fn open(&self, download: Download) -> Result<(PeerTask, bool, Download), Status> {
+    async fn open(&self, download: Download) -> Result<(Object, bool, Download), Status> {
         if download.r#type != TaskType::Standard as i32 {
             return Err(Status::invalid_argument(format!(
                 "task type {} is not served: this seed peer downloads standard tasks",
@@ -143,19 +143,12 @@ impl Upload {
         self.announcer.forget_trigger(&id);
         let object = object.map_err(status)?;
         let cached = object.cached();
-        let task = self
-            .tasks
-            .peer_task(&object.record.id)
-            .await
-            .map_err(status)?
-            .ok_or_else(|| Status::internal("the task vanished as it was opened"))?;
-        drop(object);
-        Ok((task, cached, download))
+        Ok((object, cached, download))
     }
 }
 
 /// Reads a piece's bytes (for `need_piece_content`).
-async fn piece_content(task: &PeerTask, p: &PieceInfo) -> Result<Vec<u8>, Status> {
+async fn piece_content(task: &Object, p: &PieceInfo) -> Result<Vec<u8>, Status> {
     let file = task.file().clone();
     let (offset, length) = (p.offset, p.length as usize);
     tokio::task::spawn_blocking(move || {
@@ -205,11 +198,7 @@ impl DfdaemonUpload for Upload {
             // the peer id this answer names, as from Dragonfly's own seed.
             // Downloading: the id its back-to-source report registered.
             let peer_id = if cached {
-                let stored = self.tasks.peer_task(&record.id).await.map_err(status)?;
-                match stored {
-                    Some(stored) => self.announcer.report_stored(stored, download.clone()),
-                    None => self.host.identity.peer_id(),
-                }
+                self.announcer.report_stored(task.clone(), download.clone())
             } else {
                 self.announcer
                     .peer_id_of(&record.id)
@@ -255,7 +244,7 @@ impl DfdaemonUpload for Upload {
     ) -> Result<Response<Self::SyncPiecesStream>, Status> {
         let r = async {
             let req = request.into_inner();
-            let task = self.peer_task(&req.task_id).await?;
+            let task = self.find(&req.task_id).await?;
             let count = task.piece_count();
             let mut wanted = vec![req.interested_piece_numbers.is_empty(); count as usize];
             for &n in &req.interested_piece_numbers {
@@ -300,7 +289,7 @@ impl DfdaemonUpload for Upload {
         request: Request<StatTaskRequest>,
     ) -> Result<Response<common::Task>, Status> {
         let r = async {
-            let task = self.peer_task(&request.get_ref().task_id).await?;
+            let task = self.find(&request.get_ref().task_id).await?;
             let r = &task.record;
             let pieces: Vec<Piece> = task
                 .landed()
@@ -320,12 +309,7 @@ impl DfdaemonUpload for Upload {
                 content_length: r.content_length,
                 piece_count: count,
                 size_scope: size_scope(r.content_length, count) as i32,
-                state: if task.running() {
-                    "Running"
-                } else {
-                    "Succeeded"
-                }
-                .into(),
+                state: task.state().dragonfly().into(),
                 peer_count: 1,
                 has_available_peer: !pieces.is_empty(),
                 pieces,
@@ -342,7 +326,7 @@ impl DfdaemonUpload for Upload {
         request: Request<StatLocalTaskRequest>,
     ) -> Result<Response<StatLocalTaskResponse>, Status> {
         let r = async {
-            let task = self.peer_task(&request.get_ref().task_id).await?;
+            let task = self.find(&request.get_ref().task_id).await?;
             let r = &task.record;
             let running = task.running();
             Ok(Response::new(StatLocalTaskResponse {

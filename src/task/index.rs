@@ -94,3 +94,65 @@ impl TaskManager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_bytes_add_up_and_never_go_negative() {
+        let mut index = Index::default();
+        index.add("a", 10);
+        index.add("a", 5);
+        index.add("b", 7);
+        assert_eq!(index.stored, 22);
+        index.sub("a", 100); // more than it has: clamps to what it has
+        assert_eq!((index.stored, index.tasks["a"].stored), (7, 0));
+        index.sub("nobody", 3);
+        assert_eq!(index.stored, 7);
+        index.add("a", 4);
+        index.clear("a");
+        assert_eq!(index.stored, 7);
+        assert_eq!(index.remove("b"), 7);
+        assert_eq!(index.remove("b"), 0);
+        assert_eq!(index.stored, 0);
+    }
+
+    #[test]
+    fn a_change_of_pieces_drops_the_hot_copy() {
+        let mut index = Index::default();
+        index.add("a", 1);
+        let hot = Arc::new(Hot {
+            record: crate::storage::TaskRecord {
+                id: "a".into(),
+                url: "http://o/a".into(),
+                content_length: 1,
+                piece_length: 4 << 20,
+                etag: None,
+                last_modified: None,
+                content_type: None,
+                state: crate::storage::TaskState::Succeeded,
+                created_at_ms: 0,
+                accessed_at_ms: 0,
+            },
+            pieces: Arc::new(Vec::new()),
+            file: Arc::new(tempfile::tempfile().unwrap()),
+        });
+        index.tasks.get_mut("a").unwrap().hot = Some(hot);
+        index.sub("a", 0);
+        assert!(index.tasks["a"].hot.is_none());
+    }
+
+    #[test]
+    fn a_lease_holds_its_task_until_dropped() {
+        let index = Arc::new(parking_lot::Mutex::new(Index::default()));
+        index.lock().tasks.entry("a".into()).or_default().leases = 2;
+        let lease = Lease {
+            index: index.clone(),
+            id: "a".into(),
+        };
+        drop(lease);
+        assert_eq!(index.lock().tasks["a"].leases, 1);
+        assert!(index.lock().tasks["a"].accessed_ms > 0);
+    }
+}

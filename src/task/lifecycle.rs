@@ -11,7 +11,7 @@
 //! 3. **finishing** — every piece is recorded; the task is written as
 //!    succeeded but not yet flushed, so it is not yet offered as stored
 //!    (`Index::finishing`).
-//! 4. **ended** — `Progress::outcome` says succeeded or failed. A download
+//! 4. **ended** — its [`Phase`] says succeeded or failed. A download
 //!    that saw another version of the object ([`ErrorKind::Changed`])
 //!    starts over in a new content file, at most [`MAX_RESTARTS`] times.
 //!
@@ -26,7 +26,7 @@ use tokio::sync::{OnceCell, watch};
 use url::Url;
 
 use super::index::Lease;
-use super::object::{Hot, Landed, Object, Source};
+use super::object::{Hot, Landed, Object};
 use super::{TaskManager, TaskSpec, disk};
 use crate::clock::now_ms;
 use crate::error::{Error, ErrorKind, Result};
@@ -47,7 +47,100 @@ pub(super) struct Progress {
     /// `pieces[n]`: set once piece `n` is readable from the content file.
     pub(super) pieces: Vec<Option<Landed>>,
     /// Set once the download ends.
-    pub(super) outcome: Option<Result<(), Error>>,
+    pub(super) phase: Phase,
+}
+
+/// Where a running or ended download stands, broadcast with its pieces.
+#[derive(Debug, Clone)]
+pub(super) enum Phase {
+    /// Fetching pieces.
+    Fetching,
+    /// Every piece stored, recorded and flushed.
+    Succeeded,
+    /// Ended with this error; what landed is kept.
+    Failed(Error),
+}
+
+impl Phase {
+    pub(super) fn ended(outcome: Result<()>) -> Self {
+        match outcome {
+            Ok(()) => Self::Succeeded,
+            Err(e) => Self::Failed(e),
+        }
+    }
+
+    pub(super) fn fetching(&self) -> bool {
+        matches!(self, Self::Fetching)
+    }
+
+    /// How it ended; `None` while it fetches.
+    pub(super) fn outcome(&self) -> Option<Result<()>> {
+        match self {
+            Self::Fetching => None,
+            Self::Succeeded => Some(Ok(())),
+            Self::Failed(e) => Some(Err(e.clone())),
+        }
+    }
+}
+
+/// Where a task stands: the one answer every state string comes from (the
+/// task API, the status page, Dragonfly's `StatTask`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// A download is fetching its pieces.
+    Running,
+    /// Every piece is stored, recorded and flushed.
+    Succeeded,
+    /// Its download failed; what landed is kept.
+    Failed,
+    /// Some pieces are stored and no download runs.
+    Partial,
+}
+
+impl State {
+    /// A task known from its record: `running` while a download runs
+    /// (`downloading`), `succeeded` once it is recorded whole and flushed
+    /// (not while `finishing`), `partial` otherwise.
+    pub(super) fn of_record(downloading: bool, record: TaskState, finishing: bool) -> Self {
+        if downloading {
+            Self::Running
+        } else if record == TaskState::Succeeded && !finishing {
+            Self::Succeeded
+        } else {
+            Self::Partial
+        }
+    }
+
+    pub(super) fn of_phase(phase: &Phase) -> Self {
+        match phase {
+            Phase::Fetching => Self::Running,
+            Phase::Succeeded => Self::Succeeded,
+            Phase::Failed(_) => Self::Failed,
+        }
+    }
+
+    /// The API's name (`running`, `succeeded`, `failed`, `partial`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Partial => "partial",
+        }
+    }
+
+    /// Dragonfly's name for it (`common.v2.Task.state`, as the Go
+    /// scheduler's task FSM spells its states): a partial task waits for a
+    /// download, `Pending`.
+    pub fn dragonfly(self) -> &'static str {
+        match self {
+            Self::Running => "Running",
+            Self::Succeeded => "Succeeded",
+            Self::Failed => "Failed",
+            Self::Partial => "Pending",
+        }
+    }
 }
 
 /// Which pieces a download fetches next: those readers wait for first,
@@ -127,23 +220,47 @@ impl Drop for Promise {
     }
 }
 
-impl Download {
-    pub(super) fn next_piece(&self) -> Option<u32> {
-        let mut q = self.queue.lock();
-        while let Some(n) = q.urgent.pop_front() {
-            if q.pending.remove(&n) {
+impl Queue {
+    /// The pieces of `count` not yet `have`, with piece `first` first.
+    pub(super) fn new(count: u32, first: u32, have: impl Fn(u32) -> bool) -> Self {
+        Self {
+            urgent: VecDeque::from([first]),
+            pending: (0..count).filter(|n| !have(*n)).collect(),
+        }
+    }
+
+    /// The piece to fetch next: the oldest one a reader waits for, else
+    /// the lowest pending one. Each piece is handed out once.
+    pub(super) fn next(&mut self) -> Option<u32> {
+        while let Some(n) = self.urgent.pop_front() {
+            if self.pending.remove(&n) {
                 return Some(n);
             }
         }
-        q.pending.pop_first()
+        self.pending.pop_first()
+    }
+
+    /// A reader waits for piece `n`: fetch it next (unless it is already
+    /// being fetched or stored).
+    pub(super) fn want(&mut self, n: u32) {
+        if self.pending.contains(&n) && !self.urgent.contains(&n) {
+            self.urgent.push_back(n);
+        }
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+impl Download {
+    pub(super) fn next_piece(&self) -> Option<u32> {
+        self.queue.lock().next()
     }
 
     /// A reader waits for piece `n`: fetch it next.
     pub(super) fn want(&self, n: u32) {
-        let mut q = self.queue.lock();
-        if q.pending.contains(&n) && !q.urgent.contains(&n) {
-            q.urgent.push_back(n);
-        }
+        self.queue.lock().want(n);
     }
 
     /// The plan to fetch with, renewed when it is about to expire (or when
@@ -225,12 +342,10 @@ impl TaskManager {
                     u.hot = Some(fresh);
                 }
             }
+            let spec = request.spec.clone();
             return Ok(Object {
                 record,
-                source: Source::Local(hot.pieces.clone()),
-                file: hot.file.clone(),
-                request,
-                _lease: lease,
+                ..Object::stored(&hot, spec, Some(request), lease)
             });
         }
         if let Some(e) = self.negative.get(&id) {
@@ -269,13 +384,7 @@ impl TaskManager {
             })
             .await;
         match started {
-            Ok(download) => Ok(Object {
-                record: download.record.clone(),
-                source: Source::Download(download.clone()),
-                file: download.file.clone(),
-                request,
-                _lease: lease,
-            }),
+            Ok(download) => Ok(Object::downloading(&download, lease)),
             Err(e) => {
                 self.release(&id, &slot).await;
                 Err(e)
@@ -372,18 +481,13 @@ impl TaskManager {
         self.storage.flush().await?;
 
         let first = (request.first_byte / piece_length) as u32;
-        let queue = Queue {
-            urgent: VecDeque::from([first]),
-            pending: (0..count as u32)
-                .filter(|n| pieces[*n as usize].is_none())
-                .collect(),
-        };
+        let queue = Queue::new(count as u32, first, |n| pieces[n as usize].is_some());
         let download = Arc::new(Download {
             record,
             file: Arc::new(file),
             progress: watch::channel(Progress {
                 pieces,
-                outcome: None,
+                phase: Phase::Fetching,
             })
             .0,
             queue: parking_lot::Mutex::new(queue),
@@ -402,7 +506,7 @@ impl TaskManager {
         });
         // Plan before answering, so a refused or malformed plan is a clean
         // error for the client rather than a body cut short.
-        let work = !download.queue.lock().pending.is_empty();
+        let work = !download.queue.lock().is_empty();
         if work {
             download.plan(false).await?;
         }
@@ -444,7 +548,7 @@ impl TaskManager {
                     false
                 }
             };
-            dl.progress.send_modify(|p| p.outcome = Some(outcome));
+            dl.progress.send_modify(|p| p.phase = Phase::ended(outcome));
             let slot = me.slots.lock().await.get(&dl.record.id).cloned();
             if let Some(slot) = slot
                 && slot.download.get().is_some_and(|d| Arc::ptr_eq(d, &dl))
@@ -484,5 +588,105 @@ impl TaskManager {
             u.hot = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_reorder_the_queue_and_each_piece_goes_once() {
+        // Pieces 1 and 4 are stored; a reader starts at piece 3.
+        let mut q = Queue::new(6, 3, |n| n == 1 || n == 4);
+        q.want(5);
+        q.want(5);
+        q.want(1); // stored: not fetched again
+        let order: Vec<u32> = std::iter::from_fn(|| q.next()).collect();
+        assert_eq!(order, [3, 5, 0, 2]);
+        assert!(q.is_empty());
+        q.want(0); // already handed out
+        assert_eq!(q.next(), None);
+    }
+
+    #[test]
+    fn a_first_piece_already_stored_is_skipped() {
+        let mut q = Queue::new(3, 0, |n| n == 0);
+        assert_eq!(q.next(), Some(1));
+        let mut none = Queue::new(2, 0, |_| true);
+        assert!(none.is_empty());
+        assert_eq!(none.next(), None);
+    }
+
+    #[test]
+    fn every_state_string_comes_from_one_state() {
+        use TaskState::{Running as R, Succeeded as S};
+        let cases = [
+            ((true, S, false), State::Running),
+            ((true, R, false), State::Running),
+            ((false, S, false), State::Succeeded),
+            ((false, S, true), State::Partial), // written, not yet flushed
+            ((false, R, false), State::Partial),
+        ];
+        for ((downloading, record, finishing), want) in cases {
+            assert_eq!(State::of_record(downloading, record, finishing), want);
+        }
+        let failed = Phase::ended(Err(Error::internal("x")));
+        assert_eq!(State::of_phase(&failed), State::Failed);
+        assert_eq!(State::of_phase(&Phase::Fetching), State::Running);
+        assert_eq!(State::of_phase(&Phase::ended(Ok(()))), State::Succeeded);
+        assert!(failed.outcome().is_some_and(|r| r.is_err()));
+        assert!(Phase::Fetching.outcome().is_none());
+        let names: Vec<_> = [
+            State::Running,
+            State::Succeeded,
+            State::Failed,
+            State::Partial,
+        ]
+        .iter()
+        .map(|s| (s.as_str(), s.dragonfly()))
+        .collect();
+        assert_eq!(
+            names,
+            [
+                ("running", "Running"),
+                ("succeeded", "Succeeded"),
+                ("failed", "Failed"),
+                ("partial", "Pending")
+            ]
+        );
+        // The API's JSON is the same name.
+        assert_eq!(
+            serde_json::to_string(&State::Partial).unwrap(),
+            "\"partial\""
+        );
+    }
+
+    #[test]
+    fn a_version_is_length_layout_and_validators() {
+        let a = TaskRecord {
+            id: "t".into(),
+            url: "http://o/x".into(),
+            content_length: 10,
+            piece_length: 4,
+            etag: Some("\"1\"".into()),
+            last_modified: None,
+            content_type: None,
+            state: TaskState::Running,
+            created_at_ms: 0,
+            accessed_at_ms: 0,
+        };
+        let mut b = a.clone();
+        b.state = TaskState::Succeeded;
+        b.content_type = Some("text/plain".into());
+        assert!(
+            same_version(&a, &b),
+            "state and media type are not the version"
+        );
+        b.etag = Some("\"2\"".into());
+        assert!(!same_version(&a, &b));
+        let mut c = a.clone();
+        c.piece_length = 8;
+        assert!(!same_version(&a, &c));
     }
 }

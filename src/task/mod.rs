@@ -29,7 +29,6 @@ mod gc;
 mod index;
 mod lifecycle;
 mod object;
-pub mod peer;
 mod read;
 mod transfer;
 mod view;
@@ -52,8 +51,8 @@ use lifecycle::{Request, Slot};
 
 pub use disk::DiskFull;
 pub use gc::GcReport;
-pub use lifecycle::MAX_RESTARTS;
-pub use object::Object;
+pub use lifecycle::{MAX_RESTARTS, State};
+pub use object::{Object, PieceInfo};
 pub use view::{DownloadView, ObjectInfo, TaskView};
 
 /// Memory for pieces read ahead of what readers send, over all readers.
@@ -97,7 +96,7 @@ pub struct TaskManager {
 }
 
 /// See [`TaskManager::on_back_to_source`].
-struct BackToSourceHook(Box<dyn Fn(peer::PeerTask) + Send + Sync>);
+struct BackToSourceHook(Box<dyn Fn(Object) + Send + Sync>);
 
 /// See [`TaskManager::on_removed`].
 struct RemovedHook(Box<dyn Fn(&str) + Send + Sync>);
@@ -115,7 +114,7 @@ impl std::fmt::Debug for BackToSourceHook {
 }
 
 impl std::ops::Deref for BackToSourceHook {
-    type Target = dyn Fn(peer::PeerTask) + Send + Sync;
+    type Target = dyn Fn(Object) + Send + Sync;
     fn deref(&self) -> &Self::Target {
         &*self.0
     }
@@ -280,5 +279,45 @@ impl TaskManager {
             spec,
         });
         self.open_request(request, 0).await
+    }
+
+    /// Calls `hook` with every download that goes back to the origin, as
+    /// it starts (before its first piece is fetched). Set once.
+    pub fn on_back_to_source(&self, hook: impl Fn(Object) + Send + Sync + 'static) {
+        if self
+            .back_to_source
+            .set(BackToSourceHook(Box::new(hook)))
+            .is_err()
+        {
+            tracing::warn!("a back-to-source hook is already set; ignoring another");
+        }
+    }
+
+    /// Calls `hook` with the id of every task removed from the store
+    /// (evicted by the collector or by admission, or deleted on request),
+    /// after it is gone. The hook must not block: it runs under the
+    /// engine's calls. Set once.
+    pub fn on_removed(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        if self.removed.set(RemovedHook(Box::new(hook))).is_err() {
+            tracing::warn!("a removal hook is already set; ignoring another");
+        }
+    }
+
+    pub(super) fn tell_removed(&self, id: &str) {
+        if let Some(hook) = self.removed.get() {
+            (hook.0)(id);
+        }
+    }
+
+    /// How many pieces one download fetches at once (`download.piece_concurrency`).
+    pub fn piece_concurrency(&self) -> usize {
+        self.config.piece_concurrency
+    }
+
+    /// A peer's view of a download just started.
+    pub(super) fn announce_start(&self, dl: &Arc<lifecycle::Download>) {
+        if let Some(hook) = self.back_to_source.get() {
+            hook(Object::downloading(dl, Arc::new(self.lease(&dl.record.id))));
+        }
     }
 }

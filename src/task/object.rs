@@ -5,8 +5,13 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use futures_util::Stream;
+
 use super::index::Lease;
-use super::lifecycle::{Download, Request};
+use super::lifecycle::{Download, Request, State};
+use super::{TaskManager, TaskSpec};
+use crate::error::{Error, Result};
+use crate::piece::{crc32_digest, piece_count, piece_span};
 use crate::storage::{PieceRecord, TaskRecord};
 
 /// Parses `crc32:<decimal>`.
@@ -58,19 +63,198 @@ pub(super) enum Source {
     Download(Arc<Download>),
 }
 
-/// An object ready to read. While it lives, its task is not evicted.
+/// One readable piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PieceInfo {
+    pub number: u32,
+    pub offset: u64,
+    pub length: u64,
+    /// CRC-32/IEEE of the bytes.
+    pub crc: u32,
+    /// How long fetching it from the origin took (ms); 0 if not recorded.
+    pub cost_ms: u64,
+    /// When it landed (Unix ms); 0 if not recorded.
+    pub created_at_ms: u64,
+}
+
+impl PieceInfo {
+    /// Dragonfly's digest string, `crc32:<decimal>`.
+    pub fn digest(&self) -> String {
+        crc32_digest(self.crc)
+    }
+}
+
+/// Piece `n` of a task, as landed.
+pub(super) fn piece_info(record: &TaskRecord, n: u32, landed: Landed) -> PieceInfo {
+    let (offset, length) = piece_span(n, record.content_length, record.piece_length);
+    PieceInfo {
+        number: n,
+        offset,
+        length,
+        crc: landed.crc,
+        cost_ms: landed.cost_ms,
+        created_at_ms: landed.created_at_ms,
+    }
+}
+
+/// The one handle on a task, whoever holds it: a reader of the gateway or
+/// a preheat job (opened by URL through its origin), or a Dragonfly peer
+/// (found by id, [`TaskManager::find`]). It reads the same content file and
+/// the same live progress either way, so an object is stored once whoever
+/// asked for it. While a handle lives, its task is not evicted.
 #[derive(Debug, Clone)]
 pub struct Object {
     pub record: TaskRecord,
+    /// Tag, application and piece length it was opened with (the default
+    /// for a task found stored by id).
+    pub spec: TaskSpec,
     pub(super) source: Source,
     pub(super) file: Arc<File>,
-    pub(super) request: Arc<Request>,
+    /// How to fetch it again (a piece that fails its digest is repaired
+    /// from the origin); `None` for a handle found by id.
+    pub(super) request: Option<Arc<Request>>,
     pub(super) _lease: Arc<Lease>,
 }
 
 impl Object {
+    /// A handle on a task stored whole.
+    pub(super) fn stored(
+        hot: &Hot,
+        spec: TaskSpec,
+        request: Option<Arc<Request>>,
+        lease: Arc<Lease>,
+    ) -> Self {
+        Self {
+            record: hot.record.clone(),
+            spec,
+            source: Source::Local(hot.pieces.clone()),
+            file: hot.file.clone(),
+            request,
+            _lease: lease,
+        }
+    }
+
+    /// A handle on a task while `dl` downloads it.
+    pub(super) fn downloading(dl: &Arc<Download>, lease: Arc<Lease>) -> Self {
+        Self {
+            record: dl.record.clone(),
+            spec: dl.request.spec.clone(),
+            source: Source::Download(dl.clone()),
+            file: dl.file.clone(),
+            request: Some(dl.request.clone()),
+            _lease: lease,
+        }
+    }
+
     /// True when every byte was already on disk when the object was opened.
     pub fn cached(&self) -> bool {
         matches!(self.source, Source::Local(_))
+    }
+
+    /// Where it stands now: stored whole, or as its download stands.
+    pub fn state(&self) -> State {
+        match &self.source {
+            Source::Local(_) => State::Succeeded,
+            Source::Download(dl) => State::of_phase(&dl.progress.borrow().phase),
+        }
+    }
+
+    /// True while its download runs (pieces may still land).
+    pub fn running(&self) -> bool {
+        self.state() == State::Running
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        piece_count(self.record.content_length, self.record.piece_length)
+    }
+
+    /// Piece `n`, if it can be read now.
+    pub fn piece(&self, n: u32) -> Option<PieceInfo> {
+        let landed = match &self.source {
+            Source::Local(pieces) => pieces.get(n as usize).copied(),
+            Source::Download(dl) => dl.progress.borrow().pieces.get(n as usize).copied()?,
+        }?;
+        Some(piece_info(&self.record, n, landed))
+    }
+
+    /// The pieces readable now, in order.
+    pub fn landed(&self) -> Vec<PieceInfo> {
+        (0..self.piece_count())
+            .filter_map(|n| self.piece(n))
+            .collect()
+    }
+
+    /// The content file (pieces at their offsets).
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+
+    /// Every piece once: those readable now first, then each as it lands.
+    /// Ends when all have been given, or with the download's error.
+    pub fn pieces(&self) -> impl Stream<Item = Result<PieceInfo>> + Send + 'static {
+        let record = self.record.clone();
+        let source = self.source.clone();
+        async_stream::try_stream! {
+            let count = piece_count(record.content_length, record.piece_length) as usize;
+            let info = |n: usize, landed: Landed| piece_info(&record, n as u32, landed);
+            match source {
+                Source::Local(pieces) => {
+                    for (n, landed) in pieces.iter().enumerate() {
+                        yield info(n, *landed);
+                    }
+                }
+                Source::Download(dl) => {
+                    let mut rx = dl.progress.subscribe();
+                    let mut sent = vec![false; count];
+                    let mut left = count;
+                    while left > 0 {
+                        let (fresh, outcome) = {
+                            let p = rx.borrow_and_update();
+                            let fresh: Vec<PieceInfo> = p
+                                .pieces
+                                .iter()
+                                .enumerate()
+                                .filter(|(n, l)| l.is_some() && !sent[*n])
+                                .map(|(n, l)| info(n, l.expect("filtered")))
+                                .collect();
+                            (fresh, p.phase.outcome())
+                        };
+                        for piece in fresh {
+                            sent[piece.number as usize] = true;
+                            left -= 1;
+                            yield piece;
+                        }
+                        if left == 0 {
+                            break;
+                        }
+                        match outcome {
+                            Some(Err(e)) => Err(e)?,
+                            Some(Ok(())) => Err(Error::internal(format!(
+                                "task {} ended with {left} pieces missing",
+                                record.id
+                            )))?,
+                            None => {}
+                        }
+                        rx.changed().await.map_err(|_| Error::internal("download vanished"))?;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl TaskManager {
+    /// The task `id` if it is stored whole or downloading now; `None`
+    /// otherwise (partly stored tasks with no download are not offered).
+    pub async fn find(&self, id: &str) -> Result<Option<Object>> {
+        if let Some(hot) = self.complete(id)? {
+            let lease = Arc::new(self.lease(id));
+            return Ok(Some(Object::stored(&hot, TaskSpec::default(), None, lease)));
+        }
+        let slot = self.slots.lock().await.get(id).cloned();
+        let Some(dl) = slot.and_then(|s| s.download.get().cloned()) else {
+            return Ok(None);
+        };
+        Ok(Some(Object::downloading(&dl, Arc::new(self.lease(id)))))
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::TaskManager;
-use super::lifecycle::same_version;
+use super::lifecycle::{Phase, same_version};
 use super::object::{Hot, Landed, Object, Source};
 use crate::error::{Error, ErrorKind, Result};
 use crate::piece::{piece_count, piece_span};
@@ -113,14 +113,14 @@ impl TaskManager {
         dl.want(n);
         let mut rx = dl.progress.subscribe();
         let p = rx
-            .wait_for(|p| p.pieces[n as usize].is_some() || p.outcome.is_some())
+            .wait_for(|p| p.pieces[n as usize].is_some() || !p.phase.fetching())
             .await
             .map_err(|_| Error::internal("download vanished"))?;
         if let Some(landed) = p.pieces[n as usize] {
             return Ok(landed);
         }
-        Err(match &p.outcome {
-            Some(Err(e)) => e.clone(),
+        Err(match &p.phase {
+            Phase::Failed(e) => e.clone(),
             _ => Error::internal(format!("download ended without piece {n}")),
         })
     }
@@ -147,7 +147,7 @@ impl TaskManager {
                     .filter(|(_, l)| l.is_some())
                     .map(|(n, _)| piece_span(n as u32, r.content_length, r.piece_length).1)
                     .sum();
-                (bytes, p.outcome.clone())
+                (bytes, p.phase.outcome())
             };
             progress(bytes);
             if let Some(outcome) = outcome {
@@ -181,7 +181,12 @@ impl TaskManager {
             self.storage.put_task(&record)?;
         }
         self.index.lock().sub(&id, length);
-        let fresh = self.open_request(object.request.clone(), 0).await?;
+        let Some(request) = object.request.clone() else {
+            return Err(Error::internal(format!(
+                "task {id}: piece {n} failed its digest and this handle cannot fetch it again"
+            )));
+        };
+        let fresh = self.open_request(request, 0).await?;
         if !same_version(&fresh.record, &object.record) {
             return Err(Error::new(
                 ErrorKind::Changed,

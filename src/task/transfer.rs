@@ -347,3 +347,58 @@ impl TaskManager {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writer(length: u64) -> (PieceWriter, Arc<File>) {
+        let file = Arc::new(tempfile::tempfile().unwrap());
+        (PieceWriter::new(file.clone(), 2, 8, length), file)
+    }
+
+    #[tokio::test]
+    async fn a_piece_lands_at_its_offset_with_its_crc() {
+        let (mut w, file) = writer(6);
+        w.write(Bytes::from_static(b"abc")).await.unwrap();
+        assert_eq!(w.received(), 3);
+        w.write(Bytes::from_static(b"def")).await.unwrap();
+        let piece = w.finish().await.unwrap();
+        assert_eq!((piece.number, piece.offset, piece.length), (2, 8, 6));
+        assert_eq!(piece.digest, crc32_digest(crc32fast::hash(b"abcdef")));
+        let mut buf = vec![0; 6];
+        std::os::unix::fs::FileExt::read_exact_at(&*file, &mut buf, 8).unwrap();
+        assert_eq!(buf, b"abcdef");
+    }
+
+    #[tokio::test]
+    async fn a_piece_too_long_or_too_short_is_refused() {
+        let (mut w, _f) = writer(4);
+        let e = w.write(Bytes::from_static(b"abcde")).await.unwrap_err();
+        assert!(
+            e.message.contains("more than the 4 bytes of piece 2"),
+            "{e}"
+        );
+        let (mut w, _f) = writer(4);
+        w.write(Bytes::from_static(b"ab")).await.unwrap();
+        let e = w.finish().await.unwrap_err();
+        assert!(e.message.contains("ended after 2 of 4 bytes"), "{e}");
+        assert_eq!(e.kind, ErrorKind::Transient);
+    }
+
+    #[test]
+    fn many_chunks_are_written_in_order() {
+        let file = tempfile::tempfile().unwrap();
+        let chunks: Vec<Bytes> = (0..300u32)
+            .map(|i| Bytes::from(i.to_le_bytes().to_vec()))
+            .collect();
+        write_all_at(&file, &chunks, 4).unwrap();
+        let mut buf = vec![0; 1200];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, 4).unwrap();
+        let back: Vec<u32> = buf
+            .chunks(4)
+            .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(back, (0..300).collect::<Vec<_>>());
+    }
+}

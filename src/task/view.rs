@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::TaskManager;
 use super::index::Index;
-use super::lifecycle::Slot;
+use super::lifecycle::{Slot, State};
 use crate::error::Result;
 use crate::piece::piece_span;
 use crate::storage::{TaskRecord, TaskState};
@@ -32,7 +32,7 @@ pub struct TaskView {
     pub url: String,
     /// `succeeded` (stored whole), `running` (downloading now) or `partial`
     /// (some pieces stored, no download running).
-    pub state: &'static str,
+    pub state: State,
     pub content_length: u64,
     pub piece_length: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -75,13 +75,7 @@ impl From<&TaskRecord> for ObjectInfo {
 /// A task record as the API shows it, with what the index knows of it.
 pub(super) fn task_view(index: &Index, r: TaskRecord, download: Option<DownloadView>) -> TaskView {
     let usage = index.tasks.get(&r.id);
-    let state = if download.is_some() {
-        "running"
-    } else if r.state == TaskState::Succeeded && !index.finishing.contains(&r.id) {
-        "succeeded"
-    } else {
-        "partial"
-    };
+    let state = State::of_record(download.is_some(), r.state, index.finishing.contains(&r.id));
     TaskView {
         state,
         bytes_stored: usage.map_or(0, |u| u.stored),
@@ -104,7 +98,7 @@ impl TaskManager {
         let mut views: Vec<DownloadView> = slots
             .iter()
             .filter_map(|slot| slot.download.get())
-            .filter(|dl| dl.progress.borrow().outcome.is_none())
+            .filter(|dl| dl.progress.borrow().phase.fetching())
             .map(|dl| {
                 let r = &dl.record;
                 let progress = dl.progress.borrow();
