@@ -384,7 +384,7 @@ impl TaskManager {
             })
             .await;
         match started {
-            Ok(download) => Ok(Object::downloading(&download, lease)),
+            Ok(download) => Ok(Object::downloading(download, lease)),
             Err(e) => {
                 self.release(&id, &slot).await;
                 Err(e)
