@@ -94,6 +94,10 @@ impl config::Host for HostState {
     fn keys(&mut self) -> Vec<String> {
         self.env.config.keys().cloned().collect()
     }
+
+    fn misconfigured(&mut self, key: String, reason: String) {
+        self.wait.misconfigured(&key, &reason);
+    }
 }
 
 impl clock::Host for HostState {

@@ -111,6 +111,8 @@ pub struct CallTrace {
     denied: parking_lot::Mutex<Option<String>>,
     /// The memory cap refused a growth during the call.
     grow_refused: std::sync::atomic::AtomicBool,
+    /// The key of its config the plugin said is wrong (`config.misconfigured`).
+    misconfigured: parking_lot::Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -148,6 +150,14 @@ impl CallTrace {
         self.denied.lock().get_or_insert_with(|| why.to_string());
     }
 
+    /// The plugin said `key` of its config is wrong (the first one counts).
+    pub fn misconfigured(&self, key: &str, reason: &str) {
+        tracing::debug!(key, reason, "a plugin reports its config wrong");
+        self.misconfigured
+            .lock()
+            .get_or_insert_with(|| key.to_string());
+    }
+
     /// The plugin's error, with the blame the host saw: an `invalid` after
     /// a refused import is the origin's policy refusal (502), not a bad
     /// request.
@@ -155,7 +165,18 @@ impl CallTrace {
     /// A timeout the plugin reports after waiting (nearly) its whole
     /// deadline on the origin is not retried: the client would wait that
     /// deadline once per attempt.
-    fn blame(&self, mut e: Error, deadline: Duration) -> Error {
+    fn blame(&self, mut e: Error, plugin: &str, deadline: Duration) -> Error {
+        if e.kind == ErrorKind::Invalid
+            && let Some(key) = self.misconfigured.lock().take()
+        {
+            // Not the client's request: the operator's config of the plugin.
+            e.blame = crate::error::Blame::Plugin;
+            e.message = format!(
+                "plugin '{plugin}' is misconfigured (config '{key}'): {}",
+                e.message
+            );
+            return e;
+        }
         if e.kind == ErrorKind::Invalid && self.denied.lock().take().is_some() {
             // The plugin's own words (they name the refusal); the host's
             // blame.
@@ -643,6 +664,7 @@ impl Plugin {
         r.map_err(|e| {
             trace.blame(
                 origin_error(e, &self.info.name, &env.origin),
+                &self.info.name,
                 self.call_timeout,
             )
         })
@@ -669,6 +691,7 @@ impl Plugin {
         r.map_err(|e| {
             trace.blame(
                 origin_error(e, &self.info.name, &env.origin),
+                &self.info.name,
                 self.call_timeout,
             )
         })
@@ -705,6 +728,7 @@ impl Plugin {
         r.map_err(|e| {
             trace.blame(
                 origin_error(e, &self.info.name, &env.origin),
+                &self.info.name,
                 self.call_timeout,
             )
         })
@@ -726,9 +750,9 @@ fn origin_error(e: wit::OriginError, plugin: &str, origin: &str) -> Error {
     };
     let mut message = d.message;
     message.truncate(512);
-    // `invalid` means the request or the plugin's config is wrong (the WIT
-    // case does not say which), so it keeps the kind's default blame: the
-    // client's. A plugin misconfiguration needs its own case to be a 502.
+    // `invalid` is the client's request, unless the plugin said in the same
+    // call that its config is wrong (`config.misconfigured`, seen by
+    // [`CallTrace::blame`]).
     let blame = crate::error::Blame::of(kind);
     let message = if message.is_empty() {
         format!("origin '{origin}': plugin '{plugin}' gave no reason")

@@ -145,3 +145,70 @@ async fn origin_urls_stay_out_of_error_bodies_unless_allowed() {
         drop(sg);
     }
 }
+
+/// A plugin that says its own config is wrong (`config.misconfigured`)
+/// makes the answer the operator's problem: a 502 that names the plugin and
+/// the key, not the client's 400. The same plugin's complaint about a bad
+/// key stays a 400, and the other origins keep serving.
+#[tokio::test]
+async fn a_misconfigured_plugin_is_a_502_naming_it_not_the_clients_400() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(5000, 9);
+    nginx.put("ok.bin", &data);
+    let config = format!(
+        r#"{www}
+[origins.s3bad]
+plugin = "s3"
+base_url = "s3://bucket/"
+[origins.s3bad.config]
+endpoint = "not a url"
+
+[origins.lfsbad]
+plugin = "gitlab-lfs"
+base_url = "http://127.0.0.1:9/repo.git/info/lfs/objects/"
+[origins.lfsbad.config]
+auth = "kerberos"
+
+[origins.lfs]
+plugin = "gitlab-lfs"
+base_url = "http://127.0.0.1:9/repo.git/info/lfs/objects/"
+"#,
+        www = http_origin_config(&nginx.base_url())
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let oid = "a".repeat(64);
+    for (path, plugin, key) in [
+        ("/o/s3bad/layer.bin".to_string(), "s3", "endpoint"),
+        (format!("/o/lfsbad/{oid}/10"), "gitlab-lfs", "auth"),
+    ] {
+        for head in [false, true] {
+            let req = if head {
+                client().head(sg.url(&path))
+            } else {
+                client().get(sg.url(&path))
+            };
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            assert_eq!(status, 502, "{path} (head {head}): {body}");
+            // A HEAD answer has no body to carry the reason.
+            assert!(
+                head || body.contains(&format!(
+                    "plugin '{plugin}' is misconfigured (config '{key}')"
+                )),
+                "{path}: {body}"
+            );
+        }
+    }
+    // The same plugin, configured well, blames a bad key on the client.
+    let resp = get(&sg.url("/o/lfs/not-an-oid")).await;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("LFS keys are OID/SIZE"), "{body}");
+    assert!(!body.contains("misconfigured"), "{body}");
+    // And everything else is served.
+    let resp = get(&sg.url("/o/www/ok.bin")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+}

@@ -137,9 +137,10 @@ fn authorization() -> Result<Option<Header>, OriginError> {
             let user = config::get("username").unwrap_or_else(|| "oauth2".into());
             Ok(basic(&user, &config::require("token")?))
         }
-        other => Err(OriginError::invalid(format!(
-            "config 'auth' = '{other}': expected none, bearer, basic or token"
-        ))),
+        other => Err(config::invalid(
+            "auth",
+            format!("config 'auth' = '{other}': expected none, bearer, basic or token"),
+        )),
     }
 }
 

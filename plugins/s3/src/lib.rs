@@ -63,16 +63,20 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"));
         let endpoint = Url::parse(&endpoint_text).map_err(|e| {
-            OriginError::invalid(format!("config 'endpoint' = '{endpoint_text}': {e}"))
+            config::invalid(
+                "endpoint",
+                format!("config 'endpoint' = '{endpoint_text}': {e}"),
+            )
         })?;
         let virtual_host = match config::get("addressing").as_deref() {
             None => configured.is_none(),
             Some("path") => false,
             Some("virtual") => true,
             Some(other) => {
-                return Err(OriginError::invalid(format!(
-                    "config 'addressing' = '{other}': expected 'path' or 'virtual'"
-                )));
+                return Err(config::invalid(
+                    "addressing",
+                    format!("config 'addressing' = '{other}': expected 'path' or 'virtual'"),
+                ));
             }
         };
         let identity = match (
@@ -91,7 +95,8 @@ impl Settings {
             ),
             (None, None) => None,
             _ => {
-                return Err(OriginError::invalid(
+                return Err(config::invalid(
+                    "secret_access_key",
                     "config sets only one of 'access_key_id' and 'secret_access_key'",
                 ));
             }

@@ -93,25 +93,36 @@ pub mod log {
 /// The plugin's own table from the seedgate config (secrets resolved).
 pub mod config {
     use crate::OriginError;
-    pub use crate::bindings::seedgate::plugin::config::{get, keys};
+    pub use crate::bindings::seedgate::plugin::config::{get, keys, misconfigured};
 
-    /// The value of `key`, or an `invalid` error naming the missing key.
+    /// The error for a wrong `key` of the plugin's config: the host is told
+    /// (`misconfigured`), so the client gets a 502 naming the plugin and the
+    /// key rather than a 400 for a request that was fine.
+    pub fn invalid(key: &str, reason: impl Into<String>) -> OriginError {
+        let reason = reason.into();
+        misconfigured(key, &reason);
+        OriginError::invalid(reason)
+    }
+
+    /// The value of `key`, or the error naming the missing key.
     pub fn require(key: &str) -> Result<String, OriginError> {
         get(key).ok_or_else(|| {
-            OriginError::invalid(format!(
-                "the plugin's config has no '{key}' (set origins.NAME.config.{key})"
-            ))
+            invalid(
+                key,
+                format!("the plugin's config has no '{key}' (set origins.NAME.config.{key})"),
+            )
         })
     }
 
-    /// The value of `key` parsed as `T`, `default` when unset, an `invalid`
-    /// error naming the key when it does not parse.
+    /// The value of `key` parsed as `T`, `default` when unset, the error
+    /// naming the key when it does not parse.
     pub fn parse_or<T: std::str::FromStr>(key: &str, default: T) -> Result<T, OriginError> {
         match get(key) {
             None => Ok(default),
-            Some(v) => v.trim().parse().map_err(|_| {
-                OriginError::invalid(format!("config '{key}' = '{v}' does not parse"))
-            }),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, format!("config '{key}' = '{v}' does not parse"))),
         }
     }
 }
