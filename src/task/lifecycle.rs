@@ -343,10 +343,7 @@ impl TaskManager {
                 }
             }
             let spec = request.spec.clone();
-            return Ok(Object {
-                record,
-                ..Object::stored(&hot, spec, Some(request), lease)
-            });
+            return Ok(Object::stored(record, &hot, spec, Some(request), lease));
         }
         if let Some(e) = self.negative.get(&id) {
             return Err(e);

@@ -117,15 +117,16 @@ pub struct Object {
 }
 
 impl Object {
-    /// A handle on a task stored whole.
+    /// A handle on a task stored whole, as `record` says it now.
     pub(super) fn stored(
+        record: TaskRecord,
         hot: &Hot,
         spec: TaskSpec,
         request: Option<Arc<Request>>,
         lease: Arc<Lease>,
     ) -> Self {
         Self {
-            record: hot.record.clone(),
+            record,
             spec,
             source: Source::Local(hot.pieces.clone()),
             file: hot.file.clone(),
@@ -249,7 +250,13 @@ impl TaskManager {
     pub async fn find(&self, id: &str) -> Result<Option<Object>> {
         if let Some(hot) = self.complete(id)? {
             let lease = Arc::new(self.lease(id));
-            return Ok(Some(Object::stored(&hot, TaskSpec::default(), None, lease)));
+            return Ok(Some(Object::stored(
+                hot.record.clone(),
+                &hot,
+                TaskSpec::default(),
+                None,
+                lease,
+            )));
         }
         let slot = self.slots.lock().await.get(id).cloned();
         let Some(dl) = slot.and_then(|s| s.download.get().cloned()) else {
