@@ -15,9 +15,9 @@
 //!    that saw another version of the object ([`ErrorKind::Changed`])
 //!    starts over in a new content file, at most [`MAX_RESTARTS`] times.
 //!
-//! Every state string an API shows is derived from these by [`State`].
+//! Every state string an API shows is derived from these by
+//! [`State`](super::State).
 
-use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::sync::Arc;
 
@@ -27,6 +27,8 @@ use url::Url;
 
 use super::index::Lease;
 use super::object::{Hot, Landed, Object};
+use super::queue::Queue;
+use super::state::{Phase, Progress};
 use super::{TaskManager, TaskSpec, disk};
 use crate::clock::now_ms;
 use crate::error::{Error, ErrorKind, Result};
@@ -40,116 +42,6 @@ use crate::storage::{TaskRecord, TaskState};
 pub const MAX_RESTARTS: u32 = 3;
 /// A task's last-access time is persisted at most this often.
 const ACCESS_PERSIST_MS: u64 = 60_000;
-
-/// Progress of one download, broadcast to its readers.
-#[derive(Debug, Clone)]
-pub(super) struct Progress {
-    /// `pieces[n]`: set once piece `n` is readable from the content file.
-    pub(super) pieces: Vec<Option<Landed>>,
-    /// Set once the download ends.
-    pub(super) phase: Phase,
-}
-
-/// Where a running or ended download stands, broadcast with its pieces.
-#[derive(Debug, Clone)]
-pub(super) enum Phase {
-    /// Fetching pieces.
-    Fetching,
-    /// Every piece stored, recorded and flushed.
-    Succeeded,
-    /// Ended with this error; what landed is kept.
-    Failed(Error),
-}
-
-impl Phase {
-    pub(super) fn ended(outcome: Result<()>) -> Self {
-        match outcome {
-            Ok(()) => Self::Succeeded,
-            Err(e) => Self::Failed(e),
-        }
-    }
-
-    pub(super) fn fetching(&self) -> bool {
-        matches!(self, Self::Fetching)
-    }
-
-    /// How it ended; `None` while it fetches.
-    pub(super) fn outcome(&self) -> Option<Result<()>> {
-        match self {
-            Self::Fetching => None,
-            Self::Succeeded => Some(Ok(())),
-            Self::Failed(e) => Some(Err(e.clone())),
-        }
-    }
-}
-
-/// Where a task stands: the one answer every state string comes from (the
-/// task API, the status page, Dragonfly's `StatTask`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// A download is fetching its pieces.
-    Running,
-    /// Every piece is stored, recorded and flushed.
-    Succeeded,
-    /// Its download failed; what landed is kept.
-    Failed,
-    /// Some pieces are stored and no download runs.
-    Partial,
-}
-
-impl State {
-    /// A task known from its record: `running` while a download runs
-    /// (`downloading`), `succeeded` once it is recorded whole and flushed
-    /// (not while `finishing`), `partial` otherwise.
-    pub(super) fn of_record(downloading: bool, record: TaskState, finishing: bool) -> Self {
-        if downloading {
-            Self::Running
-        } else if record == TaskState::Succeeded && !finishing {
-            Self::Succeeded
-        } else {
-            Self::Partial
-        }
-    }
-
-    pub(super) fn of_phase(phase: &Phase) -> Self {
-        match phase {
-            Phase::Fetching => Self::Running,
-            Phase::Succeeded => Self::Succeeded,
-            Phase::Failed(_) => Self::Failed,
-        }
-    }
-
-    /// The API's name (`running`, `succeeded`, `failed`, `partial`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Partial => "partial",
-        }
-    }
-
-    /// Dragonfly's name for it (`common.v2.Task.state`, as the Go
-    /// scheduler's task FSM spells its states): a partial task waits for a
-    /// download, `Pending`.
-    pub fn dragonfly(self) -> &'static str {
-        match self {
-            Self::Running => "Running",
-            Self::Succeeded => "Succeeded",
-            Self::Failed => "Failed",
-            Self::Partial => "Pending",
-        }
-    }
-}
-
-/// Which pieces a download fetches next: those readers wait for first,
-/// then the rest in order.
-#[derive(Debug, Default)]
-pub(super) struct Queue {
-    pub(super) urgent: VecDeque<u32>,
-    pub(super) pending: BTreeSet<u32>,
-}
 
 /// What a download needs to ask its plugin again (plans expire; a changed
 /// object restarts the task).
@@ -217,39 +109,6 @@ impl Drop for Promise {
         if let Some(tasks) = self.tasks.upgrade() {
             tasks.unpromise(*self.left.get_mut());
         }
-    }
-}
-
-impl Queue {
-    /// The pieces of `count` not yet `have`, with piece `first` first.
-    pub(super) fn new(count: u32, first: u32, have: impl Fn(u32) -> bool) -> Self {
-        Self {
-            urgent: VecDeque::from([first]),
-            pending: (0..count).filter(|n| !have(*n)).collect(),
-        }
-    }
-
-    /// The piece to fetch next: the oldest one a reader waits for, else
-    /// the lowest pending one. Each piece is handed out once.
-    pub(super) fn next(&mut self) -> Option<u32> {
-        while let Some(n) = self.urgent.pop_front() {
-            if self.pending.remove(&n) {
-                return Some(n);
-            }
-        }
-        self.pending.pop_first()
-    }
-
-    /// A reader waits for piece `n`: fetch it next (unless it is already
-    /// being fetched or stored).
-    pub(super) fn want(&mut self, n: u32) {
-        if self.pending.contains(&n) && !self.urgent.contains(&n) {
-            self.urgent.push_back(n);
-        }
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.pending.is_empty()
     }
 }
 
@@ -591,73 +450,6 @@ impl TaskManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn readers_reorder_the_queue_and_each_piece_goes_once() {
-        // Pieces 1 and 4 are stored; a reader starts at piece 3.
-        let mut q = Queue::new(6, 3, |n| n == 1 || n == 4);
-        q.want(5);
-        q.want(5);
-        q.want(1); // stored: not fetched again
-        let order: Vec<u32> = std::iter::from_fn(|| q.next()).collect();
-        assert_eq!(order, [3, 5, 0, 2]);
-        assert!(q.is_empty());
-        q.want(0); // already handed out
-        assert_eq!(q.next(), None);
-    }
-
-    #[test]
-    fn a_first_piece_already_stored_is_skipped() {
-        let mut q = Queue::new(3, 0, |n| n == 0);
-        assert_eq!(q.next(), Some(1));
-        let mut none = Queue::new(2, 0, |_| true);
-        assert!(none.is_empty());
-        assert_eq!(none.next(), None);
-    }
-
-    #[test]
-    fn every_state_string_comes_from_one_state() {
-        use TaskState::{Running as R, Succeeded as S};
-        let cases = [
-            ((true, S, false), State::Running),
-            ((true, R, false), State::Running),
-            ((false, S, false), State::Succeeded),
-            ((false, S, true), State::Partial), // written, not yet flushed
-            ((false, R, false), State::Partial),
-        ];
-        for ((downloading, record, finishing), want) in cases {
-            assert_eq!(State::of_record(downloading, record, finishing), want);
-        }
-        let failed = Phase::ended(Err(Error::internal("x")));
-        assert_eq!(State::of_phase(&failed), State::Failed);
-        assert_eq!(State::of_phase(&Phase::Fetching), State::Running);
-        assert_eq!(State::of_phase(&Phase::ended(Ok(()))), State::Succeeded);
-        assert!(failed.outcome().is_some_and(|r| r.is_err()));
-        assert!(Phase::Fetching.outcome().is_none());
-        let names: Vec<_> = [
-            State::Running,
-            State::Succeeded,
-            State::Failed,
-            State::Partial,
-        ]
-        .iter()
-        .map(|s| (s.as_str(), s.dragonfly()))
-        .collect();
-        assert_eq!(
-            names,
-            [
-                ("running", "Running"),
-                ("succeeded", "Succeeded"),
-                ("failed", "Failed"),
-                ("partial", "Pending")
-            ]
-        );
-        // The API's JSON is the same name.
-        assert_eq!(
-            serde_json::to_string(&State::Partial).unwrap(),
-            "\"partial\""
-        );
-    }
 
     #[test]
     fn a_version_is_length_layout_and_validators() {

@@ -29,7 +29,9 @@ mod gc;
 mod index;
 mod lifecycle;
 mod object;
+mod queue;
 mod read;
+mod state;
 mod transfer;
 mod view;
 
@@ -49,9 +51,8 @@ use crate::storage::{Storage, TaskState};
 use index::Index;
 use lifecycle::{Request, Slot};
 
-pub use disk::DiskFull;
-pub use gc::GcReport;
-pub use lifecycle::{MAX_RESTARTS, State};
+pub use lifecycle::MAX_RESTARTS;
+
 pub use object::{Object, PieceInfo};
 pub use view::{DownloadView, ObjectInfo, TaskView};
 

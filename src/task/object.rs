@@ -8,7 +8,8 @@ use std::sync::Arc;
 use futures_util::Stream;
 
 use super::index::Lease;
-use super::lifecycle::{Download, Request, State};
+use super::lifecycle::{Download, Request};
+use super::state::State;
 use super::{TaskManager, TaskSpec};
 use crate::error::{Error, Result};
 use crate::piece::{crc32_digest, piece_count, piece_span};

@@ -10,8 +10,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::TaskManager;
-use super::lifecycle::{Phase, same_version};
+use super::lifecycle::same_version;
 use super::object::{Hot, Landed, Object, Source};
+use super::state::Phase;
 use crate::error::{Error, ErrorKind, Result};
 use crate::piece::{piece_count, piece_span};
 use crate::storage::TaskState;

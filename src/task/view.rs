@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::TaskManager;
 use super::index::Index;
-use super::lifecycle::{Slot, State};
+use super::lifecycle::Slot;
+use super::state::State;
 use crate::error::Result;
 use crate::piece::piece_span;
 use crate::storage::{TaskRecord, TaskState};
