@@ -1,0 +1,56 @@
+//! The API token: `Authorization: Bearer TOKEN`, compared in constant
+//! time.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Lets a request through only with `Authorization: Bearer TOKEN`.
+pub(super) async fn require_token(
+    State(token): State<Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if same_secret(t.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+        other => {
+            let why = if other.is_some() {
+                "the bearer token is not the API token\n"
+            } else {
+                "this endpoint needs Authorization: Bearer TOKEN (server.api_token)\n"
+            };
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                why,
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_secret;
+
+    #[test]
+    fn secrets_match_only_when_equal() {
+        assert!(same_secret(b"s3cret", b"s3cret"));
+        assert!(!same_secret(b"s3cret", b"s3creT"));
+        assert!(!same_secret(b"s3cret", b"s3cre"));
+        assert!(!same_secret(b"", b"x"));
+        assert!(same_secret(b"", b""));
+    }
+}
