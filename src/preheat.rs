@@ -7,8 +7,8 @@
 //! `concurrency` objects at a time, and at most `preheat.max_running_jobs`
 //! jobs at a time (the others wait, queued).
 //!
-//! Jobs live in sled: the job in `jobs`, each item in `job-items`, an
-//! idempotency key in `job-keys`. An item's record is written when its
+//! Jobs are stored by [`crate::storage::jobs`] (the job, each item, an
+//! idempotency key). An item's record is written when its
 //! state changes; bytes done are counted live in memory and read from
 //! there by the API. After a restart, unfinished jobs resume: items stored
 //! already are done at once, the others are downloaded (resuming from
@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use futures_util::StreamExt;
 use http::HeaderMap;
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
 use url::Url;
@@ -34,109 +34,14 @@ use crate::config::PreheatConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::origin::{Origin, OriginRouter};
 use crate::storage::Storage;
+pub use crate::storage::jobs::{ItemRecord, ItemState, JobRecord, JobRequest, JobState};
+use crate::storage::jobs::{KeyRecord, StoredJob};
 use crate::task::{TaskManager, TaskSpec};
 
 use crate::clock::now_ms;
 
 fn invalid(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::Invalid, message)
-}
-
-/// What a client asks for: `POST /api/v1/preheat`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct JobRequest {
-    /// Full object URLs; each must fall under a configured origin's
-    /// `base_url` (nothing else is fetched).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub urls: Vec<String>,
-    /// The named origin of `keys` and `prefix`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub keys: Vec<String>,
-    /// Every object whose key starts with this (through `list-objects`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    /// A fixed piece length in bytes (4 MiB..=64 MiB); part of task ids.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub piece_length: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub application: Option<String>,
-    /// Request headers for the origin (passed to the plugin as a client's
-    /// would be, so only the origin's `forward_headers`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, String>,
-    /// Objects downloaded at once (default `preheat.concurrency`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobState {
-    /// Waiting for a place among the running jobs.
-    Queued,
-    /// Expanding its prefix.
-    Listing,
-    Running,
-    /// Every object is stored.
-    Succeeded,
-    /// Done, but some objects are missing or failed (see the items).
-    Failed,
-    Cancelled,
-}
-
-impl JobState {
-    pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ItemState {
-    Pending,
-    Running,
-    Done,
-    /// The origin says it does not exist.
-    Missing,
-    Failed,
-    /// The job was cancelled before it finished.
-    Cancelled,
-}
-
-/// One object of a job, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ItemRecord {
-    pub url: String,
-    pub origin: String,
-    pub state: ItemState,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_length: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
-
-/// A job, as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobRecord {
-    pub id: String,
-    pub state: JobState,
-    pub request: JobRequest,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idempotency_key: Option<String>,
-    pub created_at_ms: u64,
-    pub updated_at_ms: u64,
-    /// Items are known (the prefix is expanded).
-    pub expanded: bool,
-    pub items: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// A job's item as the API shows it.
@@ -243,21 +148,11 @@ impl std::fmt::Debug for JobManager {
     }
 }
 
-fn item_key(job: &str, i: u32) -> Vec<u8> {
-    format!("{job}/{i:08}").into_bytes()
-}
-
 /// A fingerprint of a request, to tell a repeated submission from a
 /// different one under the same idempotency key.
 fn fingerprint(r: &JobRequest) -> String {
     let json = serde_json::to_vec(r).expect("requests serialize");
     hex::encode(Sha256::digest(json))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct KeyRecord {
-    job: String,
-    fingerprint: String,
 }
 
 impl JobManager {
@@ -278,19 +173,7 @@ impl JobManager {
             creating: tokio::sync::Mutex::new(()),
         });
         let mut resumed = 0;
-        for entry in me.storage.tree("jobs")?.iter() {
-            let (_, value) = entry.map_err(|e| me.storage.sled(e))?;
-            let Ok(record) = serde_json::from_slice::<JobRecord>(&value) else {
-                continue;
-            };
-            let mut items = Vec::new();
-            let prefix = format!("{}/", record.id);
-            for entry in me.storage.tree("job-items")?.scan_prefix(prefix.as_bytes()) {
-                let (_, value) = entry.map_err(|e| me.storage.sled(e))?;
-                if let Ok(item) = serde_json::from_slice::<ItemRecord>(&value) {
-                    items.push(item);
-                }
-            }
+        for StoredJob { record, items } in me.storage.jobs()? {
             let unfinished = !record.state.is_final();
             let job = Arc::new(Job {
                 bytes: Mutex::new(
@@ -409,12 +292,7 @@ impl JobManager {
         let _one_at_a_time = self.creating.lock().await;
         let print = fingerprint(&request);
         if let Some(key) = &idempotency_key
-            && let Some(known) = self
-                .storage
-                .tree("job-keys")?
-                .get(key.as_bytes())
-                .map_err(|e| self.storage.sled(e))?
-            && let Ok(known) = serde_json::from_slice::<KeyRecord>(&known)
+            && let Some(known) = self.storage.job_key(key)?
         {
             if known.fingerprint != print {
                 return Err(Error::new(
@@ -447,15 +325,13 @@ impl JobManager {
         }
         self.put_job(&record)?;
         if let Some(key) = &idempotency_key {
-            let value = serde_json::to_vec(&KeyRecord {
-                job: id.clone(),
-                fingerprint: print,
-            })
-            .expect("records serialize");
-            self.storage
-                .tree("job-keys")?
-                .insert(key.as_bytes(), value)
-                .map_err(|e| self.storage.sled(e))?;
+            self.storage.put_job_key(
+                key,
+                &KeyRecord {
+                    job: id.clone(),
+                    fingerprint: print,
+                },
+            )?;
         }
         // Durable before it is acknowledged.
         self.storage.flush().await?;
@@ -514,21 +390,11 @@ impl JobManager {
     }
 
     fn put_job(&self, record: &JobRecord) -> Result<()> {
-        let value = serde_json::to_vec(record).expect("records serialize");
-        self.storage
-            .tree("jobs")?
-            .insert(record.id.as_bytes(), value)
-            .map_err(|e| self.storage.sled(e))?;
-        Ok(())
+        Ok(self.storage.put_job(record)?)
     }
 
     fn put_item(&self, job: &str, i: u32, item: &ItemRecord) -> Result<()> {
-        let value = serde_json::to_vec(item).expect("records serialize");
-        self.storage
-            .tree("job-items")?
-            .insert(item_key(job, i), value)
-            .map_err(|e| self.storage.sled(e))?;
-        Ok(())
+        Ok(self.storage.put_job_item(job, i, item)?)
     }
 
     fn set_state(&self, job: &Job, state: JobState, error: Option<String>) {

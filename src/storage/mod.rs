@@ -8,7 +8,8 @@
 //! simply fetched again.
 //!
 //! Layout under `data_dir`:
-//! - `metadata/`: the sled database (`tasks`, `pieces` trees);
+//! - `metadata/`: the sled database (`tasks`, `pieces` trees, and the
+//!   preheat jobs' trees of [`jobs`]);
 //! - `metadata.reserve`: space held for the metadata store (below);
 //! - `content/<first 3 hex of id>/<task id>`: the object's bytes.
 //!
@@ -30,6 +31,8 @@
 //! - what a reopen can lose is records written since the last flush, never
 //!   bytes: [`Storage::reconcile`] also drops a piece record whose range of
 //!   the content file is a hole (a record that outlived its bytes).
+
+pub mod jobs;
 
 use std::path::{Path, PathBuf};
 
@@ -412,13 +415,6 @@ impl Storage {
         f.sync_all().map_err(io)?;
         std::fs::remove_file(&path).map_err(io)?;
         Ok(())
-    }
-
-    /// A tree of the metadata store for another module's records (preheat
-    /// jobs), flushed with the rest by [`Storage::flush`].
-    /// Borrow it for one call: a reopen replaces it.
-    pub fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
-        self.with(|h| h.db.open_tree(name))
     }
 
     pub fn content_path(&self, task_id: &str) -> PathBuf {
