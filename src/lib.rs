@@ -1,284 +1,36 @@
 //! seedgate: a seed peer and origin gateway for P2P file distribution.
 //!
-//! Data flows one way: [`gateway`] → [`task`] → [`origin`] → [`plugin`],
-//! with bytes landing in [`storage`]. [`serve`] wires them together.
+//! The layers, each importing only those below it:
+//!
+//! | layer | modules | what it is |
+//! |---|---|---|
+//! | front | [`server`], [`gateway`], [`peer`], `preheat` | HTTP gateway and admin API; Dragonfly seed peer (gRPC upload, piece server, scheduler announcer); preheat jobs |
+//! | engine | `task` | one download per task, pieces landing on disk, readers of stored and landing objects |
+//! | origins | [`origin`] | named origins: keys, plans, guarded stat and fetch (guard order at its top) |
+//! | plugins | [`plugin`] | the WebAssembly host: origin and scheduling-policy components through WIT |
+//! | records | `storage` | the sled store of task, piece and job records |
+//! | leaves | [`config`], [`piece`], [`allowlist`], `resilience`, `clock`, `error`, `metrics` | rules everything may use |
+//!
+//! Data flows one way: gateway → task → origin → plugin, with bytes
+//! landing in storage. [`Server`] wires them together. The modules shown
+//! without a link are the engine's internals (`pub(crate)`); what is
+//! public is what the binary, the tests, the benchmarks and the fuzz
+//! targets use.
 
 pub mod allowlist;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
-pub mod error;
+pub(crate) mod error;
 pub mod gateway;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod origin;
 pub mod peer;
 pub mod piece;
 pub mod plugin;
-pub mod preheat;
-pub mod resilience;
-pub mod storage;
-pub mod task;
+pub(crate) mod preheat;
+pub(crate) mod resilience;
+pub mod server;
+pub(crate) mod storage;
+pub(crate) mod task;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use anyhow::Context;
-
-use crate::config::Config;
-
-/// A running gateway's pieces, ready to be served.
-pub struct Server {
-    listener: tokio::net::TcpListener,
-    /// The same API on a unix socket, for local clients.
-    unix: Option<(tokio::net::UnixListener, std::path::PathBuf)>,
-    app: axum::Router,
-    limits: ServerLimits,
-    /// The Dragonfly seed peer, when `[seed_peer]` is configured.
-    peer: Option<peer::SeedPeer>,
-}
-
-/// Binds the unix socket at `path`. A socket file left by a process that
-/// died (kill -9, OOM) is removed, but only after a connect finds nobody
-/// listening on it: a live seedgate's socket is never taken over, and a
-/// path that is not a socket is never removed.
-pub fn bind_unix(path: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
-    use std::os::unix::fs::FileTypeExt;
-    match tokio::net::UnixListener::bind(path) {
-        Ok(l) => return Ok(l),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
-        Err(e) => return Err(e).with_context(|| format!("binding unix socket {}", path.display())),
-    }
-    let meta = std::fs::symlink_metadata(path)
-        .with_context(|| format!("unix socket {}", path.display()))?;
-    if !meta.file_type().is_socket() {
-        anyhow::bail!(
-            "unix socket {}: the path exists and is not a socket; refusing to replace it",
-            path.display()
-        );
-    }
-    match std::os::unix::net::UnixStream::connect(path) {
-        Ok(_) => anyhow::bail!(
-            "unix socket {}: another process is listening on it (a seedgate already running?); refusing to take it over",
-            path.display()
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            tracing::warn!(path = %path.display(), "removing a stale unix socket (nobody listens on it)");
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale unix socket {}", path.display()))?;
-            tokio::net::UnixListener::bind(path)
-                .with_context(|| format!("binding unix socket {}", path.display()))
-        }
-        Err(e) => Err(e).with_context(|| format!("probing unix socket {}", path.display())),
-    }
-}
-
-/// A connection accepted on either listener.
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-/// What the connection loop enforces.
-#[derive(Debug, Clone, Copy)]
-struct ServerLimits {
-    header_read_timeout: std::time::Duration,
-    max_header_bytes: usize,
-}
-
-impl Server {
-    /// Opens storage, loads the plugins, binds the origins and the listener.
-    pub async fn bind(config: &Config) -> anyhow::Result<Self> {
-        // First, so a second instance is told about the socket it would
-        // steal rather than about a locked store.
-        let unix = match &config.server.unix_socket {
-            Some(path) => Some((bind_unix(path)?, path.clone())),
-            None => None,
-        };
-        let storage = storage::Storage::open(
-            &config.storage.data_dir,
-            config.storage.metadata_cache.as_u64(),
-            config.storage.metadata_reserve.as_u64(),
-        )
-        .with_context(|| format!("opening storage in {}", config.storage.data_dir.display()))?;
-        let cache_dir = config
-            .plugins
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| config.storage.data_dir.join("plugin-cache"));
-        let host = plugin::PluginHost::new(config.plugins.clone(), Some(&cache_dir))
-            .context("starting the plugin host")?;
-        let plugins = Arc::new(plugin::Registry::load(
-            Arc::new(host),
-            config.plugins.dir.as_deref(),
-        )?);
-        for p in plugins.summaries() {
-            tracing::info!(plugin = %p.name, builtin = p.builtin, digest = %&p.digest[..16], "plugin ready");
-        }
-        plugins.spawn_watcher(config.plugins.reload_interval);
-        let origins = Arc::new(origin::OriginRouter::new(config, &plugins)?);
-        let storage = Arc::new(storage);
-        let tasks = task::TaskManager::new(
-            storage.clone(),
-            config.download.clone(),
-            config.storage.clone(),
-            config.negative_cache.clone(),
-        )
-        .context("reconciling storage")?;
-        tasks.spawn_gc();
-        let jobs = preheat::JobManager::start(
-            config.preheat.clone(),
-            storage,
-            tasks.clone(),
-            origins.clone(),
-        )
-        .context("loading preheat jobs")?;
-        let peer = match &config.seed_peer {
-            Some(sp) => Some(
-                peer::SeedPeer::bind(
-                    sp,
-                    config.storage.data_dir.clone(),
-                    tasks.clone(),
-                    origins.clone(),
-                )
-                .await?,
-            ),
-            None => None,
-        };
-        let app = gateway::router(gateway::AppState {
-            tasks,
-            origins,
-            plugins,
-            jobs,
-            token: config.server.resolved_api_token().map(Arc::from),
-            token_for_reads: config.server.token_for_reads,
-            expose_origin_urls: config.server.exposes_origin_urls(),
-            schedulers: peer.as_ref().map(|p| p.announcer.clone()),
-        });
-        let listener = tokio::net::TcpListener::bind(config.server.listen)
-            .await
-            .with_context(|| format!("binding {}", config.server.listen))?;
-        let limits = ServerLimits {
-            header_read_timeout: config.server.header_read_timeout,
-            max_header_bytes: config.server.max_header_bytes.as_u64() as usize,
-        };
-        Ok(Self {
-            listener,
-            unix,
-            app,
-            limits,
-            peer,
-        })
-    }
-
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
-    /// Serves until `shutdown` resolves, then lets requests in flight
-    /// finish (for up to 30 s).
-    ///
-    /// hyper directly rather than `axum::serve`, for the limits a gateway
-    /// facing many clients needs: a client must send its request head
-    /// within `server.header_read_timeout` (a slow client cannot hold a
-    /// connection), and a head over `server.max_header_bytes` is refused.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        use futures_util::FutureExt;
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        use hyper_util::server::conn::auto::Builder;
-        use hyper_util::service::TowerToHyperService;
-
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout)
-            .max_buf_size(self.limits.max_header_bytes.max(8192));
-        builder.http2().timer(TokioTimer::new());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let stop_peer = tokio_util::sync::CancellationToken::new();
-        let peer = self.peer.map(|p| {
-            let cancel = stop_peer.clone();
-            tokio::spawn(async move {
-                if let Err(e) = p.run(cancel).await {
-                    tracing::error!(error = %format!("{e:#}"), "seed peer stopped");
-                }
-            })
-        });
-        let mut shutdown = std::pin::pin!(shutdown);
-        let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
-        let unix = self.unix.map(|(l, _)| l);
-        loop {
-            let accepted = tokio::select! {
-                a = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => {
-                    a.map(|(s, _)| Accepted::Unix(s))
-                }
-                a = self.listener.accept() => a.map(|(s, _)| Accepted::Tcp(s)),
-                () = &mut shutdown => break,
-            };
-            let service = TowerToHyperService::new(self.app.clone());
-            let conn = match accepted {
-                Ok(Accepted::Tcp(stream)) => {
-                    // Without TCP_NODELAY a small answer written in two
-                    // parts (headers, then the body) waits for the client's
-                    // delayed ACK: +40 ms on a kept-alive connection.
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY");
-                    }
-                    let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
-                    graceful
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                .into_owned(),
-                        )
-                        .boxed()
-                }
-                Ok(Accepted::Unix(stream)) => {
-                    let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
-                    graceful
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                .into_owned(),
-                        )
-                        .boxed()
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: pause, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended");
-                }
-            });
-        }
-        drop(self.listener);
-        drop(unix);
-        // The seed peer stops first: it tells its schedulers this host is
-        // leaving (DeleteHost) while requests in flight finish.
-        stop_peer.cancel();
-        if let Some(peer) = peer
-            && tokio::time::timeout(std::time::Duration::from_secs(10), peer)
-                .await
-                .is_err()
-        {
-            tracing::warn!("the seed peer did not stop within 10 s");
-        }
-        if let Some(path) = unix_path {
-            let _ = std::fs::remove_file(path);
-        }
-        tokio::select! {
-            () = graceful.shutdown() => {}
-            () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
-                tracing::warn!("requests still running 30 s after shutdown began; stopping");
-            }
-        }
-        Ok(())
-    }
-}
+pub use server::{Server, bind_unix};
