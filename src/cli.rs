@@ -423,6 +423,30 @@ pub async fn status(remote: &Remote) -> anyhow::Result<()> {
         "\nnegative cache: {} objects remembered as missing",
         negative.as_array().map_or(0, Vec::len)
     );
+    // The built-in scheduler's cluster, when it runs.
+    if let Ok(hosts) = remote.json(&client, "/api/v1/cluster/hosts").await {
+        let tasks = remote.json(&client, "/api/v1/cluster/tasks").await?;
+        let hosts: Vec<&Value> = hosts.as_array().into_iter().flatten().collect();
+        println!(
+            "\ncluster: {} hosts, {} tasks",
+            hosts.len(),
+            tasks.as_array().map_or(0, Vec::len)
+        );
+        for h in hosts {
+            println!(
+                "  {:<40} {:<7} {} peers, last announce {} s ago{}",
+                h["id"].as_str().unwrap_or("?"),
+                h["type"].as_str().unwrap_or("?"),
+                h["peers"],
+                h["last_announce_ms_ago"].as_u64().unwrap_or(0) / 1000,
+                if h["local"] == true {
+                    " (this seedgate)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     let tasks = remote.json(&client, "/api/v1/tasks?limit=10000").await?;
     let stored: f64 = tasks
         .as_array()

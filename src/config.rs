@@ -37,6 +37,9 @@ pub struct Config {
     /// The Dragonfly seed peer; absent: off.
     #[serde(default)]
     pub seed_peer: Option<SeedPeerConfig>,
+    /// The built-in Dragonfly scheduler; absent: off. Needs `[seed_peer]`.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerConfig>,
     /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
     #[serde(default)]
     pub origins: BTreeMap<String, OriginConfig>,
@@ -85,6 +88,115 @@ impl Default for PreheatConfig {
             max_items: default_preheat_max_items(),
         }
     }
+}
+
+/// `[scheduler]`: Dragonfly's `scheduler.v2.Scheduler`, served by seedgate
+/// itself: dfdaemon peers announce their hosts and downloads here, and
+/// each is handed parents (this host's seed peer, and peers that already
+/// hold pieces) ranked by the scheduling-policy plugin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// `scheduler.v2.Scheduler` and `grpc.health.v1` (gRPC). Dragonfly's
+    /// port: 8002.
+    #[serde(default = "default_scheduler_listen")]
+    pub listen: SocketAddr,
+    /// The scheduling policy: a built-in (`default`) or the name of a
+    /// scheduler-world component in `plugins.dir`.
+    #[serde(default = "default_scheduler_policy")]
+    pub policy: String,
+    /// Parents handed to a peer at once (Dragonfly's
+    /// `candidateParentLimit`).
+    #[serde(default = "default_candidate_parent_limit")]
+    pub candidate_parent_limit: u32,
+    /// Peers of a task looked at per scheduling round (Dragonfly's
+    /// `filterParentLimit`).
+    #[serde(default = "default_filter_parent_limit")]
+    pub filter_parent_limit: usize,
+    /// Rounds without a parent before a peer is told to go back to source
+    /// (Dragonfly's `RetryBackToSourceLimit`).
+    #[serde(default = "default_back_to_source_rounds")]
+    pub back_to_source_rounds: u32,
+    /// The wait between two rounds (±25 %).
+    #[serde(default = "default_round_interval", with = "humantime_serde")]
+    pub round_interval: Duration,
+    /// Children one normal peer uploads to at once, and one seed host.
+    #[serde(default = "default_peer_upload_limit")]
+    pub peer_upload_limit: u32,
+    #[serde(default = "default_seed_upload_limit")]
+    pub seed_upload_limit: u32,
+    /// A host that announces no `interval` is removed after this long
+    /// without an announce; one that does, after twice its interval.
+    #[serde(default = "default_host_ttl", with = "humantime_serde")]
+    pub host_ttl: Duration,
+    /// Bounds of what the scheduler holds in memory: announces past them
+    /// are refused with `ResourceExhausted`.
+    #[serde(default = "default_max_hosts")]
+    pub max_hosts: usize,
+    #[serde(default = "default_max_tasks")]
+    pub max_tasks: usize,
+    #[serde(default = "default_max_peers_per_task")]
+    pub max_peers_per_task: usize,
+}
+
+/// 127.0.0.1:8002 (Dragonfly's scheduler port, on loopback).
+fn default_scheduler_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8002))
+}
+
+/// `default`, the built-in policy.
+fn default_scheduler_policy() -> String {
+    "default".into()
+}
+
+/// 3, as Dragonfly's scheduler.
+fn default_candidate_parent_limit() -> u32 {
+    3
+}
+
+/// 15, as Dragonfly's scheduler.
+fn default_filter_parent_limit() -> usize {
+    15
+}
+
+/// 4, as Dragonfly's `RetryBackToSourceLimit`.
+fn default_back_to_source_rounds() -> u32 {
+    4
+}
+
+/// 500 ms, as Dragonfly's scheduler.
+fn default_round_interval() -> Duration {
+    Duration::from_millis(500)
+}
+
+/// 200, Dragonfly's `DefaultPeerConcurrentUploadLimit`.
+fn default_peer_upload_limit() -> u32 {
+    200
+}
+
+/// 2000, Dragonfly's `DefaultSeedPeerConcurrentUploadLimit`.
+fn default_seed_upload_limit() -> u32 {
+    2000
+}
+
+/// 10 minutes: twice dfdaemon's default announce interval.
+fn default_host_ttl() -> Duration {
+    Duration::from_secs(600)
+}
+
+/// 10,000 hosts.
+fn default_max_hosts() -> usize {
+    10_000
+}
+
+/// 100,000 tasks.
+fn default_max_tasks() -> usize {
+    100_000
+}
+
+/// 10,000 peers of one task.
+fn default_max_peers_per_task() -> usize {
+    10_000
 }
 
 /// `[seed_peer]`: seedgate as a Dragonfly v2 seed peer: the
@@ -1044,6 +1156,51 @@ impl Config {
             }
             if sp.hostname.as_deref().is_some_and(str::is_empty) {
                 bad("seed_peer.hostname".into(), "must not be empty".into());
+            }
+        }
+        if let Some(sc) = &self.scheduler {
+            if self.seed_peer.is_none() {
+                bad(
+                    "scheduler".into(),
+                    "needs [seed_peer]: the scheduler hands out this host's seed peer as the first parent".into(),
+                );
+            }
+            for (key, v) in [
+                (
+                    "scheduler.candidate_parent_limit",
+                    sc.candidate_parent_limit as usize,
+                ),
+                ("scheduler.filter_parent_limit", sc.filter_parent_limit),
+                ("scheduler.peer_upload_limit", sc.peer_upload_limit as usize),
+                ("scheduler.seed_upload_limit", sc.seed_upload_limit as usize),
+                ("scheduler.max_hosts", sc.max_hosts),
+                ("scheduler.max_tasks", sc.max_tasks),
+                ("scheduler.max_peers_per_task", sc.max_peers_per_task),
+            ] {
+                if v == 0 {
+                    bad(key.into(), "must be at least 1".into());
+                }
+            }
+            if sc.candidate_parent_limit > 20 {
+                bad(
+                    "scheduler.candidate_parent_limit".into(),
+                    "must be at most 20 (dfdaemon opens a connection to each)".into(),
+                );
+            }
+            if sc.host_ttl.is_zero() {
+                bad("scheduler.host_ttl".into(), "must be more than zero".into());
+            }
+            if sc.policy.is_empty() {
+                bad("scheduler.policy".into(), "must name a policy".into());
+            }
+            if let Some(sp) = &self.seed_peer
+                && sc.listen.port() != 0
+                && (sc.listen == sp.upload_listen || sc.listen == sp.piece_listen)
+            {
+                bad(
+                    "scheduler.listen".into(),
+                    format!("{} is also a seed_peer listener", sc.listen),
+                );
             }
         }
         let p = &self.preheat;

@@ -4,7 +4,7 @@
 //!
 //! | layer | modules | what it is |
 //! |---|---|---|
-//! | front | [`server`], [`gateway`], [`peer`], `preheat` | HTTP gateway and admin API; Dragonfly seed peer (gRPC upload, piece server, scheduler announcer); preheat jobs |
+//! | front | [`server`], [`gateway`], [`peer`], [`scheduler`], `preheat` | HTTP gateway and admin API; Dragonfly seed peer (gRPC upload, piece server, scheduler announcer); Dragonfly scheduler; preheat jobs |
 //! | engine | `task` | one download per task, pieces landing on disk, readers of stored and landing objects |
 //! | origins | [`origin`] | named origins: keys, plans, guarded stat and fetch (guard order at its top) |
 //! | plugins | [`plugin`] | the WebAssembly host: origin and scheduling-policy components through WIT |
@@ -29,6 +29,7 @@ pub mod piece;
 pub mod plugin;
 pub(crate) mod preheat;
 pub(crate) mod resilience;
+pub mod scheduler;
 pub mod server;
 pub(crate) mod storage;
 pub(crate) mod task;

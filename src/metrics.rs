@@ -135,6 +135,35 @@ pub struct Metrics {
     pub disk_full_events: Counter,
     pub storage_refused: Counter,
     pub metadata_reopens: Counter,
+    /// The built-in scheduler: hosts by type and peers by state (read
+    /// live at each scrape), answers sent by kind, policy calls by outcome
+    /// (`ok`, `fallback`, `breaker_open`), peers sent back to source, and
+    /// hosts that joined or left.
+    pub cluster_hosts: Family<HostTypeLabels, Gauge>,
+    pub cluster_peers: Family<JobLabels, Gauge>,
+    pub scheduler_answers: Family<AnswerLabels, Counter>,
+    pub scheduler_policy_calls: Family<PluginCallLabels, Counter>,
+    pub scheduler_back_to_source: Counter,
+    pub cluster_host_events: Family<HostEventLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostTypeLabels {
+    /// `normal`, `super`, `strong`, `weak`.
+    pub host_type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AnswerLabels {
+    /// `normal_task`, `need_back_to_source`, `empty_task`,
+    /// `metadata_only`, or `error`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HostEventLabels {
+    /// `joined`, `left` (DeleteHost), `expired` (no announce in time).
+    pub event: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -170,6 +199,42 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("seedgate");
+        let cluster_hosts = Family::default();
+        registry.register(
+            "cluster_hosts",
+            "Hosts the built-in scheduler knows, by type",
+            cluster_hosts.clone(),
+        );
+        let cluster_peers = Family::default();
+        registry.register(
+            "cluster_peers",
+            "Peers the built-in scheduler knows, by state",
+            cluster_peers.clone(),
+        );
+        let scheduler_answers = Family::default();
+        registry.register(
+            "scheduler_answers",
+            "AnnouncePeer answers sent by the built-in scheduler, by kind",
+            scheduler_answers.clone(),
+        );
+        let scheduler_policy_calls = Family::default();
+        registry.register(
+            "scheduler_policy_calls",
+            "Scheduling-policy rankings, by policy and outcome (ok, fallback, breaker_open)",
+            scheduler_policy_calls.clone(),
+        );
+        let scheduler_back_to_source = Counter::default();
+        registry.register(
+            "scheduler_back_to_source",
+            "Peers the built-in scheduler sent back to source",
+            scheduler_back_to_source.clone(),
+        );
+        let cluster_host_events = Family::default();
+        registry.register(
+            "cluster_host_events",
+            "Hosts that joined or left the built-in scheduler's cluster",
+            cluster_host_events.clone(),
+        );
         let breaker_transitions = Family::default();
         registry.register(
             "breaker_transitions",
@@ -397,7 +462,36 @@ impl Metrics {
             disk_full_events,
             storage_refused,
             metadata_reopens,
+            cluster_hosts,
+            cluster_peers,
+            scheduler_answers,
+            scheduler_policy_calls,
+            scheduler_back_to_source,
+            cluster_host_events,
         }
+    }
+
+    pub fn policy_call(&self, policy: &str, outcome: &str) {
+        self.scheduler_policy_calls
+            .get_or_create(&PluginCallLabels {
+                plugin: policy.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    pub fn answered(&self, kind: &str) {
+        self.scheduler_answers
+            .get_or_create(&AnswerLabels { kind: kind.into() })
+            .inc();
+    }
+
+    pub fn host_event(&self, event: &str) {
+        self.cluster_host_events
+            .get_or_create(&HostEventLabels {
+                event: event.into(),
+            })
+            .inc();
     }
 
     /// The metrics in OpenMetrics text.

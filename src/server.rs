@@ -90,10 +90,12 @@ impl Server {
             .cache_dir
             .clone()
             .unwrap_or_else(|| config.storage.data_dir.join("plugin-cache"));
-        let host = plugin::PluginHost::new(config.plugins.clone(), Some(&cache_dir))
-            .context("starting the plugin host")?;
+        let host = Arc::new(
+            plugin::PluginHost::new(config.plugins.clone(), Some(&cache_dir))
+                .context("starting the plugin host")?,
+        );
         let plugins = Arc::new(plugin::Registry::load(
-            Arc::new(host),
+            host.clone(),
             config.plugins.dir.as_deref(),
         )?);
         for p in plugins.summaries() {
@@ -124,6 +126,11 @@ impl Server {
                     config.storage.data_dir.clone(),
                     tasks.clone(),
                     origins.clone(),
+                    config.scheduler.as_ref().map(|s| peer::SchedulerParts {
+                        config: s,
+                        plugins: &host,
+                        plugins_dir: config.plugins.dir.as_deref(),
+                    }),
                 )
                 .await?,
             ),
@@ -138,6 +145,7 @@ impl Server {
             token_for_reads: config.server.token_for_reads,
             expose_origin_urls: config.server.exposes_origin_urls(),
             schedulers: peer.as_ref().map(|p| p.announcer.clone()),
+            scheduler: peer.as_ref().and_then(|p| p.scheduler.clone()),
         });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

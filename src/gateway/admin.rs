@@ -191,6 +191,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             .set(origin.downloads_running() as i64);
     }
     state.plugins.export_breaker_states();
+    if let Some(s) = &state.scheduler {
+        s.export_metrics();
+    }
     m.negative_entries.set(state.tasks.negative.len() as i64);
     let (hits, misses) = (m.local.requests.get(), m.origin.requests.get());
     if hits + misses > 0 {
@@ -264,4 +267,40 @@ pub(super) async fn list_breakers(
             .chain(state.plugins.breakers())
             .collect(),
     )
+}
+
+fn scheduler(state: &AppState) -> Result<&std::sync::Arc<crate::scheduler::Scheduler>, AppError> {
+    state.scheduler.as_ref().ok_or_else(|| {
+        AppError::from_error(Error::new(
+            crate::error::ErrorKind::NotFound,
+            "the built-in scheduler is off (no [scheduler] section in the config)",
+        ))
+    })
+}
+
+/// The built-in scheduler's hosts.
+pub(super) async fn cluster_hosts(
+    State(state): State<AppState>,
+) -> Result<axum::Json<Vec<crate::scheduler::cluster::HostView>>, AppError> {
+    Ok(axum::Json(scheduler(&state)?.hosts()))
+}
+
+/// The built-in scheduler's tasks, newest first.
+pub(super) async fn cluster_tasks(
+    State(state): State<AppState>,
+) -> Result<axum::Json<Vec<crate::scheduler::cluster::TaskView>>, AppError> {
+    Ok(axum::Json(scheduler(&state)?.task_list()))
+}
+
+/// One task of the built-in scheduler, with its peers.
+pub(super) async fn cluster_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<axum::Json<crate::scheduler::cluster::TaskView>, AppError> {
+    scheduler(&state)?.task(&id).map(axum::Json).ok_or_else(|| {
+        AppError::from_error(Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!("the scheduler knows no task {id}"),
+        ))
+    })
 }

@@ -24,6 +24,10 @@
 //! - `POST /api/v1/preheat` (JSON [`crate::preheat::JobRequest`], optional
 //!   `Idempotency-Key`): a preheat job; `GET /api/v1/preheat` lists jobs,
 //!   `GET /api/v1/preheat/{id}` shows one with its objects, `DELETE` cancels.
+//! - `GET /api/v1/cluster/hosts`, `/api/v1/cluster/tasks`,
+//!   `/api/v1/cluster/tasks/{id}`: the built-in scheduler's hosts, tasks
+//!   and (for one task) its peers with state, parents, pieces and traffic,
+//!   read live; 404 when `[scheduler]` is off.
 //! - `GET /metrics`: Prometheus metrics (see [`crate::metrics`]).
 //! - `GET /openapi.json`: the OpenAPI 3.1 document of all of this
 //!   (`src/gateway/openapi.json`, checked against the routes by a test).
@@ -87,6 +91,8 @@ pub struct AppState {
     pub expose_origin_urls: bool,
     /// The seed peer's scheduler registrations, when it runs.
     pub schedulers: Option<Arc<crate::peer::announcer::Announcer>>,
+    /// The built-in scheduler, when it runs.
+    pub scheduler: Option<Arc<crate::scheduler::Scheduler>>,
 }
 
 /// The gateway's routes.
@@ -133,6 +139,9 @@ pub fn router(state: AppState) -> Router {
             )
             .route("/api/v1/negative-cache/{id}", delete(purge_negative_one))
             .route("/api/v1/plugins/{name}/reload", post(reload_plugin))
+            .route("/api/v1/cluster/hosts", get(cluster_hosts))
+            .route("/api/v1/cluster/tasks", get(cluster_tasks))
+            .route("/api/v1/cluster/tasks/{id}", get(cluster_task))
     };
     let api = guard(api, true);
     health

@@ -42,8 +42,17 @@ pub struct SeedPeer {
     piece_listener: TcpListener,
     host: Arc<host::HostProbe>,
     pub announcer: Arc<announcer::Announcer>,
+    /// The built-in scheduler, when `[scheduler]` is configured.
+    pub scheduler: Option<Arc<crate::scheduler::Scheduler>>,
     tasks: Arc<TaskManager>,
     origins: Arc<OriginRouter>,
+}
+
+/// What the built-in scheduler needs besides the seed peer.
+pub struct SchedulerParts<'a> {
+    pub config: &'a crate::config::SchedulerConfig,
+    pub plugins: &'a crate::plugin::PluginHost,
+    pub plugins_dir: Option<&'a std::path::Path>,
 }
 
 impl SeedPeer {
@@ -54,6 +63,7 @@ impl SeedPeer {
         data_dir: PathBuf,
         tasks: Arc<TaskManager>,
         origins: Arc<OriginRouter>,
+        scheduler: Option<SchedulerParts<'_>>,
     ) -> anyhow::Result<Self> {
         let upload_listener = TcpListener::bind(config.upload_listen)
             .await
@@ -83,12 +93,27 @@ impl SeedPeer {
         tasks.on_back_to_source(move |task| hook.report(task));
         let hook = announcer.clone();
         tasks.on_removed(move |task_id| hook.removed(task_id));
+        let upload = upload::Upload {
+            tasks: tasks.clone(),
+            origins: origins.clone(),
+            host: host.clone(),
+            announcer: announcer.clone(),
+            sync_host_interval: config.sync_host_interval,
+        };
+        let scheduler = match scheduler {
+            Some(s) => Some(
+                crate::scheduler::Scheduler::bind(s.config, s.plugins, s.plugins_dir, upload)
+                    .await?,
+            ),
+            None => None,
+        };
         Ok(Self {
             config: config.clone(),
             upload_listener,
             piece_listener,
             host,
             announcer,
+            scheduler,
             tasks,
             origins,
         })
@@ -125,7 +150,14 @@ impl SeedPeer {
         )
         .run(cancel.clone());
         let announce = self.announcer.clone().run(cancel.clone());
-        let (grpc, (), ()) = tokio::join!(grpc, pieces, announce);
+        let scheduler = async {
+            match self.scheduler.clone() {
+                Some(s) => s.run(cancel.clone()).await,
+                None => Ok(()),
+            }
+        };
+        let (grpc, (), (), scheduler) = tokio::join!(grpc, pieces, announce, scheduler);
+        scheduler?;
         grpc.context("the DfdaemonUpload server")
     }
 }

@@ -28,6 +28,7 @@ use crate::task::{TaskManager, TaskSpec};
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// The upload service.
+#[derive(Clone)]
 pub struct Upload {
     pub tasks: Arc<TaskManager>,
     pub origins: Arc<OriginRouter>,
@@ -83,8 +84,12 @@ impl Upload {
     }
 
     /// Checks a `Download` and opens its task (joining or starting the
-    /// download back to source).
-    async fn open(&self, download: Download) -> Result<(Object, bool, Download), Status> {
+    /// download back to source). The built-in scheduler starts its seed
+    /// downloads here too.
+    pub(crate) async fn open(
+        &self,
+        download: Download,
+    ) -> Result<(Object, bool, Download), Status> {
         if download.r#type != TaskType::Standard as i32 {
             return Err(Status::invalid_argument(format!(
                 "task type {} is not served: this seed peer downloads standard tasks",

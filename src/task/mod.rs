@@ -52,6 +52,7 @@ use index::Index;
 use lifecycle::{Request, Slot};
 
 pub use lifecycle::MAX_RESTARTS;
+pub use state::State;
 
 pub use object::{Object, PieceInfo};
 pub use view::{DownloadView, ObjectInfo, TaskView};

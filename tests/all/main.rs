@@ -9,6 +9,7 @@ mod support;
 mod test_scheduler;
 
 mod breaker;
+mod builtin_scheduler;
 mod bulkheads;
 mod cli;
 mod config_check;

@@ -1,0 +1,314 @@
+//! seedgate's built-in scheduler (`[scheduler]`) with real Dragonfly peers
+//! (`dfdaemon`/`dfget` 1.5.10): no Go scheduler, no test scheduler, only
+//! seedgate and the daemons, each with its own directories and ports and a
+//! local dynconfig naming seedgate's scheduler port.
+
+use std::time::Duration;
+
+use dragonfly_api::scheduler::v2::scheduler_client::SchedulerClient;
+use dragonfly_api::scheduler::v2::*;
+use serde_json::Value;
+
+use crate::dfdaemon::Dfdaemon;
+use crate::dragonfly::seed_config;
+use crate::support::*;
+
+const MIB: usize = 1 << 20;
+
+struct Cluster {
+    _dir: tempfile::TempDir,
+    nginx: Nginx,
+    sg: Seedgate,
+    scheduler_port: u16,
+    data: Vec<u8>,
+    url: String,
+    path: String,
+}
+
+/// nginx with one object of `len` bytes and seedgate as seed peer and
+/// scheduler; `extra` goes into `[seed_peer]`.
+async fn cluster(name: &str, len: usize, seed: u64, seed_peer_extra: &str) -> Cluster {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(len, seed);
+    let key = format!("sched/{name}.bin");
+    nginx.put(&key, &data);
+    let scheduler_port = free_port();
+    let extra =
+        format!("{seed_peer_extra}\n[scheduler]\nlisten = \"127.0.0.1:{scheduler_port}\"\n");
+    let (config, _) = seed_config(&nginx.base_url(), &[], &extra);
+    let sg = Seedgate::start(dir.path(), &config);
+    Cluster {
+        url: format!("{}{key}", nginx.base_url()),
+        path: format!("/{key}"),
+        _dir: dir,
+        nginx,
+        sg,
+        scheduler_port,
+        data,
+    }
+}
+
+impl Cluster {
+    async fn api(&self, path: &str) -> Value {
+        json(get(&self.sg.url(path)).await).await
+    }
+
+    /// The one task the scheduler knows, with its peers.
+    async fn task(&self) -> Value {
+        let tasks = self.api("/api/v1/cluster/tasks").await;
+        let tasks = tasks.as_array().unwrap();
+        assert_eq!(tasks.len(), 1, "one task: {tasks:?}");
+        let id = tasks[0]["id"].as_str().unwrap().to_string();
+        self.api(&format!("/api/v1/cluster/tasks/{id}")).await
+    }
+
+    async fn fetch(&self, peer: &Dfdaemon) {
+        let out = peer.dir.path().join("out.bin");
+        peer.dfget(&self.url, &out).await.unwrap();
+        assert_eq!(
+            sha256(&std::fs::read(&out).unwrap()),
+            sha256(&self.data),
+            "{}: the bytes",
+            peer.hostname
+        );
+    }
+
+    /// Body bytes the origin sent for the object, over every request.
+    fn origin_bytes(&self) -> u64 {
+        self.nginx.bytes_sent(&self.path)
+    }
+}
+
+fn peer_of<'a>(task: &'a Value, host_id: &str) -> &'a Value {
+    task["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["host_id"] == host_id)
+        .unwrap_or_else(|| panic!("no peer of host {host_id}: {task:#}"))
+}
+
+/// One real peer, one 128 MiB object: every piece comes from seedgate's
+/// own seed peer, handed out by seedgate's own scheduler, and the origin
+/// sends the object once (plus the peer's own one-byte stat).
+#[tokio::test]
+async fn a_peer_gets_every_piece_from_seedgate_placed_by_seedgate() {
+    let c = cluster("one", 128 * MIB, 401, "").await;
+    let peer = Dfdaemon::start("bs-one", c.scheduler_port, false).await;
+    // dfdaemon's startup AnnounceHost reached the scheduler.
+    let hosts = c.api("/api/v1/cluster/hosts").await;
+    let ids: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&peer.host_id.as_str()), "{hosts:#}");
+    assert!(ids.contains(&"127.0.0.1-sg-test-seed"), "{hosts:#}");
+    c.fetch(&peer).await;
+
+    let task = c.task().await;
+    let seed_peer = task["seed_peer"].as_str().unwrap().to_string();
+    let p = peer_of(&task, &peer.host_id);
+    assert_eq!(p["state"], "Succeeded", "{p:#}");
+    let pieces = (128 * MIB).div_ceil(4 * MIB) as u64;
+    assert_eq!(p["finished_pieces"], pieces, "{p:#}");
+    assert_eq!(p["pieces_by_parent"][&seed_peer], pieces, "{p:#}");
+    assert_eq!(p["bytes_from_peers"], (128 * MIB) as u64, "{p:#}");
+    assert_eq!(p["bytes_from_source"], 0, "{p:#}");
+    assert_eq!(p["parents"], serde_json::json!([seed_peer]), "{p:#}");
+    assert!(p.get("back_to_source_reason").is_none(), "{p:#}");
+    // The origin sent one copy; the peer's stat is a ranged GET of 1 byte.
+    let sent = c.origin_bytes();
+    assert!(
+        (128 * MIB) as u64 <= sent && sent <= (128 * MIB) as u64 + 4096,
+        "origin sent {sent} bytes"
+    );
+    assert!(
+        metric(
+            &c.sg,
+            "seedgate_scheduler_answers_total{kind=\"normal_task\"}"
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        metric(
+            &c.sg,
+            "seedgate_scheduler_policy_calls_total{plugin=\"default\",outcome=\"ok\"}"
+        )
+        .await
+            >= 1.0
+    );
+}
+
+/// Three real peers fetch one cold object at once while seedgate's uploads
+/// are held to 8 MiB/s: every copy is right, the origin sends one copy,
+/// the policy ranks the parents, and the peers also fetch pieces from one
+/// another, not only from seedgate.
+#[tokio::test]
+async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
+    let len = 64 * MIB;
+    let c = cluster("swarm", len, 402, "upload_rate_limit = \"8 MiB\"").await;
+    let peers = futures_util::future::join_all(
+        ["bs-a", "bs-b", "bs-c"].map(|h| Dfdaemon::start(h, c.scheduler_port, false)),
+    )
+    .await;
+    futures_util::future::join_all(peers.iter().map(|p| c.fetch(p))).await;
+
+    let task = c.task().await;
+    let seed_peer = task["seed_peer"].as_str().unwrap().to_string();
+    let pieces = len.div_ceil(4 * MIB) as u64;
+    let mut from_peers = 0;
+    for peer in &peers {
+        let p = peer_of(&task, &peer.host_id);
+        assert_eq!(p["state"], "Succeeded", "{p:#}");
+        assert_eq!(p["finished_pieces"], pieces, "{p:#}");
+        from_peers += p["pieces_by_parent"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(parent, _)| **parent != seed_peer)
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum::<u64>();
+    }
+    assert!(from_peers > 0, "no piece went peer to peer: {task:#}");
+    let sent = c.origin_bytes();
+    assert!(
+        sent <= len as u64 + 3 * 4096,
+        "origin sent {sent} bytes for a {len}-byte object"
+    );
+    assert!(
+        metric(
+            &c.sg,
+            "seedgate_scheduler_policy_calls_total{plugin=\"default\",outcome=\"ok\"}"
+        )
+        .await
+            >= 3.0
+    );
+    eprintln!(
+        "pieces fetched peer to peer (not from seedgate): {from_peers} of {}",
+        3 * pieces
+    );
+}
+
+async fn scheduler(port: u16) -> SchedulerClient<tonic::transport::Channel> {
+    SchedulerClient::connect(format!("http://127.0.0.1:{port}"))
+        .await
+        .unwrap()
+}
+
+/// Bad input gets a clear status, and the scheduler keeps serving: a
+/// register for a host that never announced, a malformed task id, a URL
+/// under no origin, a message before the register; persistent RPCs are
+/// unimplemented; the health check answers SERVING throughout.
+#[tokio::test]
+async fn bad_announces_get_clear_statuses_and_the_scheduler_keeps_serving() {
+    use announce_peer_request::Request as R;
+    let c = cluster("bad", 8 * MIB, 403, "").await;
+    let mut s = scheduler(c.scheduler_port).await;
+    let register = |host: &str, task: &str, url: &str| AnnouncePeerRequest {
+        host_id: host.into(),
+        task_id: task.into(),
+        peer_id: format!("{host}-peer"),
+        request: Some(R::RegisterPeerRequest(RegisterPeerRequest {
+            download: Some(crate::dragonfly::download(url)),
+        })),
+    };
+    let channel = s.clone();
+    let first = |m: AnnouncePeerRequest| {
+        let mut s = channel.clone();
+        async move {
+            let mut answers = s
+                .announce_peer(futures_util::stream::iter([m]))
+                .await
+                .unwrap()
+                .into_inner();
+            answers.message().await
+        }
+    };
+    let task = "a".repeat(64);
+    let e = first(register("nobody", &task, &c.url)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
+    assert!(e.message().contains("AnnounceHost"), "{e:?}");
+
+    let host = dragonfly_api::common::v2::Host {
+        id: "127.0.0.1-bad".into(),
+        ip: "127.0.0.1".into(),
+        hostname: "bad".into(),
+        port: 1,
+        ..Default::default()
+    };
+    s.announce_host(AnnounceHostRequest {
+        host: Some(host.clone()),
+        interval: None,
+    })
+    .await
+    .unwrap();
+    let e = first(register("127.0.0.1-bad", "not-a-task", &c.url))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(e.message().contains("64 hex"), "{e:?}");
+
+    // Under no origin: this seedgate cannot seed it, so the peer is sent
+    // back to source, with the reason recorded.
+    let a = first(register("127.0.0.1-bad", &task, "http://203.0.113.9/x.bin"))
+        .await
+        .unwrap()
+        .unwrap();
+    match a.response {
+        Some(announce_peer_response::Response::NeedBackToSourceResponse(r)) => {
+            assert!(r.description.unwrap().contains("any configured origin"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let out_of_order = AnnouncePeerRequest {
+        host_id: "127.0.0.1-bad".into(),
+        task_id: "b".repeat(64),
+        peer_id: "stranger".into(),
+        request: Some(R::DownloadPeerStartedRequest(DownloadPeerStartedRequest {})),
+    };
+    let e = first(out_of_order).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+
+    let e = s
+        .stat_persistent_task(StatPersistentTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::Unimplemented);
+    let e = s
+        .announce_host(AnnounceHostRequest {
+            host: Some(dragonfly_api::common::v2::Host {
+                ip: "not-an-ip".into(),
+                ..host.clone()
+            }),
+            interval: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // Still serving: a real peer downloads through it.
+    let peer = Dfdaemon::start("bs-after", c.scheduler_port, false).await;
+    c.fetch(&peer).await;
+    let hosts = s
+        .list_hosts(ListHostsRequest { r#type: Some(1) })
+        .await
+        .unwrap()
+        .into_inner()
+        .hosts;
+    assert_eq!(
+        hosts.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+        ["127.0.0.1-sg-test-seed"]
+    );
+    s.delete_host(DeleteHostRequest {
+        host_id: "127.0.0.1-bad".into(),
+    })
+    .await
+    .unwrap();
+    let hosts = c.api("/api/v1/cluster/hosts").await;
+    assert!(!hosts.to_string().contains("127.0.0.1-bad"), "{hosts:#}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
