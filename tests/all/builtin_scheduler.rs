@@ -73,6 +73,27 @@ impl Cluster {
         );
     }
 
+    /// Waits until the peer of `host_id` holds `n` pieces of the task.
+    async fn wait_pieces(&self, host_id: &str, n: u64) {
+        loop {
+            let tasks = self.api("/api/v1/cluster/tasks").await;
+            if let Some(id) = tasks[0]["id"].as_str() {
+                let t = self.api(&format!("/api/v1/cluster/tasks/{id}")).await;
+                let have = t["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["host_id"] == host_id)
+                    .and_then(|p| p["finished_pieces"].as_u64())
+                    .unwrap_or(0);
+                if have >= n {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Body bytes the origin sent for the object, over every request.
     fn origin_bytes(&self) -> u64 {
         self.nginx.bytes_sent(&self.path)
@@ -142,10 +163,13 @@ async fn a_peer_gets_every_piece_from_seedgate_placed_by_seedgate() {
     );
 }
 
-/// Three real peers fetch one cold object at once while seedgate's uploads
-/// are held to 8 MiB/s: every copy is right, the origin sends one copy,
-/// the policy ranks the parents, and the peers also fetch pieces from one
-/// another, not only from seedgate.
+/// Three real peers fetch one cold object, each starting once the one
+/// before holds pieces, while seedgate's uploads are held to 8 MiB/s:
+/// every copy is right, the origin sends one copy, the policy ranks the
+/// parents, and the later peers also fetch pieces from the earlier ones,
+/// not only from seedgate. (A dfdaemon asks for parents once, when it
+/// registers: peers that register at the same instant all get seedgate
+/// alone, as under Dragonfly's own scheduler.)
 #[tokio::test]
 async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
     let len = 64 * MIB;
@@ -154,7 +178,18 @@ async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
         ["bs-a", "bs-b", "bs-c"].map(|h| Dfdaemon::start(h, c.scheduler_port, false)),
     )
     .await;
-    futures_util::future::join_all(peers.iter().map(|p| c.fetch(p))).await;
+    let mut fetches = Vec::new();
+    for (i, peer) in peers.iter().enumerate() {
+        let mut fetch = Box::pin(c.fetch(peer));
+        if i + 1 < peers.len() {
+            tokio::select! {
+                () = c.wait_pieces(&peer.host_id, 3) => {}
+                () = &mut fetch => panic!("{} finished before it held 3 pieces", peer.hostname),
+            }
+        }
+        fetches.push(fetch);
+    }
+    futures_util::future::join_all(fetches).await;
 
     let task = c.task().await;
     let seed_peer = task["seed_peer"].as_str().unwrap().to_string();
