@@ -48,6 +48,11 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "seedgate_test_wrong_world",
         "SEEDGATE_TEST_WRONG_WORLD_WASM",
     ),
+    (
+        "test-hostile-policy",
+        "seedgate_test_hostile_policy",
+        "SEEDGATE_TEST_HOSTILE_POLICY_WASM",
+    ),
 ];
 
 fn main() {

@@ -781,6 +781,9 @@ pub mod test_components {
     pub const INCOMPLETE: &str = env!("SEEDGATE_TEST_INCOMPLETE_WASM");
     /// `plugins/test-wrong-world`: a component of another world.
     pub const WRONG_WORLD: &str = env!("SEEDGATE_TEST_WRONG_WORLD_WASM");
+    /// `plugins/test-hostile-policy`: a scheduling policy that answers
+    /// garbage, traps or loops.
+    pub const HOSTILE_POLICY: &str = env!("SEEDGATE_TEST_HOSTILE_POLICY_WASM");
 }
 
 #[cfg(test)]

@@ -361,9 +361,16 @@ impl Registry {
                 Source::Builtin(b) => (b.to_vec(), true, None),
                 Source::File(path) => (std::fs::read(path)?, false, file_state(path)),
             };
-            let plugin = host
-                .load(&name, &bytes, builtin, log.clone())
-                .map_err(anyhow::Error::msg)?;
+            let plugin = match host.load(&name, &bytes, builtin, log.clone()) {
+                Ok(p) => p,
+                // A scheduling policy in the same directory is not an
+                // origin: `[scheduler] policy` loads it.
+                Err(_) if !builtin && host.load_scheduler(&name, &bytes).is_ok() => {
+                    tracing::info!(plugin = %name, "a scheduling policy, not an origin plugin: left to [scheduler] policy");
+                    continue;
+                }
+                Err(e) => return Err(anyhow::Error::msg(e)),
+            };
             if let Source::File(path) = &source {
                 tracing::info!(plugin = %name, path = %path.display(), digest = %plugin.info.digest, "loaded custom plugin");
             }

@@ -347,3 +347,84 @@ async fn bad_announces_get_clear_statuses_and_the_scheduler_keeps_serving() {
     assert!(!hosts.to_string().contains("127.0.0.1-bad"), "{hosts:#}");
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
+
+/// A hostile scheduling policy (`plugins/test-hostile-policy`: garbage for
+/// one candidate, a trap for two, an endless loop for three) places
+/// nobody wrong: four real peers fetch one after another and all get the
+/// right bytes from parents chosen in the built-in order; each failure is
+/// counted as a fallback, and after three in a row the policy's breaker
+/// opens and the fourth peer is placed without calling it.
+#[tokio::test]
+async fn a_hostile_policy_never_stops_a_download() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(8 * MIB, 404);
+    nginx.put("sched/hostile.bin", &data);
+    let plugins = dir.path().join("policies");
+    std::fs::create_dir_all(&plugins).unwrap();
+    std::fs::copy(
+        seedgate::plugin::test_components::HOSTILE_POLICY,
+        plugins.join("hostile-policy.wasm"),
+    )
+    .unwrap();
+    let scheduler_port = free_port();
+    let extra = format!(
+        "\n[scheduler]\nlisten = \"127.0.0.1:{scheduler_port}\"\npolicy = \"hostile-policy\"\n\
+         round_interval = \"100ms\"\n"
+    );
+    let (config, _) = seed_config(&nginx.base_url(), &[], &extra);
+    let config = config.replacen(
+        "[seed_peer]",
+        &format!(
+            "[plugins]\ndir = \"{}\"\n[plugins.breaker]\nconsecutive_failures = 3\nopen_base = \"5m\"\n\
+             [plugins.limits.hostile-policy]\ncall_timeout = \"500ms\"\n\n[seed_peer]",
+            plugins.display()
+        ),
+        1,
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let c = Cluster {
+        url: format!("{}sched/hostile.bin", nginx.base_url()),
+        path: "/sched/hostile.bin".into(),
+        _dir: dir,
+        nginx,
+        sg,
+        scheduler_port,
+        data,
+    };
+    let mut peers = Vec::new();
+    for name in ["bh-1", "bh-2", "bh-3", "bh-4"] {
+        let peer = Dfdaemon::start(name, c.scheduler_port, false).await;
+        c.fetch(&peer).await;
+        peers.push(peer);
+    }
+    let task = c.task().await;
+    for peer in &peers {
+        let p = peer_of(&task, &peer.host_id);
+        assert_eq!(p["state"], "Succeeded", "{p:#}");
+        assert_eq!(
+            p["bytes_from_source"], 0,
+            "placed, not sent to the origin: {p:#}"
+        );
+    }
+    let calls = |outcome: &'static str| {
+        let sg = &c.sg;
+        async move {
+            metric(
+                sg,
+                &format!(
+                    "seedgate_scheduler_policy_calls_total{{plugin=\"hostile-policy\",outcome=\"{outcome}\"}}"
+                ),
+            )
+            .await
+        }
+    };
+    assert_eq!(calls("ok").await, 0.0);
+    assert_eq!(calls("fallback").await, 3.0);
+    assert!(calls("breaker_open").await >= 1.0);
+    // The seed first, as the built-in order puts it.
+    assert_eq!(
+        peer_of(&task, &peers[3].host_id)["parents"][0],
+        task["seed_peer"]
+    );
+    assert!(c.origin_bytes() <= (8 * MIB + 4 * 4096) as u64);
+}
