@@ -428,3 +428,62 @@ async fn a_hostile_policy_never_stops_a_download() {
     );
     assert!(c.origin_bytes() <= (8 * MIB + 4 * 4096) as u64);
 }
+
+/// A dfdaemon killed mid-download (SIGKILL: no DeleteHost) leaves the
+/// cluster within twice its announce interval (2 s here), with its peer;
+/// a peer that registers afterwards is never handed the dead one, and gets
+/// the object whole.
+#[tokio::test]
+async fn a_killed_peer_leaves_within_twice_its_announce_interval() {
+    let len = 64 * MIB;
+    let c = cluster("killed", len, 405, "upload_rate_limit = \"8 MiB\"").await;
+    let mut doomed = Dfdaemon::start_announcing("bk-doomed", c.scheduler_port, false, "2s").await;
+    let mut fetch = Box::pin(c.fetch(&doomed));
+    tokio::select! {
+        () = c.wait_pieces(&doomed.host_id, 2) => {}
+        () = &mut fetch => panic!("finished before it could be killed"),
+    }
+    drop(fetch);
+    let dead_peer = peer_of(&c.task().await, &doomed.host_id)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    doomed.kill();
+    let killed = tokio::time::Instant::now();
+    let host_id = doomed.host_id.clone();
+    loop {
+        let hosts = c.api("/api/v1/cluster/hosts").await;
+        if !hosts.to_string().contains(&host_id) {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(8),
+            "{host_id} still listed {:?} after the kill: {hosts:#}",
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let gone_after = killed.elapsed();
+    // 2 × 2 s, plus up to one announce interval since its last announce
+    // and the 1 s sweep.
+    assert!(gone_after <= Duration::from_secs(7), "{gone_after:?}");
+    let task = c.task().await;
+    assert!(!task.to_string().contains(&dead_peer), "{task:#}");
+    assert!(
+        metric(
+            &c.sg,
+            "seedgate_cluster_host_events_total{event=\"expired\"}"
+        )
+        .await
+            >= 1.0
+    );
+
+    let next = Dfdaemon::start("bk-next", c.scheduler_port, false).await;
+    c.fetch(&next).await;
+    let p = peer_of(&c.task().await, &next.host_id).clone();
+    assert!(
+        !p.to_string().contains(&dead_peer),
+        "handed the dead peer: {p:#}"
+    );
+    eprintln!("the killed host left the cluster {gone_after:?} after the kill");
+}

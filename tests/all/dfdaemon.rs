@@ -49,9 +49,19 @@ impl Dfdaemon {
     /// dfdaemon binds it: a daemon that exits at start is tried again with
     /// fresh ports (three times at most).
     pub async fn start(hostname: &str, scheduler_port: u16, seed: bool) -> Self {
+        Self::start_announcing(hostname, scheduler_port, seed, "300s").await
+    }
+
+    /// [`Self::start`] with `scheduler.announceInterval` set to `interval`.
+    pub async fn start_announcing(
+        hostname: &str,
+        scheduler_port: u16,
+        seed: bool,
+        interval: &str,
+    ) -> Self {
         let mut logs = String::new();
         for attempt in 1..=3 {
-            match Self::try_start(hostname, scheduler_port, seed).await {
+            match Self::try_start(hostname, scheduler_port, seed, interval).await {
                 Ok(me) => return me,
                 Err(log) => {
                     logs.push_str(&format!("--- attempt {attempt} ---\n{}\n", tail(&log, 30)));
@@ -61,7 +71,12 @@ impl Dfdaemon {
         panic!("dfdaemon {hostname} did not start:\n{logs}");
     }
 
-    async fn try_start(hostname: &str, scheduler_port: u16, seed: bool) -> Result<Self, String> {
+    async fn try_start(
+        hostname: &str,
+        scheduler_port: u16,
+        seed: bool,
+        interval: &str,
+    ) -> Result<Self, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let upload_port = free_port();
@@ -82,7 +97,7 @@ upload:
     ip: 127.0.0.1
     port: {upload_port}
 scheduler:
-  announceInterval: 300s
+  announceInterval: {interval}
 seedPeer:
   enable: {seed}
   type: super
@@ -163,6 +178,12 @@ proxy:
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(me)
+    }
+
+    /// Kills the daemon at once (SIGKILL): no DeleteHost, no goodbye.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     pub fn socket(&self) -> PathBuf {
