@@ -290,15 +290,15 @@ impl Cluster {
 
     /// Makes room for a task that is not known yet.
     pub fn admit_task(&self, id: &str, config: &SchedulerConfig) -> Result<(), Full> {
+        // Tasks left with no peer are dropped by the sweep, once a second.
         if !self.tasks.contains_key(id) && self.tasks.len() >= config.max_tasks {
-            // Tasks nobody downloads any more are dropped first.
             return Err(Full::Tasks(self.tasks.len()));
         }
         Ok(())
     }
 
     /// Drops tasks with no peer left (their seed's copy stays in the
-    /// engine, which a new register finds again).
+    /// engine, which a new register finds again). Run by the sweep.
     pub fn drop_idle_tasks(&mut self) {
         self.tasks.retain(|_, t| !t.peers.is_empty());
     }

@@ -188,9 +188,14 @@ impl Scheduler {
         grpc.context("the scheduler server")
     }
 
-    /// Removes hosts whose announces stopped.
+    /// Removes hosts whose announces stopped, and tasks left with no peer.
     fn sweep(&self) {
-        let gone = self.cluster.lock().expire(tokio::time::Instant::now());
+        let gone = {
+            let mut c = self.cluster.lock();
+            let gone = c.expire(tokio::time::Instant::now());
+            c.drop_idle_tasks();
+            gone
+        };
         for h in gone {
             crate::metrics::METRICS.host_event("expired");
             tracing::info!(

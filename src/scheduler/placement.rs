@@ -352,5 +352,12 @@ mod tests {
         assert!(c.hosts.contains_key("hs"));
         assert_eq!(c.peers.keys().collect::<Vec<_>>(), ["seed"]);
         assert_eq!(c.tasks["t"].peers.len(), 1);
+        // A task keeps while one peer does; the sweep drops it after.
+        c.drop_idle_tasks();
+        assert!(c.tasks.contains_key("t"));
+        c.remove_peer("seed");
+        assert_eq!(c.tasks["t"].seed_peer, None);
+        c.drop_idle_tasks();
+        assert!(c.tasks.is_empty());
     }
 }

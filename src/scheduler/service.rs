@@ -375,8 +375,8 @@ impl Scheduler {
         m: &AnnouncePeerRequest,
     ) -> (Option<Result<AnnouncePeerResponse, Status>>, bool) {
         let peer = m.peer_id.as_str();
-        let registered = !matches!(m.request, Some(PeerRequest::RegisterPeerRequest(_)));
-        if registered && !self.cluster.lock().peers.contains_key(peer) {
+        let is_register = matches!(m.request, Some(PeerRequest::RegisterPeerRequest(_)));
+        if !is_register && !self.cluster.lock().peers.contains_key(peer) {
             return (
                 Some(Err(Status::failed_precondition(format!(
                     "peer {peer} has not registered on this stream (RegisterPeerRequest comes first)"
