@@ -137,6 +137,17 @@ pub struct SchedulerConfig {
     pub max_tasks: usize,
     #[serde(default = "default_max_peers_per_task")]
     pub max_peers_per_task: usize,
+    /// A seed host of another seedgate (or a Dragonfly seed peer) picked
+    /// for a task must start it (`DfdaemonUpload.DownloadTask`) within
+    /// this long; otherwise the next seed host in the task's hash order is
+    /// tried.
+    #[serde(default = "default_seed_trigger_timeout", with = "humantime_serde")]
+    pub seed_trigger_timeout: Duration,
+}
+
+/// 30 seconds: the origin's stat, behind its own watchdog, comes first.
+fn default_seed_trigger_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// 127.0.0.1:8002 (Dragonfly's scheduler port, on loopback).
@@ -1189,6 +1200,12 @@ impl Config {
             }
             if sc.host_ttl.is_zero() {
                 bad("scheduler.host_ttl".into(), "must be more than zero".into());
+            }
+            if sc.seed_trigger_timeout.is_zero() {
+                bad(
+                    "scheduler.seed_trigger_timeout".into(),
+                    "must be more than zero".into(),
+                );
             }
             if sc.policy.is_empty() {
                 bad("scheduler.policy".into(), "must name a policy".into());

@@ -70,6 +70,11 @@ pub struct HostEntry {
     pub joined_at_ms: u64,
     /// This seedgate's own seed peer.
     pub local: bool,
+    /// Pieces its peers uploaded, and uploads that failed, as the children
+    /// reported them (Dragonfly's `UploadCount`/`UploadFailedCount`, which
+    /// the policy weighs).
+    pub uploaded: u64,
+    pub upload_failed: u64,
 }
 
 impl HostEntry {
@@ -175,7 +180,27 @@ pub struct TaskEntry {
     pub peers: BTreeSet<String>,
     /// This seedgate's own seed peer of the task, once it was started.
     pub seed_peer: Option<String>,
+    /// The seed host that fetches it from the origin: this one or another
+    /// seedgate's (`seeds`), once one started it.
+    pub seed_host: Option<String>,
     pub created_at_ms: u64,
+}
+
+impl TaskEntry {
+    /// A task whose layout is not known yet.
+    pub fn new(id: &str, url: &str) -> Self {
+        Self {
+            id: id.into(),
+            url: url.into(),
+            content_length: 0,
+            piece_length: 0,
+            piece_count: 0,
+            peers: Default::default(),
+            seed_peer: None,
+            seed_host: None,
+            created_at_ms: now_ms(),
+        }
+    }
 }
 
 /// Hosts, tasks and peers.
@@ -232,6 +257,8 @@ impl Cluster {
                 announced: now,
                 joined_at_ms: now_ms(),
                 local,
+                uploaded: 0,
+                upload_failed: 0,
             },
         );
         Ok(true)
@@ -304,6 +331,21 @@ impl Cluster {
     }
 
     /// Children assigned to each host now: what the upload limits count.
+    /// Counts one upload by the host of peer `parent`: a piece a child got
+    /// from it, or (`failed`) one it could not.
+    pub fn count_upload(&mut self, parent: &str, failed: bool) {
+        let Some(host) = self.peers.get(parent).map(|p| p.host_id.clone()) else {
+            return;
+        };
+        if let Some(h) = self.hosts.get_mut(&host) {
+            if failed {
+                h.upload_failed += 1;
+            } else {
+                h.uploaded += 1;
+            }
+        }
+    }
+
     pub fn uploads_by_host(&self) -> HashMap<&str, u32> {
         let mut by_peer: HashMap<&str, u32> = HashMap::new();
         for p in self.peers.values() {
@@ -335,6 +377,9 @@ pub struct HostView {
     pub idc: Option<String>,
     pub location: Option<String>,
     pub peers: usize,
+    /// Pieces its peers uploaded to children, and uploads that failed.
+    pub uploaded_pieces: u64,
+    pub upload_failed_pieces: u64,
     pub local: bool,
     pub joined_at_ms: u64,
     /// Time since its last announce, and until it is removed without one.
@@ -373,6 +418,8 @@ pub struct TaskView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seed_peer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peers: Option<Vec<PeerView>>,
     pub created_at_ms: u64,
 }
@@ -409,6 +456,8 @@ impl Cluster {
                     idc: network.and_then(|n| n.idc.clone()),
                     location: network.and_then(|n| n.location.clone()),
                     peers: peers.get(h.host.id.as_str()).copied().unwrap_or(0),
+                    uploaded_pieces: h.uploaded,
+                    upload_failed_pieces: h.upload_failed,
                     local: h.local,
                     joined_at_ms: h.joined_at_ms,
                     last_announce_ms_ago: ago.as_millis() as u64,
@@ -454,6 +503,7 @@ impl Cluster {
             piece_count: t.piece_count,
             peers_by_state: by_state,
             seed_peer: t.seed_peer.clone(),
+            seed_host: t.seed_host.clone(),
             peers: with_peers.then(|| peers.iter().map(|p| self.peer_view(p)).collect()),
             created_at_ms: t.created_at_ms,
         }

@@ -17,6 +17,7 @@
 
 pub mod cluster;
 pub mod placement;
+pub mod seeds;
 pub mod service;
 
 use std::path::Path;
@@ -46,6 +47,10 @@ pub struct Scheduler {
     /// This host's seed peer: how seed downloads start, and its host.
     seed: Upload,
     tasks: Arc<TaskManager>,
+    /// Remote seed hosts: channels and triggers.
+    seeds: seeds::Seeds,
+    /// Cancelled when the scheduler stops: ends what follows remote seeds.
+    stop: CancellationToken,
     listener: Mutex<Option<TcpListener>>,
 }
 
@@ -110,6 +115,8 @@ impl Scheduler {
             policy: Arc::new(Policy { plugin, breaker }),
             seed,
             tasks,
+            seeds: Default::default(),
+            stop: CancellationToken::new(),
             listener: Mutex::new(Some(listener)),
         });
         me.refresh_local_host();
@@ -185,6 +192,7 @@ impl Scheduler {
             }
         };
         let (grpc, ()) = tokio::join!(grpc, sweep);
+        self.stop.cancel();
         grpc.context("the scheduler server")
     }
 

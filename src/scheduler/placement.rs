@@ -10,8 +10,12 @@
 //!   failed);
 //! - its host is gone, or announced `disable_shared`;
 //! - its download is not live (pending, empty, failed, left);
-//! - it is a normal peer with no finished piece (seeds are exempt: a seed
-//!   that registered qualifies at once);
+//! - it is a normal peer that has neither a finished piece nor a parent
+//!   and is not downloading back to source (Dragonfly's "in-degree 0"
+//!   rule; seeds are exempt, so a seed that registered qualifies at once).
+//!   A peer that was handed parents qualifies before its first piece
+//!   lands: its `SyncPieces` stream hands the child each piece as it
+//!   lands, which is how peers that start together share pieces;
 //! - its host already uploads to `peer_upload_limit` children
 //!   (`seed_upload_limit` for a seed).
 //!
@@ -69,7 +73,11 @@ pub fn candidates(
             if host.host.disable_shared {
                 return None;
             }
-            if !host.is_seed() && p.finished.is_empty() && p.state != PeerState::Succeeded {
+            if !host.is_seed()
+                && p.finished.is_empty()
+                && p.parents.is_empty()
+                && !matches!(p.state, PeerState::BackToSource | PeerState::Succeeded)
+            {
                 return None;
             }
             let n = uploads.get(p.host_id.as_str()).copied().unwrap_or(0);
@@ -109,8 +117,8 @@ fn wit_host(h: &HostEntry, uploads: u32, config: &SchedulerConfig) -> wit::Sched
         location: network.and_then(|n| n.location.clone()).unwrap_or_default(),
         concurrent_upload_limit: upload_limit(h, config),
         concurrent_upload_count: uploads,
-        upload_count: 0,
-        upload_failed_count: 0,
+        upload_count: h.uploaded,
+        upload_failed_count: h.upload_failed,
         // Dragonfly's figures are bits per second.
         upload_bandwidth: network.map_or(0, |n| n.tx_bandwidth.unwrap_or(n.max_tx_bandwidth) / 8),
     }
@@ -263,6 +271,7 @@ mod tests {
                 piece_count: 10,
                 peers: Default::default(),
                 seed_peer: Some("seed".into()),
+                seed_host: Some("hs".into()),
                 created_at_ms: 0,
             },
         );
@@ -308,6 +317,27 @@ mod tests {
         assert_eq!(ids(&candidates(&c, &same_host, &config())), ["seed"]);
     }
 
+    /// Dragonfly's in-degree rule: a normal peer with no piece yet is a
+    /// parent once it has parents of its own (its pieces reach the child
+    /// as they land), or while it downloads back to source.
+    #[test]
+    fn a_peer_without_pieces_qualifies_once_it_has_parents_or_goes_to_source() {
+        let mut c = swarm();
+        let child = c.peers["child"].clone();
+        c.peers.get_mut("no-pieces").unwrap().parents = vec!["seed".into()];
+        assert_eq!(
+            ids(&candidates(&c, &child, &config())),
+            ["no-pieces", "seed", "with-pieces"]
+        );
+        let p = c.peers.get_mut("no-pieces").unwrap();
+        p.parents.clear();
+        p.state = PeerState::BackToSource;
+        assert_eq!(
+            ids(&candidates(&c, &child, &config())),
+            ["no-pieces", "seed", "with-pieces"]
+        );
+    }
+
     #[test]
     fn a_host_at_its_upload_limit_is_left_out() {
         let mut c = swarm();
@@ -316,7 +346,8 @@ mod tests {
         peer(&mut c, "other", "h5", PeerState::Running, 0);
         c.peers.get_mut("other").unwrap().parents = vec!["with-pieces".into()];
         let child = c.peers["child"].clone();
-        assert_eq!(ids(&candidates(&c, &child, &config())), ["seed"]);
+        // `other` has a parent, so it is a candidate itself.
+        assert_eq!(ids(&candidates(&c, &child, &config())), ["other", "seed"]);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 use super::Scheduler;
 use super::cluster::{PeerEntry, PeerState, TaskEntry};
 use super::placement::{self, Candidate};
+use super::seeds;
 use crate::clock::now_ms;
 use crate::metrics::METRICS;
 use crate::peer::is_task_id;
@@ -94,36 +95,28 @@ impl Scheduler {
 
     /// Starts (or joins) this host's seed download of the task and makes
     /// sure the cluster knows the task and the seed peer.
-    async fn seed_task(
+    pub(super) async fn seed_task(
         &self,
-        m: &AnnouncePeerRequest,
+        task_id: &str,
         download: &common::Download,
     ) -> Result<(), String> {
         let known = {
             let c = self.cluster.lock();
-            c.tasks
-                .get(&m.task_id)
-                .is_some_and(|t| t.seed_peer.is_some())
+            c.tasks.get(task_id).is_some_and(|t| t.seed_peer.is_some())
         };
-        if known && self.tasks.find(&m.task_id).await.ok().flatten().is_some() {
+        if known && self.tasks.find(task_id).await.ok().flatten().is_some() {
             return Ok(());
         }
-        let mut seed = download.clone();
-        seed.need_back_to_source = true;
-        seed.disable_back_to_source = false;
-        seed.output_path = None;
-        seed.range = None;
-        seed.need_piece_content = false;
         let (object, cached, _) = self
             .seed
-            .open(seed)
+            .open(seeds::seed_download(download))
             .await
             .map_err(|s| s.message().to_string())?;
         let record = &object.record;
-        if record.id != m.task_id {
+        if record.id != task_id {
             return Err(format!(
-                "this seedgate computes task id {} for {}, the peer asked for {}; it cannot serve the peer's task",
-                record.id, record.url, m.task_id
+                "this seedgate computes task id {} for {}, the peer asked for {task_id}; it cannot serve the peer's task",
+                record.id, record.url
             ));
         }
         let local = self.seed_probe().identity.clone();
@@ -139,35 +132,30 @@ impl Scheduler {
         let task = c
             .tasks
             .entry(record.id.clone())
-            .or_insert_with(|| TaskEntry {
-                id: record.id.clone(),
-                url: record.url.clone(),
-                content_length: record.content_length,
-                piece_length: record.piece_length,
-                piece_count: pieces,
-                peers: Default::default(),
-                seed_peer: None,
-                created_at_ms: now_ms(),
-            });
+            .or_insert_with(|| TaskEntry::new(&record.id, &record.url));
         task.content_length = record.content_length;
         task.piece_length = record.piece_length;
         task.piece_count = pieces;
         if task.seed_peer.is_none() {
             task.seed_peer = Some(seed_peer.clone());
-            let mut p = PeerEntry::new(&seed_peer, &local.host_id, &record.id);
-            p.state = if cached {
-                PeerState::Succeeded
-            } else {
-                PeerState::Running
-            };
-            c.add_peer(p, &self.config).map_err(|e| e.to_string())?;
+            // The seed's own report may have registered it already (this
+            // scheduler is in its [seed_peer] schedulers): keep that.
+            if !c.peers.contains_key(&seed_peer) {
+                let mut p = PeerEntry::new(&seed_peer, &local.host_id, &record.id);
+                p.state = if cached {
+                    PeerState::Succeeded
+                } else {
+                    PeerState::Running
+                };
+                c.add_peer(p, &self.config).map_err(|e| e.to_string())?;
+            }
         }
         Ok(())
     }
 
     /// `handleRegisterPeerRequest`: the one answer to a register.
     async fn register(
-        &self,
+        self: &Arc<Self>,
         m: &AnnouncePeerRequest,
         download: &common::Download,
     ) -> Result<AnnouncePeerResponse, Status> {
@@ -186,38 +174,47 @@ impl Scheduler {
         if download.url.is_empty() {
             return Err(Status::invalid_argument("download.url is empty"));
         }
-        // The task and this host's seed peer of it first: a peer is only
-        // ever handed a parent that knows the task.
+        // The task and its seed peer first: a peer is only ever handed a
+        // parent that knows the task.
         let seeded = if seed_host || download.need_back_to_source {
             Ok(())
         } else {
-            self.seed_task(m, download).await
+            self.place_seed(&m.task_id, download).await
         };
         let content_length = {
             let mut c = self.cluster.lock();
-            c.remove_peer(&m.peer_id);
-            if !c.tasks.contains_key(&m.task_id) {
-                c.tasks.insert(
-                    m.task_id.clone(),
-                    TaskEntry {
-                        id: m.task_id.clone(),
-                        url: download.url.clone(),
-                        content_length: download.actual_content_length.unwrap_or(0),
-                        piece_length: download.actual_piece_length.unwrap_or(0),
-                        piece_count: download.actual_piece_count.unwrap_or(0) as u32,
-                        peers: Default::default(),
-                        seed_peer: None,
-                        created_at_ms: now_ms(),
-                    },
-                );
+            let task = c
+                .tasks
+                .entry(m.task_id.clone())
+                .or_insert_with(|| TaskEntry::new(&m.task_id, &download.url));
+            if task.content_length == 0
+                && let Some(len) = download.actual_content_length
+            {
+                task.content_length = len;
+                task.piece_length = download.actual_piece_length.unwrap_or(0);
+                task.piece_count = download.actual_piece_count.unwrap_or(0) as u32;
             }
-            let mut peer = PeerEntry::new(&m.peer_id, &m.host_id, &m.task_id);
-            peer.state = PeerState::ReceivedNormal;
-            peer.need_back_to_source = download.need_back_to_source || seed_host;
-            c.add_peer(peer, &self.config).map_err(full)?;
+            // A seed registering the download this scheduler already
+            // follows (its DownloadTask answer, or this host's own seed)
+            // keeps its record: same peer, one more source of news.
+            let known = c
+                .peers
+                .get(&m.peer_id)
+                .is_some_and(|p| p.task_id == m.task_id && p.host_id == m.host_id);
+            if seed_host && known {
+                if let Some(p) = c.peers.get_mut(&m.peer_id) {
+                    p.need_back_to_source = true;
+                }
+            } else {
+                c.remove_peer(&m.peer_id);
+                let mut peer = PeerEntry::new(&m.peer_id, &m.host_id, &m.task_id);
+                peer.state = PeerState::ReceivedNormal;
+                peer.need_back_to_source = download.need_back_to_source || seed_host;
+                c.add_peer(peer, &self.config).map_err(full)?;
+            }
             c.tasks
                 .get(&m.task_id)
-                .map(|t| (t.content_length, t.seed_peer.is_some()))
+                .map(|t| (t.content_length, t.seed_host.is_some()))
         };
         if download.metadata_only {
             return Ok(answer(Answer::MetadataOnlyResponse(
@@ -371,7 +368,7 @@ impl Scheduler {
     /// One message of a peer's stream: the answer to send, if any, and
     /// whether the stream ends after it.
     async fn handle(
-        &self,
+        self: &Arc<Self>,
         m: &AnnouncePeerRequest,
     ) -> (Option<Result<AnnouncePeerResponse, Status>>, bool) {
         let peer = m.peer_id.as_str();
@@ -385,8 +382,18 @@ impl Scheduler {
             );
         }
         let piece = |p: &Option<common::Piece>, from_peer: bool| {
-            if let (Some(p), Some(rec)) = (p, self.cluster.lock().peers.get_mut(peer)) {
-                rec.piece(p, from_peer);
+            let Some(p) = p else { return };
+            let mut c = self.cluster.lock();
+            let Some(rec) = c.peers.get_mut(peer) else {
+                return;
+            };
+            let new = !rec.finished.contains(&p.number);
+            rec.piece(p, from_peer);
+            if new
+                && from_peer
+                && let Some(parent) = &p.parent_id
+            {
+                c.count_upload(parent, false);
             }
         };
         match &m.request {
@@ -436,9 +443,11 @@ impl Scheduler {
                 (None, false)
             }
             Some(PeerRequest::DownloadPieceFailedRequest(r)) => {
-                if let Some(p) = self.cluster.lock().peers.get_mut(peer) {
+                let mut c = self.cluster.lock();
+                if let Some(p) = c.peers.get_mut(peer) {
                     p.blocked.insert(r.parent_id.clone());
                 }
+                c.count_upload(&r.parent_id, true);
                 (None, false)
             }
             Some(PeerRequest::DownloadPieceBackToSourceFailedRequest(_)) => (None, false),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use dragonfly_api::scheduler::v2::scheduler_client::SchedulerClient;
 use dragonfly_api::scheduler::v2::*;
+use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::dfdaemon::Dfdaemon;
@@ -94,6 +95,33 @@ impl Cluster {
         }
     }
 
+    /// Waits (up to 60 s) until the peer of `host_id` has been handed its
+    /// parents.
+    async fn wait_parents(&self, host_id: &str) {
+        let t = tokio::time::Instant::now();
+        loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{host_id} was not placed within 60 s"
+            );
+            let tasks = self.api("/api/v1/cluster/tasks").await;
+            if let Some(id) = tasks[0]["id"].as_str() {
+                let t = self.api(&format!("/api/v1/cluster/tasks/{id}")).await;
+                let placed = t["peers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p["host_id"] == host_id)
+                    .and_then(|p| p["parents"].as_array())
+                    .is_some_and(|p| !p.is_empty());
+                if placed {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Body bytes the origin sent for the object, over every request.
     fn origin_bytes(&self) -> u64 {
         self.nginx.bytes_sent(&self.path)
@@ -139,6 +167,16 @@ async fn a_peer_gets_every_piece_from_seedgate_placed_by_seedgate() {
     assert_eq!(p["bytes_from_source"], 0, "{p:#}");
     assert_eq!(p["parents"], serde_json::json!([seed_peer]), "{p:#}");
     assert!(p.get("back_to_source_reason").is_none(), "{p:#}");
+    // The seed host's upload figures, which the policy weighs.
+    let hosts = c.api("/api/v1/cluster/hosts").await;
+    let seed_host = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["id"] == "127.0.0.1-sg-test-seed")
+        .unwrap();
+    assert_eq!(seed_host["uploaded_pieces"], pieces, "{seed_host:#}");
+    assert_eq!(seed_host["upload_failed_pieces"], 0, "{seed_host:#}");
     // The origin sent one copy; the peer's stat is a ranged GET of 1 byte.
     let sent = c.origin_bytes();
     assert!(
@@ -163,32 +201,56 @@ async fn a_peer_gets_every_piece_from_seedgate_placed_by_seedgate() {
     );
 }
 
-/// Three real peers fetch one cold object, each starting once the one
-/// before holds pieces, while seedgate's uploads are held to 8 MiB/s:
-/// every copy is right, the origin sends one copy, the policy ranks the
-/// parents, and the later peers also fetch pieces from the earlier ones,
-/// not only from seedgate. (A dfdaemon asks for parents once, when it
-/// registers: peers that register at the same instant all get seedgate
-/// alone, as under Dragonfly's own scheduler.)
+/// Five real peers fetch one cold 256 MiB object together, each starting
+/// as soon as the one before has its parents (well under a second), while
+/// seedgate's uploads are held to 16 MiB/s: every copy is right, the origin
+/// sends one copy (plus each peer's one-byte stat), the policy ranks every
+/// peer's parents, the cluster API shows all five peers and their parents
+/// while they download, and the later peers fetch pieces from the earlier
+/// ones as well as from seedgate. A peer that has parents is a parent
+/// itself before its first piece lands (Dragonfly's in-degree rule), which
+/// is what lets peers that start together share.
 #[tokio::test]
 async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
-    let len = 64 * MIB;
-    let c = cluster("swarm", len, 402, "upload_rate_limit = \"8 MiB\"").await;
+    const PEERS: usize = 5;
+    let len = 256 * MIB;
+    let c = cluster("swarm", len, 402, "upload_rate_limit = \"16 MiB\"").await;
+    let names: Vec<String> = (0..PEERS).map(|i| format!("bs-{i}")).collect();
     let peers = futures_util::future::join_all(
-        ["bs-a", "bs-b", "bs-c"].map(|h| Dfdaemon::start(h, c.scheduler_port, false)),
+        names
+            .iter()
+            .map(|h| Dfdaemon::start(h, c.scheduler_port, false)),
     )
     .await;
     let mut fetches = Vec::new();
-    for (i, peer) in peers.iter().enumerate() {
+    for peer in &peers {
         let mut fetch = Box::pin(c.fetch(peer));
-        if i + 1 < peers.len() {
-            tokio::select! {
-                () = c.wait_pieces(&peer.host_id, 3) => {}
-                () = &mut fetch => panic!("{} finished before it held 3 pieces", peer.hostname),
-            }
+        tokio::select! {
+            () = c.wait_parents(&peer.host_id) => {}
+            () = &mut fetch => panic!("{} finished before it was seen placed", peer.hostname),
         }
         fetches.push(fetch);
     }
+    // While they run: five peers, each with its parents.
+    let during = c.task().await;
+    let normal: Vec<&Value> = during["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["host_id"].as_str().unwrap().starts_with("127.0.0.1-bs-"))
+        .collect();
+    assert_eq!(normal.len(), PEERS, "{during:#}");
+    assert!(
+        normal
+            .iter()
+            .all(|p| !p["parents"].as_array().unwrap().is_empty()),
+        "{during:#}"
+    );
+    assert!(
+        normal.iter().any(|p| p["state"] != "Succeeded"),
+        "all done before the snapshot: {during:#}"
+    );
+    let started = tokio::time::Instant::now();
     futures_util::future::join_all(fetches).await;
 
     let task = c.task().await;
@@ -199,6 +261,7 @@ async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
         let p = peer_of(&task, &peer.host_id);
         assert_eq!(p["state"], "Succeeded", "{p:#}");
         assert_eq!(p["finished_pieces"], pieces, "{p:#}");
+        assert_eq!(p["bytes_from_source"], 0, "{p:#}");
         from_peers += p["pieces_by_parent"]
             .as_object()
             .unwrap()
@@ -210,7 +273,7 @@ async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
     assert!(from_peers > 0, "no piece went peer to peer: {task:#}");
     let sent = c.origin_bytes();
     assert!(
-        sent <= len as u64 + 3 * 4096,
+        sent <= (len + PEERS * 4096) as u64,
         "origin sent {sent} bytes for a {len}-byte object"
     );
     assert!(
@@ -219,11 +282,12 @@ async fn peers_fetch_from_each_other_as_well_as_from_seedgate() {
             "seedgate_scheduler_policy_calls_total{plugin=\"default\",outcome=\"ok\"}"
         )
         .await
-            >= 3.0
+            >= PEERS as f64
     );
     eprintln!(
-        "pieces fetched peer to peer (not from seedgate): {from_peers} of {}",
-        3 * pieces
+        "pieces fetched peer to peer (not from seedgate): {from_peers} of {}; the last peer ended {:?} after the snapshot",
+        PEERS as u64 * pieces,
+        started.elapsed()
     );
 }
 
@@ -486,4 +550,149 @@ async fn a_killed_peer_leaves_within_twice_its_announce_interval() {
         "handed the dead peer: {p:#}"
     );
     eprintln!("the killed host left the cluster {gone_after:?} after the kill");
+}
+
+/// Two seedgates, each a scheduler and a seed peer, list both schedulers
+/// in `[seed_peer] schedulers`, and two real dfdaemons list both in their
+/// dynconfig. Twenty objects, each fetched by both dfdaemons at once: every
+/// copy is right, each object's bytes leave the origin once in total
+/// (whichever scheduler a dfdaemon's ring sent it to, both schedulers pick
+/// the same seed host), both seedgates seed some of them and none is seeded
+/// twice, and no dfdaemon went to the origin.
+#[tokio::test]
+async fn two_seedgates_share_the_seeding_and_each_object_leaves_the_origin_once() {
+    const OBJECTS: usize = 20;
+    let len = 6 * MIB;
+    let (dir, nginx) = origin();
+    let objects: Vec<(String, Vec<u8>)> = (0..OBJECTS)
+        .map(|i| {
+            let data = pseudo_random(len, 600 + i as u64);
+            let key = format!("sched/two-{i:02}.bin");
+            nginx.put(&key, &data);
+            (key, data)
+        })
+        .collect();
+    let ports = [free_port(), free_port()];
+    let schedulers: Vec<String> = ports
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{p}"))
+        .collect();
+    let mut seedgates = Vec::new();
+    for (name, port) in ["sg-a", "sg-b"].into_iter().zip(ports) {
+        let extra = format!(
+            "announce_interval = \"1s\"\nreconnect_backoff_min = \"200ms\"\n\
+             reconnect_backoff_max = \"1s\"\n[scheduler]\nlisten = \"127.0.0.1:{port}\"\n"
+        );
+        let (config, _) = seed_config(&nginx.base_url(), &schedulers, &extra);
+        let config = config.replace("hostname = \"sg-test\"", &format!("hostname = \"{name}\""));
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        seedgates.push((name, Seedgate::start(&home, &config)));
+    }
+    // Every scheduler knows every seed host before a peer asks anything.
+    let seed_hosts = ["127.0.0.1-sg-a-seed", "127.0.0.1-sg-b-seed"];
+    for (name, sg) in &seedgates {
+        let t = tokio::time::Instant::now();
+        loop {
+            let hosts = json(get(&sg.url("/api/v1/cluster/hosts")).await)
+                .await
+                .to_string();
+            if seed_hosts.iter().all(|h| hosts.contains(h)) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{name}'s scheduler does not list both seed hosts: {hosts}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let peers =
+        futures_util::future::join_all(["b2-x", "b2-y"].map(|h| Dfdaemon::start_with(h, &ports)))
+            .await;
+    let base = nginx.base_url();
+    let fetches = objects.iter().enumerate().map(|(i, (key, data))| {
+        let (peers, base) = (&peers, &base);
+        async move {
+            let url = format!("{base}{key}");
+            futures_util::future::join_all(peers.iter().map(|peer| {
+                let url = url.clone();
+                async move {
+                    let out = peer.dir.path().join(format!("out-{i}.bin"));
+                    peer.dfget(&url, &out).await.unwrap();
+                    assert_eq!(
+                        sha256(&std::fs::read(&out).unwrap()),
+                        sha256(data),
+                        "{}: the bytes of {key}",
+                        peer.hostname
+                    );
+                }
+            }))
+            .await;
+        }
+    });
+    futures_util::stream::iter(fetches)
+        .buffer_unordered(4)
+        .collect::<Vec<()>>()
+        .await;
+
+    for (key, _) in &objects {
+        let sent = nginx.bytes_sent(&format!("/{key}"));
+        assert!(
+            len as u64 <= sent && sent <= len as u64 + 2 * 4096,
+            "the origin sent {sent} bytes of {key} ({len} bytes): more than one copy"
+        );
+    }
+    // What each seedgate's engine fetched, and what each scheduler placed.
+    let mut seeded = Vec::new();
+    let mut placed = Vec::new();
+    let mut records = Vec::new();
+    for (name, sg) in &seedgates {
+        let tasks = json(get(&sg.url("/api/v1/tasks")).await).await;
+        let ids: Vec<String> = tasks
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["task_id"].as_str().unwrap().to_string())
+            .collect();
+        seeded.push((name, ids));
+        let cluster = json(get(&sg.url("/api/v1/cluster/tasks")).await).await;
+        let mut asked = 0;
+        for t in cluster.as_array().unwrap() {
+            let id = t["id"].as_str().unwrap();
+            let task = json(get(&sg.url(&format!("/api/v1/cluster/tasks/{id}"))).await).await;
+            let normal: Vec<Value> = task["peers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| !p["host_id"].as_str().unwrap().ends_with("-seed"))
+                .cloned()
+                .collect();
+            asked += normal.len();
+            records.extend(normal);
+        }
+        placed.push((name, asked));
+    }
+    let (a, b) = (&seeded[0].1, &seeded[1].1);
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "one seedgate did all the work: {seeded:?}"
+    );
+    assert_eq!(a.len() + b.len(), OBJECTS, "seeded: {seeded:?}");
+    assert!(
+        a.iter().all(|id| !b.contains(id)),
+        "seeded twice: {seeded:?}"
+    );
+    assert_eq!(records.len(), 2 * OBJECTS, "peers placed: {records:#?}");
+    for p in &records {
+        assert_eq!(p["state"], "Succeeded", "{p:#}");
+        assert_eq!(p["bytes_from_source"], 0, "went to the origin: {p:#}");
+    }
+    eprintln!(
+        "seeded by sg-a: {}, by sg-b: {}; peers placed by sg-a's scheduler: {}, by sg-b's: {}",
+        a.len(),
+        b.len(),
+        placed[0].1,
+        placed[1].1
+    );
 }

@@ -35,21 +35,54 @@ pub struct Dfdaemon {
     child: Child,
     pub dir: tempfile::TempDir,
     pub hostname: String,
-    /// `127.0.0.1-{hostname}`, or with `-seed` for a seed peer.
+    /// `{ip}-{hostname}`, or with `-seed` for a seed peer.
     pub host_id: String,
     pub upload_port: u16,
     /// The TCP piece port (`storage.server.tcpPort`).
     pub piece_port: u16,
 }
 
+/// Where and how a dfdaemon runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub hostname: String,
+    /// Every scheduler of its dynconfig (`ip:port`): it announces its
+    /// host to all of them and sends each task to one, by its own
+    /// consistent-hash ring.
+    pub schedulers: Vec<String>,
+    /// A super seed peer.
+    pub seed: bool,
+    /// `scheduler.announceInterval`.
+    pub interval: String,
+    /// The address it binds and tells schedulers.
+    pub ip: std::net::IpAddr,
+    /// A network namespace to run in (`ip netns exec`).
+    pub netns: Option<String>,
+}
+
+impl Options {
+    /// A normal peer on loopback whose scheduler is `127.0.0.1:port`.
+    pub fn new(hostname: &str, scheduler_port: u16) -> Self {
+        Self {
+            hostname: hostname.into(),
+            schedulers: vec![format!("127.0.0.1:{scheduler_port}")],
+            seed: false,
+            interval: "300s".into(),
+            ip: [127, 0, 0, 1].into(),
+            netns: None,
+        }
+    }
+}
+
 impl Dfdaemon {
     /// Starts a dfdaemon (a super seed peer when `seed`) whose scheduler is
-    /// `127.0.0.1:scheduler_port`, and waits until its socket answers. Its
-    /// eight ports are picked free, but another test may take one before
-    /// dfdaemon binds it: a daemon that exits at start is tried again with
-    /// fresh ports (three times at most).
+    /// `127.0.0.1:scheduler_port`, and waits until its socket answers.
     pub async fn start(hostname: &str, scheduler_port: u16, seed: bool) -> Self {
-        Self::start_announcing(hostname, scheduler_port, seed, "300s").await
+        Self::start_opts(Options {
+            seed,
+            ..Options::new(hostname, scheduler_port)
+        })
+        .await
     }
 
     /// [`Self::start`] with `scheduler.announceInterval` set to `interval`.
@@ -59,24 +92,52 @@ impl Dfdaemon {
         seed: bool,
         interval: &str,
     ) -> Self {
+        Self::start_opts(Options {
+            seed,
+            interval: interval.into(),
+            ..Options::new(hostname, scheduler_port)
+        })
+        .await
+    }
+
+    /// A normal peer whose dynconfig lists every scheduler in
+    /// `scheduler_ports` (on loopback).
+    pub async fn start_with(hostname: &str, scheduler_ports: &[u16]) -> Self {
+        Self::start_opts(Options {
+            schedulers: scheduler_ports
+                .iter()
+                .map(|p| format!("127.0.0.1:{p}"))
+                .collect(),
+            ..Options::new(hostname, 0)
+        })
+        .await
+    }
+
+    /// Starts a dfdaemon as `opts` say. Its eight ports are picked free,
+    /// but another test may take one before dfdaemon binds it: a daemon
+    /// that exits at start is tried again with fresh ports (three times at
+    /// most).
+    pub async fn start_opts(opts: Options) -> Self {
         let mut logs = String::new();
         for attempt in 1..=3 {
-            match Self::try_start(hostname, scheduler_port, seed, interval).await {
+            match Self::try_start(&opts).await {
                 Ok(me) => return me,
                 Err(log) => {
                     logs.push_str(&format!("--- attempt {attempt} ---\n{}\n", tail(&log, 30)));
                 }
             }
         }
-        panic!("dfdaemon {hostname} did not start:\n{logs}");
+        panic!("dfdaemon {} did not start:\n{logs}", opts.hostname);
     }
 
-    async fn try_start(
-        hostname: &str,
-        scheduler_port: u16,
-        seed: bool,
-        interval: &str,
-    ) -> Result<Self, String> {
+    async fn try_start(opts: &Options) -> Result<Self, String> {
+        let Options {
+            hostname,
+            seed,
+            interval,
+            ip,
+            ..
+        } = opts;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let upload_port = free_port();
@@ -84,7 +145,7 @@ impl Dfdaemon {
         let config = format!(
             r#"host:
   hostname: {hostname}
-  ip: 127.0.0.1
+  ip: {ip}
 server:
   pluginDir: {d}/plugins
   cacheDir: {d}/cache
@@ -94,7 +155,7 @@ download:
   protocol: tcp
 upload:
   server:
-    ip: 127.0.0.1
+    ip: {ip}
     port: {upload_port}
 scheduler:
   announceInterval: {interval}
@@ -104,7 +165,7 @@ seedPeer:
 storage:
   dir: {d}/storage
   server:
-    ip: 127.0.0.1
+    ip: {ip}
     tcpPort: {piece_port}
     quicPort: {quic}
 health:
@@ -134,11 +195,26 @@ proxy:
         std::fs::write(d.join("dfdaemon.yaml"), config).unwrap();
         std::fs::write(
             d.join("dynconfig.yaml"),
-            format!("scheduler:\n  addrs: ['127.0.0.1:{scheduler_port}']\n"),
+            format!(
+                "scheduler:\n  addrs: [{}]\n",
+                opts.schedulers
+                    .iter()
+                    .map(|a| format!("'{a}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         )
         .unwrap();
         let log = std::fs::File::create(d.join("dfdaemon.log")).unwrap();
-        let child = Command::new(bin("dfdaemon"))
+        let mut command = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("dfdaemon"));
+                c
+            }
+            None => Command::new(bin("dfdaemon")),
+        };
+        let child = command
             .arg("--config")
             .arg(d.join("dfdaemon.yaml"))
             .arg("--dynconfig")
@@ -154,11 +230,11 @@ proxy:
             .expect("spawn dfdaemon");
         let mut me = Self {
             child,
-            hostname: hostname.into(),
-            host_id: if seed {
-                format!("127.0.0.1-{hostname}-seed")
+            hostname: hostname.clone(),
+            host_id: if *seed {
+                format!("{ip}-{hostname}-seed")
             } else {
-                format!("127.0.0.1-{hostname}")
+                format!("{ip}-{hostname}")
             },
             upload_port,
             piece_port,
@@ -196,13 +272,18 @@ proxy:
 
     /// `dfget URL -O out` through this daemon; the output on failure.
     pub async fn dfget(&self, url: &str, out: &Path) -> Result<(), String> {
+        self.dfget_within(url, out, "120s").await
+    }
+
+    /// [`Self::dfget`] with dfget's `--timeout` set to `timeout`.
+    pub async fn dfget_within(&self, url: &str, out: &Path, timeout: &str) -> Result<(), String> {
         let output = tokio::process::Command::new(bin("dfget"))
             .arg(url)
             .arg("-O")
             .arg(out)
             .arg("--endpoint")
             .arg(self.socket())
-            .args(["--no-progress", "--console", "--timeout", "120s"])
+            .args(["--no-progress", "--console", "--timeout", timeout])
             .stdin(Stdio::null())
             .output()
             .await

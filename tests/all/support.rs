@@ -22,15 +22,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, what: &str, child: &mut Child) {
-    wait_for_port_within(port, what, child, Duration::from_secs(5))
-}
-
 /// Waits until `port` accepts connections, failing early if `child` exits.
 pub fn wait_for_port_within(port: u16, what: &str, child: &mut Child, timeout: Duration) {
+    wait_for_addr("127.0.0.1", port, what, child, timeout)
+}
+
+/// Waits until `ip:port` accepts connections, failing early if `child`
+/// exits.
+pub fn wait_for_addr(ip: &str, port: u16, what: &str, child: &mut Child, timeout: Duration) {
     let deadline = tokio::time::Instant::now() + timeout;
     while tokio::time::Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((ip, port)).is_ok() {
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -64,12 +66,32 @@ pub struct Nginx {
     child: Child,
     pub port: u16,
     pub root: PathBuf,
+    /// The address it listens on (127.0.0.1 unless in a namespace).
+    pub ip: String,
 }
 
 impl Nginx {
     /// The origin: static files under `root/www`.
     pub fn start(root: &Path) -> Self {
-        Self::spawn(root, include_str!("../fixtures/nginx-origin.conf"), &[])
+        Self::spawn(
+            root,
+            include_str!("../fixtures/nginx-origin.conf"),
+            &[],
+            None,
+        )
+    }
+
+    /// The origin inside network namespace `netns`, listening on `ip`
+    /// (port 8080) only.
+    #[allow(dead_code)] // used by benches/cluster.rs
+    pub fn start_in(root: &Path, netns: &str, ip: &str) -> Self {
+        let conf = include_str!("../fixtures/nginx-origin.conf")
+            .lines()
+            .filter(|l| !l.contains("listen 127.0.0.2"))
+            .map(|l| l.replace("listen 127.0.0.1:", &format!("listen {ip}:")))
+            .collect::<Vec<_>>()
+            .join("\n");
+        Self::spawn(root, &conf, &[], Some((netns, ip)))
     }
 
     /// A caching reverse proxy (proxy_cache, cache lock) in front of the
@@ -80,10 +102,16 @@ impl Nginx {
             root,
             include_str!("../fixtures/nginx-proxy-cache.conf"),
             &[("__UPSTREAM__", upstream.to_string())],
+            None,
         )
     }
 
-    fn spawn(root: &Path, template: &str, vars: &[(&str, String)]) -> Self {
+    fn spawn(
+        root: &Path,
+        template: &str,
+        vars: &[(&str, String)],
+        netns: Option<(&str, &str)>,
+    ) -> Self {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| Path::new(p).exists())
@@ -91,7 +119,7 @@ impl Nginx {
         for dir in ["www", "logs", "tmp", "cache"] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
         }
-        let port = free_port();
+        let port = if netns.is_some() { 8080 } else { free_port() };
         let mut conf = template
             .replace("__ROOT__", root.to_str().unwrap())
             .replace("__PORT__", &port.to_string());
@@ -99,7 +127,15 @@ impl Nginx {
             conf = conf.replace(k, v);
         }
         std::fs::write(root.join("nginx.conf"), conf).unwrap();
-        let mut child = Command::new(nginx)
+        let mut command = match netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, nginx]);
+                c
+            }
+            None => Command::new(nginx),
+        };
+        let mut child = command
             .arg("-p")
             .arg(root)
             .args(["-c", "nginx.conf", "-e", "stderr", "-g", "daemon off;"])
@@ -108,16 +144,18 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nginx");
-        wait_for_port(port, "nginx", &mut child);
+        let ip = netns.map_or("127.0.0.1", |(_, ip)| ip);
+        wait_for_addr(ip, port, "nginx", &mut child, Duration::from_secs(5));
         Nginx {
             child,
             port,
             root: root.to_owned(),
+            ip: ip.into(),
         }
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
+        format!("http://{}:{}/", self.ip, self.port)
     }
 
     /// The same files, throttled to 2 MB/s per connection.
