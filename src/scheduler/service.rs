@@ -475,6 +475,30 @@ impl Scheduler {
     }
 }
 
+/// A peer's stream that broke off (the client reset it, or it ended
+/// without a terminal message) leaves its peer in `Leave`: never handed
+/// out again.
+struct LeaveUnlessEnded {
+    scheduler: Arc<Scheduler>,
+    peer: Option<String>,
+    ended: bool,
+}
+
+impl Drop for LeaveUnlessEnded {
+    fn drop(&mut self) {
+        let (false, Some(peer)) = (self.ended, &self.peer) else {
+            return;
+        };
+        let mut c = self.scheduler.cluster.lock();
+        if let Some(p) = c.peers.get_mut(peer)
+            && !matches!(p.state, PeerState::Succeeded | PeerState::Failed)
+        {
+            p.state = PeerState::Leave;
+            p.updated_at_ms = now_ms();
+        }
+    }
+}
+
 fn unimplemented<T>(method: &str) -> Result<T, Status> {
     Err(Status::unimplemented(format!(
         "seedgate's scheduler does not serve {method}: it schedules standard tasks (preheat goes through the gateway's /api/v1/preheat)"
@@ -495,28 +519,24 @@ impl SchedulerRpc for Service {
         let me = self.0.clone();
         let mut inbound = request.into_inner();
         let stream = async_stream::stream! {
-            let mut peer: Option<String> = None;
-            let mut ended = false;
+            // Dropped with the stream: when the client resets it, tonic
+            // drops the stream where it waits, and no code after the loop
+            // would run.
+            let mut guard = LeaveUnlessEnded {
+                scheduler: me.clone(),
+                peer: None,
+                ended: false,
+            };
             while let Some(m) = inbound.next().await {
                 let Ok(m) = m else { break };
-                peer.get_or_insert_with(|| m.peer_id.clone());
+                guard.peer.get_or_insert_with(|| m.peer_id.clone());
                 let (reply, end) = me.handle(&m).await;
                 if let Some(reply) = reply {
                     yield reply;
                 }
                 if end {
-                    ended = true;
+                    guard.ended = true;
                     break;
-                }
-            }
-            if !ended && let Some(peer) = peer {
-                // Broke off: never handed out again.
-                let mut c = me.cluster.lock();
-                if let Some(p) = c.peers.get_mut(&peer)
-                    && !matches!(p.state, PeerState::Succeeded | PeerState::Failed)
-                {
-                    p.state = PeerState::Leave;
-                    p.updated_at_ms = now_ms();
                 }
             }
         };

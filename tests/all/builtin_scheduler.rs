@@ -299,8 +299,9 @@ async fn scheduler(port: u16) -> SchedulerClient<tonic::transport::Channel> {
 
 /// Bad input gets a clear status, and the scheduler keeps serving: a
 /// register for a host that never announced, a malformed task id, a URL
-/// under no origin, a message before the register; persistent RPCs are
-/// unimplemented; the health check answers SERVING throughout.
+/// under no origin, a message before the register, a stream dropped
+/// halfway (its peer is left, never handed out); persistent RPCs are
+/// unimplemented; a real peer still downloads after all of it.
 #[tokio::test]
 async fn bad_announces_get_clear_statuses_and_the_scheduler_keeps_serving() {
     use announce_peer_request::Request as R;
@@ -389,9 +390,68 @@ async fn bad_announces_get_clear_statuses_and_the_scheduler_keeps_serving() {
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
 
-    // Still serving: a real peer downloads through it.
+    // A stream dropped halfway: registered, placed and started, then gone
+    // without a terminal message. Its peer is left (state Leave), and
+    // never handed out, though it has a parent.
+    let head = client()
+        .head(c.sg.url("/o/www/sched/bad.bin"))
+        .send()
+        .await
+        .unwrap();
+    let real_task = task_of(&head);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let on_stream = |request| AnnouncePeerRequest {
+        host_id: "127.0.0.1-bad".into(),
+        task_id: real_task.clone(),
+        peer_id: "dropped-peer".into(),
+        request: Some(request),
+    };
+    tx.send(on_stream(R::RegisterPeerRequest(RegisterPeerRequest {
+        download: Some(crate::dragonfly::download(&c.url)),
+    })))
+    .await
+    .unwrap();
+    let mut answers = s
+        .announce_peer(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let a = answers.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            a.response,
+            Some(announce_peer_response::Response::NormalTaskResponse(_))
+        ),
+        "{a:?}"
+    );
+    tx.send(on_stream(R::DownloadPeerStartedRequest(
+        DownloadPeerStartedRequest {},
+    )))
+    .await
+    .unwrap();
+    drop((tx, answers));
+    let task_path = format!("/api/v1/cluster/tasks/{real_task}");
+    let t = tokio::time::Instant::now();
+    loop {
+        let task = c.api(&task_path).await;
+        if peer_of(&task, "127.0.0.1-bad")["state"] == "Leave" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{task:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Still serving: a real peer downloads through it, never from the
+    // peer whose stream dropped.
     let peer = Dfdaemon::start("bs-after", c.scheduler_port, false).await;
     c.fetch(&peer).await;
+    let task = c.api(&task_path).await;
+    let after = peer_of(&task, &peer.host_id);
+    assert_eq!(after["state"], "Succeeded", "{after:#}");
+    assert!(
+        !after.to_string().contains("dropped-peer"),
+        "handed the dropped peer: {after:#}"
+    );
     let hosts = s
         .list_hosts(ListHostsRequest { r#type: Some(1) })
         .await
