@@ -167,6 +167,16 @@ async fn a_peer_gets_every_piece_from_seedgate_placed_by_seedgate() {
     assert_eq!(p["bytes_from_source"], 0, "{p:#}");
     assert_eq!(p["parents"], serde_json::json!([seed_peer]), "{p:#}");
     assert!(p.get("back_to_source_reason").is_none(), "{p:#}");
+    // dfdaemon's own log says the same: one parent, seedgate's seed peer,
+    // and every piece through the scheduler, none from the source.
+    let log = peer.log();
+    assert!(
+        log.contains(&format!("normal task response: [\"{seed_peer}\"]")),
+        "dfdaemon's log: {}",
+        &log[log.len().saturating_sub(4000)..]
+    );
+    assert!(log.contains("all pieces are downloaded with scheduler"));
+    assert!(!log.contains("all pieces are downloaded from source"));
     // The seed host's upload figures, which the policy weighs.
     let hosts = c.api("/api/v1/cluster/hosts").await;
     let seed_host = hosts
