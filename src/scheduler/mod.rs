@@ -20,6 +20,8 @@ pub mod placement;
 pub mod seeds;
 pub mod service;
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +41,55 @@ use crate::task::TaskManager;
 use cluster::Cluster;
 use placement::Policy;
 
+/// One async lock per task id: made when first asked for, dropped when
+/// its last holder or waiter is done (or cancelled).
+#[derive(Debug, Default)]
+pub struct TaskGates(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl TaskGates {
+    /// Runs `f` holding the lock of `task_id`.
+    pub async fn with<T>(&self, task_id: &str, f: impl Future<Output = T>) -> T {
+        /// Forgets the task's lock once nobody holds or waits for it, also
+        /// when the caller is cancelled.
+        struct Forget<'a> {
+            gates: &'a TaskGates,
+            task_id: &'a str,
+            gate: Option<Arc<tokio::sync::Mutex<()>>>,
+        }
+        impl Drop for Forget<'_> {
+            fn drop(&mut self) {
+                drop(self.gate.take());
+                let mut gates = self.gates.0.lock();
+                if gates
+                    .get(self.task_id)
+                    .is_some_and(|g| Arc::strong_count(g) == 1)
+                {
+                    gates.remove(self.task_id);
+                }
+            }
+        }
+        let gate = self.0.lock().entry(task_id.into()).or_default().clone();
+        // The only other reference: dropped first, even when cancelled.
+        let forget = Forget {
+            gates: self,
+            task_id,
+            gate: Some(gate),
+        };
+        let out = {
+            let _held = forget.gate.as_ref().expect("set above").lock().await;
+            f.await
+        };
+        drop(forget);
+        out
+    }
+
+    /// Tasks with a lock now (held or waited for).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+}
+
 /// The scheduler, bound and ready to run.
 pub struct Scheduler {
     pub config: SchedulerConfig,
@@ -49,6 +100,8 @@ pub struct Scheduler {
     tasks: Arc<TaskManager>,
     /// Remote seed hosts: channels and triggers.
     seeds: seeds::Seeds,
+    /// One scheduling round of a task at a time.
+    placing: TaskGates,
     /// Cancelled when the scheduler stops: ends what follows remote seeds.
     stop: CancellationToken,
     listener: Mutex<Option<TcpListener>>,
@@ -116,6 +169,7 @@ impl Scheduler {
             seed,
             tasks,
             seeds: Default::default(),
+            placing: Default::default(),
             stop: CancellationToken::new(),
             listener: Mutex::new(Some(listener)),
         });
@@ -267,5 +321,57 @@ impl Scheduler {
             .get(id)
             .map(|h| h.host.clone())
             .unwrap_or_else(|| self.seed_probe().host())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Rounds of one task never overlap, other tasks are not held up, and
+    /// no lock is left behind, also when a holder is cancelled.
+    #[tokio::test(start_paused = true)]
+    async fn task_gates_serialise_one_task_and_forget_their_locks() {
+        let gates = Arc::new(TaskGates::default());
+        let inside = Arc::new(AtomicU32::new(0));
+        let most = Arc::new(AtomicU32::new(0));
+        let round = |task: &'static str| {
+            let (gates, inside, most) = (gates.clone(), inside.clone(), most.clone());
+            async move {
+                gates
+                    .with(task, async {
+                        let n = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                    })
+                    .await
+            }
+        };
+        let t = tokio::time::Instant::now();
+        futures_util::future::join_all((0..5).map(|_| round("a"))).await;
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            1,
+            "rounds of one task overlapped"
+        );
+        assert_eq!(t.elapsed(), Duration::from_millis(50));
+        let t = tokio::time::Instant::now();
+        futures_util::future::join(round("b"), round("c")).await;
+        assert_eq!(
+            t.elapsed(),
+            Duration::from_millis(10),
+            "tasks held each other up"
+        );
+        assert_eq!(gates.len(), 0);
+        // A holder cancelled halfway leaves nothing behind.
+        let held = tokio::spawn(round("d"));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(gates.len(), 1);
+        held.abort();
+        let _ = held.await;
+        assert_eq!(gates.len(), 0);
     }
 }

@@ -33,8 +33,8 @@ use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use tonic::transport::{Channel, Endpoint};
 
-use super::Scheduler;
 use super::cluster::{Cluster, HostEntry, PeerEntry, PeerState, TaskEntry};
+use super::{Scheduler, TaskGates};
 use crate::clock::now_ms;
 use crate::piece::piece_count;
 
@@ -76,7 +76,7 @@ impl Cluster {
 #[derive(Debug, Default)]
 pub struct Seeds {
     channels: Mutex<HashMap<String, Channel>>,
-    gates: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    triggering: TaskGates,
 }
 
 impl Seeds {
@@ -99,20 +99,6 @@ impl Seeds {
             .connect_lazy();
         channels.insert(addr.to_string(), c.clone());
         Ok(c)
-    }
-
-    fn gate(&self, task_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.gates.lock().entry(task_id.into()).or_default().clone()
-    }
-
-    fn ungate(&self, task_id: &str) {
-        let mut gates = self.gates.lock();
-        if gates
-            .get(task_id)
-            .is_some_and(|g| Arc::strong_count(g) == 1)
-        {
-            gates.remove(task_id);
-        }
     }
 }
 
@@ -184,9 +170,7 @@ impl Scheduler {
         task_id: &str,
         download: &common::Download,
     ) -> Result<(), String> {
-        let gate = self.seeds.gate(task_id);
         let r = async {
-            let _one = gate.lock().await;
             if self
                 .cluster
                 .lock()
@@ -196,11 +180,8 @@ impl Scheduler {
                 return Ok(());
             }
             self.trigger(host, task_id, download).await
-        }
-        .await;
-        drop(gate);
-        self.seeds.ungate(task_id);
-        r
+        };
+        self.seeds.triggering.with(task_id, r).await
     }
 
     async fn trigger(

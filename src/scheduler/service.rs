@@ -293,62 +293,13 @@ impl Scheduler {
                 None => return self.back_to_source(peer_id, "the peer left".into()),
             };
             self.refresh_seed_peer(&task_id).await;
-            let round = {
-                let c = self.cluster.lock();
-                let Some(child) = c.peers.get(peer_id).cloned() else {
-                    return self.back_to_source(peer_id, "the peer left".into());
-                };
-                if child.rounds >= self.config.back_to_source_rounds {
-                    drop(c);
-                    return self.back_to_source(
-                        peer_id,
-                        format!(
-                            "no parent after {} scheduling rounds (scheduler.back_to_source_rounds)",
-                            child.rounds
-                        ),
-                    );
-                }
-                let host = c.hosts.get(&child.host_id).cloned();
-                let total = c.tasks.get(&child.task_id).map_or(0, |t| t.piece_count);
-                let cands = placement::candidates(&c, &child, &self.config);
-                host.map(|h| (child, h, cands, total))
-            };
-            let Some((child, child_host, cands, total)) = round else {
-                return self.back_to_source(peer_id, "the peer's host left".into());
-            };
-            if !cands.is_empty() {
-                let (order, _) = self
-                    .policy
-                    .rank(&child, &child_host, &cands, total, &self.config, |c| {
-                        self.finished_of(c, total)
-                    })
-                    .await;
-                if !order.is_empty() {
-                    let parents: Vec<common::Peer> = order
-                        .iter()
-                        .map(|&i| {
-                            let cand = &cands[i];
-                            let host = if cand.host.local {
-                                self.local_host()
-                            } else {
-                                cand.host.host.clone()
-                            };
-                            common::Peer {
-                                id: cand.peer.id.clone(),
-                                state: cand.peer.state.as_str().into(),
-                                host: Some(host),
-                                ..Default::default()
-                            }
-                        })
-                        .collect();
-                    if let Some(p) = self.cluster.lock().peers.get_mut(peer_id) {
-                        p.parents = parents.iter().map(|p| p.id.clone()).collect();
-                        p.updated_at_ms = now_ms();
-                    }
-                    return answer(Answer::NormalTaskResponse(NormalTaskResponse {
-                        candidate_parents: parents,
-                    }));
-                }
+            // One round of a task at a time: a round reads the parents'
+            // upload counts and adds to them, so rounds of peers that
+            // register together would otherwise all see the same free
+            // slots (and all get the seed, whatever its upload limit).
+            let placed = self.placing.with(&task_id, self.round(peer_id)).await;
+            if let Some(answer) = placed {
+                return answer;
             }
             if let Some(p) = self.cluster.lock().peers.get_mut(peer_id) {
                 p.rounds += 1;
@@ -356,6 +307,70 @@ impl Scheduler {
             let jitter = 0.75 + fastrand::f64() * 0.5;
             tokio::time::sleep(self.config.round_interval.mul_f64(jitter)).await;
         }
+    }
+
+    /// One scheduling round: the answer, or `None` when no parent passed
+    /// the filter and the policy this time.
+    async fn round(&self, peer_id: &str) -> Option<AnnouncePeerResponse> {
+        let round = {
+            let c = self.cluster.lock();
+            let Some(child) = c.peers.get(peer_id).cloned() else {
+                return Some(self.back_to_source(peer_id, "the peer left".into()));
+            };
+            if child.rounds >= self.config.back_to_source_rounds {
+                drop(c);
+                return Some(self.back_to_source(
+                    peer_id,
+                    format!(
+                        "no parent after {} scheduling rounds (scheduler.back_to_source_rounds)",
+                        child.rounds
+                    ),
+                ));
+            }
+            let host = c.hosts.get(&child.host_id).cloned();
+            let total = c.tasks.get(&child.task_id).map_or(0, |t| t.piece_count);
+            let cands = placement::candidates(&c, &child, &self.config);
+            host.map(|h| (child, h, cands, total))
+        };
+        let Some((child, child_host, cands, total)) = round else {
+            return Some(self.back_to_source(peer_id, "the peer's host left".into()));
+        };
+        if cands.is_empty() {
+            return None;
+        }
+        let (order, _) = self
+            .policy
+            .rank(&child, &child_host, &cands, total, &self.config, |c| {
+                self.finished_of(c, total)
+            })
+            .await;
+        if order.is_empty() {
+            return None;
+        }
+        let parents: Vec<common::Peer> = order
+            .iter()
+            .map(|&i| {
+                let cand = &cands[i];
+                let host = if cand.host.local {
+                    self.local_host()
+                } else {
+                    cand.host.host.clone()
+                };
+                common::Peer {
+                    id: cand.peer.id.clone(),
+                    state: cand.peer.state.as_str().into(),
+                    host: Some(host),
+                    ..Default::default()
+                }
+            })
+            .collect();
+        if let Some(p) = self.cluster.lock().peers.get_mut(peer_id) {
+            p.parents = parents.iter().map(|p| p.id.clone()).collect();
+            p.updated_at_ms = now_ms();
+        }
+        Some(answer(Answer::NormalTaskResponse(NormalTaskResponse {
+            candidate_parents: parents,
+        })))
     }
 
     fn set_peer(&self, peer_id: &str, state: PeerState) {
