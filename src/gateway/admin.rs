@@ -265,6 +265,7 @@ pub(super) async fn list_breakers(
             .all()
             .flat_map(|o| o.breakers.list())
             .chain(state.plugins.breakers())
+            .chain(state.scheduler.iter().flat_map(|s| s.policy_breakers()))
             .collect(),
     )
 }

@@ -299,6 +299,11 @@ impl Scheduler {
         }
     }
 
+    /// The scheduling policy's breaker, for `/api/v1/breakers`.
+    pub fn policy_breakers(&self) -> Vec<crate::resilience::breaker::BreakerView> {
+        self.policy.breaker.list()
+    }
+
     pub fn hosts(&self) -> Vec<cluster::HostView> {
         self.cluster.lock().host_views()
     }

@@ -555,6 +555,15 @@ async fn a_hostile_policy_never_stops_a_download() {
     assert_eq!(calls("ok").await, 0.0);
     assert_eq!(calls("fallback").await, 3.0);
     assert!(calls("breaker_open").await >= 1.0);
+    // The policy's breaker is listed with the others.
+    let breakers = json(get(&c.sg.url("/api/v1/breakers")).await).await;
+    let policy = breakers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["plugin"] == "hostile-policy")
+        .unwrap_or_else(|| panic!("no breaker of the policy: {breakers:#}"));
+    assert_eq!(policy["state"], "open", "{policy:#}");
     // The seed first, as the built-in order puts it.
     assert_eq!(
         peer_of(&task, &peers[3].host_id)["parents"][0],
