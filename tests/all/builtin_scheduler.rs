@@ -74,52 +74,44 @@ impl Cluster {
         );
     }
 
-    /// Waits until the peer of `host_id` holds `n` pieces of the task.
-    async fn wait_pieces(&self, host_id: &str, n: u64) {
-        loop {
-            let tasks = self.api("/api/v1/cluster/tasks").await;
-            if let Some(id) = tasks[0]["id"].as_str() {
-                let t = self.api(&format!("/api/v1/cluster/tasks/{id}")).await;
-                let have = t["peers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|p| p["host_id"] == host_id)
-                    .and_then(|p| p["finished_pieces"].as_u64())
-                    .unwrap_or(0);
-                if have >= n {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// Waits (up to 60 s) until the peer of `host_id` has been handed its
-    /// parents.
-    async fn wait_parents(&self, host_id: &str) {
+    /// Waits (up to 60 s) until the peer of `host_id` passes `done`.
+    async fn wait_peer(&self, host_id: &str, what: &str, done: impl Fn(&Value) -> bool) {
         let t = tokio::time::Instant::now();
         loop {
             assert!(
                 t.elapsed() < Duration::from_secs(60),
-                "{host_id} was not placed within 60 s"
+                "{host_id}: not {what} within 60 s"
             );
             let tasks = self.api("/api/v1/cluster/tasks").await;
             if let Some(id) = tasks[0]["id"].as_str() {
                 let t = self.api(&format!("/api/v1/cluster/tasks/{id}")).await;
-                let placed = t["peers"]
+                let peer = t["peers"]
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .find(|p| p["host_id"] == host_id)
-                    .and_then(|p| p["parents"].as_array())
-                    .is_some_and(|p| !p.is_empty());
-                if placed {
+                    .find(|p| p["host_id"] == host_id);
+                if peer.is_some_and(&done) {
                     return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until the peer of `host_id` holds `n` pieces of the task.
+    async fn wait_pieces(&self, host_id: &str, n: u64) {
+        self.wait_peer(host_id, "holding pieces", |p| {
+            p["finished_pieces"].as_u64().unwrap_or(0) >= n
+        })
+        .await
+    }
+
+    /// Waits until the peer of `host_id` has been handed its parents.
+    async fn wait_parents(&self, host_id: &str) {
+        self.wait_peer(host_id, "placed", |p| {
+            p["parents"].as_array().is_some_and(|p| !p.is_empty())
+        })
+        .await
     }
 
     /// Body bytes the origin sent for the object, over every request.

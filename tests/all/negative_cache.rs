@@ -75,11 +75,18 @@ async fn missing_s3_object_costs_one_request_per_ttl() {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0]["origin"], "s3");
     assert_eq!(listed[0]["url"], "s3://data/missing/layer.tar");
-    assert!(listed[0]["hits"].as_u64().unwrap() > 0);
+    // Its own hits: an entry refreshed at the instant it is listed may
+    // have none yet, so only the total below is bounded.
+    assert!(listed[0]["hits"].as_u64().is_some(), "{listed:?}");
     assert!(listed[0]["expires_in_ms"].as_u64().unwrap() <= 2000);
     assert_eq!(metric(&sg, "seedgate_negative_cache_entries").await, 1.0);
     let hits = metric(&sg, "seedgate_negative_cache_hits_total").await;
-    assert!(hits as u64 >= total - 4 * 20, "{hits} hits of {total}");
+    // At most 20 misses in each of the 4 TTL windows; on a loaded machine
+    // `total` can be under 80, so the bound saturates.
+    assert!(
+        hits as u64 >= total.saturating_sub(4 * 20),
+        "{hits} hits of {total}"
+    );
 
     // The object appears; a purge makes it visible before the TTL ends.
     s3.put("data", "missing/layer.tar", b"here now");
