@@ -6,6 +6,9 @@
 //! - [`placement`]: Dragonfly's parent filter, then the scheduling-policy
 //!   plugin's ranking, guarded (deadline, memory cap, its own breaker, a
 //!   built-in order when it fails);
+//! - [`seeds`]: which seed host fetches a task from its origin when several
+//!   seedgates form one cluster (rendezvous hashing of the task id), and
+//!   how a remote one is started (`DfdaemonUpload.DownloadTask`);
 //! - [`service`]: the gRPC service, message by message as a real dfdaemon
 //!   1.5 speaks it.
 //!
