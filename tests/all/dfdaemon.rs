@@ -253,6 +253,19 @@ proxy:
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // The socket is one of its servers; the others (stats, health,
+        // metrics, proxy, the piece ports) bind beside it, and one whose
+        // port another test took in the meantime panics and takes the
+        // daemon down a moment later ("stats server failed ... Address
+        // already in use", seen in CI): wait that moment out, so that such
+        // a daemon is started again with fresh ports too.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(Some(status)) = me.child.try_wait() {
+            return Err(format!(
+                "exited after opening its socket ({status}):\n{}",
+                me.log()
+            ));
+        }
         Ok(me)
     }
 
