@@ -64,7 +64,8 @@ const ORIGIN_NS: &str = "sgb-origin";
 const ORIGIN_IP: &str = "10.201.0.10";
 const MIB: u64 = 1 << 20;
 
-fn run(args: &[&str]) {
+fn run<S: AsRef<str>>(args: &[S]) {
+    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
     assert!(
         out.status.success(),
@@ -74,12 +75,30 @@ fn run(args: &[&str]) {
     );
 }
 
+/// [`run`] inside network namespace `ns`.
+fn exec_in<S: AsRef<str>>(ns: &str, args: &[S]) {
+    let mut all = vec!["ip", "netns", "exec", ns];
+    all.extend(args.iter().map(AsRef::as_ref));
+    run(&all);
+}
+
 fn host_ns(i: usize) -> String {
     format!("sgb-h{}", i + 1)
 }
 
 fn host_ip(i: usize) -> String {
     format!("10.201.0.{}", 11 + i)
+}
+
+/// `tc` shaping what `dev` sends to `mbit` Mbit/s.
+fn tbf(dev: &str, mbit: u64) -> Vec<String> {
+    let rate = format!("{mbit}mbit");
+    [
+        "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", "1mb", "latency",
+        "50ms",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// The bridge and the namespaces, each on a veth shaped both ways.
@@ -103,11 +122,7 @@ impl Net {
         // The bridge device's own queue holds only what the root namespace
         // (seedgate) sends; frames between the namespaces bypass it.
         if seed_mbit > 0 {
-            let rate = format!("{seed_mbit}mbit");
-            run(&[
-                "tc", "qdisc", "add", "dev", BRIDGE, "root", "tbf", "rate", &rate, "burst", "1mb",
-                "latency", "50ms",
-            ]);
+            run(&tbf(BRIDGE, seed_mbit));
         }
         let mut namespaces = Vec::new();
         let nodes = std::iter::once((ORIGIN_NS.to_string(), ORIGIN_IP.to_string(), origin_mbit))
@@ -121,26 +136,16 @@ impl Net {
             ]);
             run(&["ip", "link", "set", &inner, "netns", &ns]);
             run(&["ip", "link", "set", &outer, "master", BRIDGE, "up"]);
-            let exec = |args: &[&str]| {
-                let mut all = vec!["ip", "netns", "exec", &ns];
-                all.extend_from_slice(args);
-                run(&all);
-            };
-            exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &inner]);
-            exec(&["ip", "link", "set", &inner, "up"]);
-            exec(&["ip", "link", "set", "lo", "up"]);
+            exec_in(
+                &ns,
+                &["ip", "addr", "add", &format!("{ip}/24"), "dev", &inner],
+            );
+            exec_in(&ns, &["ip", "link", "set", &inner, "up"]);
+            exec_in(&ns, &["ip", "link", "set", "lo", "up"]);
             // Each direction of the link: towards the namespace on the
             // bridge's side, out of it on the namespace's side.
-            let rate = format!("{mbit}mbit");
-            let tbf = [
-                "root", "tbf", "rate", &rate, "burst", "1mb", "latency", "50ms",
-            ];
-            let mut outer_tbf = vec!["tc", "qdisc", "add", "dev", &outer];
-            outer_tbf.extend_from_slice(&tbf);
-            run(&outer_tbf);
-            let mut inner_tbf = vec!["tc", "qdisc", "add", "dev", &inner];
-            inner_tbf.extend_from_slice(&tbf);
-            exec(&inner_tbf);
+            run(&tbf(&outer, mbit));
+            exec_in(&ns, &tbf(&inner, mbit));
         }
         Net { namespaces }
     }

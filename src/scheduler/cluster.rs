@@ -135,9 +135,10 @@ impl PeerEntry {
     }
 
     /// A piece it reports finished: `from_peer` unless from the origin.
-    pub fn piece(&mut self, piece: &common::Piece, from_peer: bool) {
+    /// Whether it was new (a piece reported twice counts once).
+    pub fn piece(&mut self, piece: &common::Piece, from_peer: bool) -> bool {
         if !self.finished.insert(piece.number) {
-            return;
+            return false;
         }
         if from_peer {
             self.bytes_from_peers += piece.length;
@@ -155,6 +156,7 @@ impl PeerEntry {
         }
         self.costs.push_back(cost);
         self.updated_at_ms = now_ms();
+        true
     }
 
     /// Whether a download of it runs and may hand out pieces.

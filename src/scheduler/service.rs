@@ -402,9 +402,7 @@ impl Scheduler {
             let Some(rec) = c.peers.get_mut(peer) else {
                 return;
             };
-            let new = !rec.finished.contains(&p.number);
-            rec.piece(p, from_peer);
-            if new
+            if rec.piece(p, from_peer)
                 && from_peer
                 && let Some(parent) = &p.parent_id
             {
