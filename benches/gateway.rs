@@ -1,10 +1,15 @@
 //! The HTTP gateway against what users would run instead, in one run:
 //!
-//! - requests per second for a small (4 KiB) and a large (64 MiB) stored
-//!   object, seedgate against nginx proxy_cache answering HIT, both loaded
-//!   by `wrk` (Debian's) with the same threads, connections and duration;
+//! - requests per second and p99 latency for a small (4 KiB) stored object
+//!   at 16 and 256 connections, and for a large (64 MiB) one at 8,
+//!   seedgate against nginx proxy_cache answering HIT, both loaded by `wrk`
+//!   (Debian's) with the same threads, connections and duration;
+//! - 1,000 concurrent keep-alive clients on the small object: errors,
+//!   seedgate's peak RSS, p99 beside nginx's;
 //! - a preheat job of 200 objects (2 GiB in all) against downloading the
-//!   same objects directly from the origin, with the same concurrency.
+//!   same objects to files with the same concurrency: over a link of
+//!   `SEEDGATE_BENCH_LINK_MBIT` (default 2000) shared by all connections to
+//!   the origin, and on loopback.
 //!
 //! Run with `scripts/bench gateway` (see BENCHMARKS.md). Knobs:
 //! `SEEDGATE_BENCH_WRK_SECS` (default 10), `SEEDGATE_BENCH_PREHEAT_MIB`
@@ -13,6 +18,8 @@
 #[allow(dead_code)]
 #[path = "../tests/all/support.rs"]
 mod support;
+#[allow(dead_code)]
+mod verdict;
 
 use std::process::Command;
 use std::time::Duration;
@@ -20,14 +27,26 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
+use verdict::{Want, printed, verdict};
 
-/// (requests/s, MiB/s) of `wrk` against `url`.
-fn wrk(url: &str, secs: usize, connections: usize) -> (f64, f64) {
+/// What `wrk` measured.
+struct Wrk {
+    rps: f64,
+    mib_s: f64,
+    p99_ms: f64,
+    /// Socket errors (connect, read, write, timeout) and non-2xx answers.
+    errors: u64,
+}
+
+/// Runs `wrk` against `url` with `connections` over 2 threads.
+fn wrk(url: &str, secs: usize, connections: usize) -> Wrk {
     let out = Command::new("wrk")
         .args([
             "-t2",
             &format!("-c{connections}"),
             &format!("-d{secs}s"),
+            "--timeout",
+            "10s",
             "--latency",
             url,
         ])
@@ -35,16 +54,20 @@ fn wrk(url: &str, secs: usize, connections: usize) -> (f64, f64) {
         .expect("wrk is not installed: run scripts/bench (it installs it)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "wrk: {text}");
-    assert!(!text.contains("Non-2xx"), "wrk saw errors: {text}");
-    let field = |name: &str| -> f64 {
+    let unit_value = |v: &str| -> (f64, String) {
+        let at = v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len());
+        (v[..at].parse().unwrap(), v[at..].to_string())
+    };
+    let last = |name: &str| -> String {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(name))
             .unwrap_or_else(|| panic!("no {name} in {text}"));
-        let v = line.split_whitespace().last().unwrap();
-        let (num, unit) = v.split_at(v.find(|c: char| c.is_alphabetic()).unwrap_or(v.len()));
-        let n: f64 = num.parse().unwrap();
-        match unit {
+        line.split_whitespace().last().unwrap().to_string()
+    };
+    let mib = |v: &str| {
+        let (n, unit) = unit_value(v);
+        match unit.as_str() {
             "GB" => n * 1024.0,
             "MB" => n,
             "KB" => n / 1024.0,
@@ -52,71 +75,89 @@ fn wrk(url: &str, secs: usize, connections: usize) -> (f64, f64) {
             _ => n,
         }
     };
-    (field("Requests/sec:"), field("Transfer/sec:"))
+    let ms = |v: &str| {
+        let (n, unit) = unit_value(v);
+        match unit.as_str() {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => n,
+        }
+    };
+    let mut errors = 0;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("Socket errors:") {
+            errors += rest
+                .split(',')
+                .filter_map(|f| f.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        if let Some(rest) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += rest.trim().parse::<u64>().unwrap_or(0);
+        }
+    }
+    Wrk {
+        rps: last("Requests/sec:").parse().unwrap(),
+        mib_s: mib(&last("Transfer/sec:")),
+        p99_ms: ms(&last("99%")),
+        errors,
+    }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let secs = env_or("SEEDGATE_BENCH_WRK_SECS", 10);
-    let preheat_mib = env_or("SEEDGATE_BENCH_PREHEAT_MIB", 2048);
-    let objects = env_or("SEEDGATE_BENCH_PREHEAT_OBJECTS", 200).max(1);
-    let concurrency = 8;
-    let dir = tempfile::tempdir().unwrap();
-    println!(
-        "seedgate gateway benchmark: wrk {secs} s per target, preheat {objects} objects / {preheat_mib} MiB, {} cores",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    let origin = Nginx::start(&dir.path().join("origin"));
-    origin.put("small.bin", &pseudo_random(4096, 1));
-    origin.put("large.bin", &pseudo_random(64 << 20, 2));
-    let each = (preheat_mib << 20) / objects;
-    for i in 0..objects {
-        origin.put(
-            &format!("pre/{i}.bin"),
-            &pseudo_random(each, 100 + i as u64),
-        );
-    }
-    let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
-    let sg = Seedgate::start(dir.path(), &http_origin_config(&origin.base_url()));
+/// Peak resident set of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Downloads `urls` to files under `dir`, `concurrency` at a time, as a
+/// pipeline of `curl -o` would; returns the bytes written.
+async fn download_to_files(urls: &[String], dir: &std::path::Path, concurrency: usize) -> u64 {
+    use tokio::io::AsyncWriteExt;
+    std::fs::create_dir_all(dir).unwrap();
     let client = client();
-
-    // Requests per second on stored objects.
-    println!();
-    println!("| object | seedgate | nginx proxy_cache HIT | ratio (seedgate / nginx) |");
-    println!("|---|---|---|---|");
-    for (name, connections) in [("small.bin", 32), ("large.bin", 8)] {
-        let sg_url = sg.url(&format!("/o/www/{name}"));
-        let nginx_url = format!("http://127.0.0.1:{}/{name}", proxy.port);
-        for url in [&sg_url, &nginx_url, &nginx_url] {
-            drain(&client, url).await; // stored / cached (nginx: MISS, then HIT)
-        }
-        let (sg_rps, sg_mib) = wrk(&sg_url, secs, connections);
-        let (ng_rps, ng_mib) = wrk(&nginx_url, secs, connections);
-        println!(
-            "| {name} ({connections} connections) | {sg_rps:.0} req/s, {sg_mib:.0} MiB/s | {ng_rps:.0} req/s, {ng_mib:.0} MiB/s | {:.2}x |",
-            sg_rps / ng_rps
-        );
-    }
-
-    // Preheat against direct downloads of the same objects.
-    let t = Instant::now();
-    let direct: u64 = futures_util::stream::iter(0..objects)
-        .map(|i| {
-            let (client, url) = (client.clone(), format!("{}pre/{i}.bin", origin.base_url()));
-            async move { drain(&client, &url).await }
+    futures_util::stream::iter(urls.iter().enumerate())
+        .map(|(i, url)| {
+            let (client, path) = (client.clone(), dir.join(format!("{i}.bin")));
+            async move {
+                let resp = client.get(url).send().await.unwrap();
+                assert!(resp.status().is_success(), "{url}: {}", resp.status());
+                let mut file = tokio::fs::File::create(&path).await.unwrap();
+                let mut body = resp.bytes_stream();
+                let mut n = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.unwrap();
+                    n += chunk.len() as u64;
+                    file.write_all(&chunk).await.unwrap();
+                }
+                file.flush().await.unwrap();
+                n
+            }
         })
         .buffer_unordered(concurrency)
         .fold(0, |a, n| async move { a + n })
-        .await;
-    let direct_t = t.elapsed();
-    let keys: Vec<String> = (0..objects).map(|i| format!("pre/{i}.bin")).collect();
+        .await
+}
+
+/// Preheats `keys` of `origin` as one job with `concurrency`; its time,
+/// once the job says every object is stored.
+async fn preheat(
+    sg: &Seedgate,
+    origin: &str,
+    keys: &[String],
+    concurrency: usize,
+) -> (Duration, u64) {
+    let client = client();
     let t = Instant::now();
     let (status, job) = create_preheat(
-        &sg,
-        serde_json::json!({"origin": "www", "keys": keys, "concurrency": concurrency}),
+        sg,
+        serde_json::json!({"origin": origin, "keys": keys, "concurrency": concurrency}),
         None,
     )
     .await;
@@ -139,15 +180,201 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let preheat_t = t.elapsed();
+    let took = t.elapsed();
     assert_eq!(job["state"], "succeeded", "{job}");
-    assert_eq!(job["progress"]["bytes_done"].as_u64().unwrap(), direct);
+    (took, job["progress"]["bytes_done"].as_u64().unwrap())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let secs = env_or("SEEDGATE_BENCH_WRK_SECS", 10);
+    let preheat_mib = env_or("SEEDGATE_BENCH_PREHEAT_MIB", 2048);
+    let objects = env_or("SEEDGATE_BENCH_PREHEAT_OBJECTS", 200).max(1);
+    let link_mbit = env_or("SEEDGATE_BENCH_LINK_MBIT", 2000);
+    let concurrency = 8;
+    let dir = tempfile::tempdir().unwrap();
+    println!(
+        "seedgate gateway benchmark: wrk {secs} s per target, preheat {objects} objects / {preheat_mib} MiB, {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    // wrk and both servers need a descriptor per client connection.
+    let _ = rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: Some(65536),
+            maximum: Some(65536),
+        },
+    );
+    let origin = Nginx::start(&dir.path().join("origin"));
+    origin.put("small.bin", &pseudo_random(4096, 1));
+    origin.put("large.bin", &pseudo_random(64 << 20, 2));
+    let each = (preheat_mib << 20) / objects;
+    for i in 0..objects {
+        origin.put(
+            &format!("pre/{i}.bin"),
+            &pseudo_random(each, 100 + i as u64),
+        );
+    }
+    let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
+    let link = Link::start(origin.port, link_mbit as u64 * 1_000_000 / 8).await;
+    let config = format!(
+        "{}\n[origins.link]\nplugin = \"http\"\nbase_url = \"{}\"\n",
+        http_origin_config(&origin.base_url()),
+        link.base_url()
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let client = client();
+
+    // Requests per second on stored objects.
+    println!();
+    println!("| object | seedgate | nginx proxy_cache HIT | ratio (seedgate / nginx) |");
+    println!("|---|---|---|---|");
+    let mut runs = Vec::new();
+    for (name, connections) in [
+        ("small.bin", 16),
+        ("small.bin", 256),
+        ("large.bin", 8),
+        ("small.bin", 1000),
+    ] {
+        let sg_url = sg.url(&format!("/o/www/{name}"));
+        let nginx_url = format!("http://127.0.0.1:{}/{name}", proxy.port);
+        for url in [&sg_url, &nginx_url, &nginx_url] {
+            drain(&client, url).await; // stored / cached (nginx: MISS, then HIT)
+        }
+        let s = wrk(&sg_url, secs, connections);
+        let rss = peak_rss_mib(sg.pid());
+        let n = wrk(&nginx_url, secs, connections);
+        println!(
+            "| {name} ({connections} connections) | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors | {:.2}x |",
+            s.rps,
+            s.mib_s,
+            s.p99_ms,
+            s.errors,
+            n.rps,
+            n.mib_s,
+            n.p99_ms,
+            n.errors,
+            s.rps / n.rps
+        );
+        runs.push((name, connections, s, n, rss));
+    }
+
+    // Preheat against downloads of the same objects to files, over the
+    // link and on loopback.
+    let keys: Vec<String> = (0..objects).map(|i| format!("pre/{i}.bin")).collect();
+    let urls = |base: String| {
+        keys.iter()
+            .map(|k| format!("{base}{k}"))
+            .collect::<Vec<_>>()
+    };
+    let t = Instant::now();
+    let link_direct = download_to_files(
+        &urls(link.base_url()),
+        &dir.path().join("files-link"),
+        concurrency,
+    )
+    .await;
+    let link_direct_t = t.elapsed();
+    let (link_pre_t, link_pre) = preheat(&sg, "link", &keys, concurrency).await;
+    assert_eq!(link_pre, link_direct);
+    let t = Instant::now();
+    let direct = download_to_files(
+        &urls(origin.base_url()),
+        &dir.path().join("files"),
+        concurrency,
+    )
+    .await;
+    let direct_t = t.elapsed();
+    let (pre_t, pre) = preheat(&sg, "www", &keys, concurrency).await;
+    assert_eq!(pre, direct);
     println!();
     println!(
-        "| preheat {objects} objects, {:.0} MiB, {concurrency} at a time | seedgate {:.2} s | direct download {:.2} s | {:.2}x the direct time |",
+        "preheat {objects} objects, {:.0} MiB, {concurrency} at a time: over a {link_mbit} Mbit/s link seedgate {:.2} s, downloads to files {:.2} s; loopback seedgate {:.2} s, downloads to files {:.2} s",
         direct as f64 / (1 << 20) as f64,
-        preheat_t.as_secs_f64(),
+        link_pre_t.as_secs_f64(),
+        link_direct_t.as_secs_f64(),
+        pre_t.as_secs_f64(),
         direct_t.as_secs_f64(),
-        preheat_t.as_secs_f64() / direct_t.as_secs_f64()
+    );
+
+    println!();
+    for (name, connections, s, n, rss) in &runs {
+        let ratio = format!("{:.2}x ({:.0} / {:.0} req/s)", s.rps / n.rps, s.rps, n.rps);
+        match (*name, *connections) {
+            ("large.bin", c) => {
+                verdict(
+                    &format!("64 MiB stored, req/s vs nginx HIT, {c} connections"),
+                    s.rps / n.rps,
+                    Want::AtLeast,
+                    1.0,
+                    &ratio,
+                );
+            }
+            ("small.bin", 1000) => {
+                verdict(
+                    "1,000 keep-alive clients on 4 KiB: errors",
+                    s.errors as f64,
+                    Want::AtMost,
+                    0.0,
+                    &format!("{} (nginx {})", s.errors, n.errors),
+                );
+                verdict(
+                    "1,000 keep-alive clients on 4 KiB: seedgate peak RSS (MiB)",
+                    *rss,
+                    Want::AtMost,
+                    200.0,
+                    &format!("{rss:.0} MiB"),
+                );
+                printed(
+                    "1,000 keep-alive clients on 4 KiB: p99",
+                    &format!(
+                        "seedgate {:.2} ms, nginx {:.2} ms; {ratio}",
+                        s.p99_ms, n.p99_ms
+                    ),
+                );
+            }
+            (_, c) => {
+                verdict(
+                    &format!("4 KiB stored, req/s vs nginx HIT, {c} connections"),
+                    s.rps / n.rps,
+                    Want::AtLeast,
+                    1.1,
+                    &ratio,
+                );
+                verdict(
+                    &format!("4 KiB stored, p99 vs nginx's, {c} connections (ms)"),
+                    s.p99_ms / n.p99_ms,
+                    Want::AtMost,
+                    1.0,
+                    &format!("{:.2} ms vs {:.2} ms", s.p99_ms, n.p99_ms),
+                );
+            }
+        }
+    }
+    let r = link_pre_t.as_secs_f64() / link_direct_t.as_secs_f64();
+    verdict(
+        &format!(
+            "preheat {objects} objects / {preheat_mib} MiB vs downloads to files, {link_mbit} Mbit/s link"
+        ),
+        r,
+        Want::AtMost,
+        1.1,
+        &format!(
+            "{r:.2}x ({:.2} s / {:.2} s)",
+            link_pre_t.as_secs_f64(),
+            link_direct_t.as_secs_f64()
+        ),
+    );
+    printed(
+        &format!("preheat {objects} objects / {preheat_mib} MiB vs downloads to files, loopback"),
+        &format!(
+            "{:.2}x ({:.2} s / {:.2} s)",
+            pre_t.as_secs_f64() / direct_t.as_secs_f64(),
+            pre_t.as_secs_f64(),
+            direct_t.as_secs_f64()
+        ),
     );
 }

@@ -441,6 +441,24 @@ pub struct StorageConfig {
     /// soon as a stored piece crosses the high watermark).
     #[serde(default = "default_gc_interval", with = "humantime_serde")]
     pub gc_interval: Duration,
+    /// Every stored piece is read back and checked against its digest at
+    /// least this often (a read checks a piece only the first time after
+    /// a start). `0s` turns the scrubber off.
+    #[serde(default = "default_scrub_interval", with = "humantime_serde")]
+    pub scrub_interval: Duration,
+    /// Bytes per second the scrubber may read.
+    #[serde(default = "default_scrub_rate")]
+    pub scrub_rate: ByteSize,
+}
+
+/// A day between scrubs of the whole store.
+fn default_scrub_interval() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// 64 MiB/s of scrubbing: 5.4 TiB a day, a small share of a disk's reads.
+fn default_scrub_rate() -> ByteSize {
+    ByteSize::mib(64)
 }
 
 /// Dragonfly's `gc.policy.distHighThresholdPercent` default, 80 %.
@@ -490,6 +508,8 @@ impl Default for StorageConfig {
             low_watermark: default_low_watermark(),
             task_ttl: default_task_ttl(),
             gc_interval: default_gc_interval(),
+            scrub_interval: default_scrub_interval(),
+            scrub_rate: default_scrub_rate(),
         }
     }
 }
@@ -521,8 +541,9 @@ pub struct DownloadConfig {
     /// plugin this long before it expires.
     #[serde(default = "default_plan_refresh_margin", with = "humantime_serde")]
     pub plan_refresh_margin: Duration,
-    /// Check each piece's crc32 before serving it; a mismatch drops the
-    /// piece and fetches it again.
+    /// Check each stored piece's crc32 the first time it is read after a
+    /// start, before serving any of it; a mismatch drops the piece and
+    /// fetches it again. The scrubber re-checks pieces later.
     #[serde(default = "default_verify_on_read")]
     pub verify_on_read: bool,
 }
@@ -1035,6 +1056,15 @@ impl Config {
             bad(
                 "storage.quota".into(),
                 "must be more than zero (leave it unset to use the filesystem's size)".into(),
+            );
+        }
+        if !self.storage.scrub_interval.is_zero() && self.storage.scrub_rate.as_u64() < 1 << 20 {
+            bad(
+                "storage.scrub_rate".into(),
+                format!(
+                    "{} is below 1 MiB per second: a scrub of a large store would never end",
+                    self.storage.scrub_rate
+                ),
             );
         }
         if self.storage.gc_interval.is_zero() {

@@ -33,5 +33,6 @@ pub mod scheduler;
 pub mod server;
 pub(crate) mod storage;
 pub(crate) mod task;
+pub(crate) mod zerocopy;
 
 pub use server::{Server, bind_unix};

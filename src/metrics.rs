@@ -135,6 +135,12 @@ pub struct Metrics {
     pub disk_full_events: Counter,
     pub storage_refused: Counter,
     pub metadata_reopens: Counter,
+    /// The scrubber: stored pieces re-checked against their digests, those
+    /// that failed (dropped, fetched again on their next read), and passes
+    /// over the whole store finished.
+    pub scrub_pieces: Counter,
+    pub scrub_corrupt: Counter,
+    pub scrub_passes: Counter,
     /// The built-in scheduler: hosts by type and peers by state (read
     /// live at each scrape), answers sent by kind, policy calls by outcome
     /// (`ok`, `fallback`, `breaker_open`), peers sent back to source, and
@@ -418,6 +424,24 @@ impl Metrics {
             "Times the metadata store was reopened after it failed",
             metadata_reopens.clone(),
         );
+        let scrub_pieces = Counter::default();
+        registry.register(
+            "scrub_pieces",
+            "Stored pieces the scrubber read back and checked against their digest",
+            scrub_pieces.clone(),
+        );
+        let scrub_corrupt = Counter::default();
+        registry.register(
+            "scrub_corrupt_pieces",
+            "Stored pieces whose bytes no longer matched their digest (dropped, fetched again on their next read)",
+            scrub_corrupt.clone(),
+        );
+        let scrub_passes = Counter::default();
+        registry.register(
+            "scrub_passes",
+            "Passes of the scrubber over every stored piece that finished",
+            scrub_passes.clone(),
+        );
         let by_source = |source: &str| SourceCounters {
             requests: object_requests
                 .get_or_create(&SourceLabels {
@@ -462,6 +486,9 @@ impl Metrics {
             disk_full_events,
             storage_refused,
             metadata_reopens,
+            scrub_pieces,
+            scrub_corrupt,
+            scrub_passes,
             cluster_hosts,
             cluster_peers,
             scheduler_answers,

@@ -112,6 +112,7 @@ impl Server {
         )
         .context("reconciling storage")?;
         tasks.spawn_gc();
+        tasks.spawn_scrub();
         let jobs = preheat::JobManager::start(
             config.preheat.clone(),
             storage,

@@ -27,11 +27,12 @@ pub(super) async fn head_object(
 pub(super) async fn get_object(
     State(state): State<AppState>,
     Path((origin, key)): Path<(String, String)>,
+    version: axum::http::Version,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
-    serve_get(&state, &origin, &url, &headers).await
+    serve_get(&state, &origin, &url, version, &headers).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -62,10 +63,11 @@ pub(super) fn full_url_origin(
 pub(super) async fn fetch_get(
     State(state): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<FetchQuery>,
+    version: axum::http::Version,
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let (origin, url) = full_url_origin(&state, &q)?;
-    serve_get(&state, &origin, &url, &headers).await
+    serve_get(&state, &origin, &url, version, &headers).await
 }
 
 pub(super) async fn fetch_head(
@@ -96,6 +98,7 @@ pub(super) async fn serve_get(
     state: &AppState,
     origin: &Arc<Origin>,
     url: &url::Url,
+    version: axum::http::Version,
     headers: &HeaderMap,
 ) -> Result<Response, AppError> {
     let range = range_header(headers)?;
@@ -119,7 +122,10 @@ pub(super) async fn serve_get(
     let source = if object.cached() { &m.local } else { &m.origin };
     source.requests.inc();
     let served = source.served.clone();
-    let stream = state.tasks.read(&object, start, end);
+    // HTTP/1 connections send stored pieces with sendfile; HTTP/2 frames
+    // are built in memory, so its answers read the bytes.
+    let zero_copy = version < axum::http::Version::HTTP_2;
+    let stream = state.tasks.read(&object, start, end, zero_copy);
     let body = Body::from_stream(futures_util::StreamExt::inspect(stream, move |chunk| {
         if let Ok(bytes) = chunk {
             served.inc_by(bytes.len() as u64);

@@ -13,12 +13,18 @@
 //! must be served byte for byte). A malformed request that follows a good
 //! one on a kept-alive connection keeps hyper's bare status; RELIABILITY.md
 //! lists that gap.
+//!
+//! It is also where stored bytes leave by `sendfile`: a body slice that
+//! lies in a registered mapping of a content file ([`crate::zerocopy`]) is
+//! sent from the file, never copied through user space.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::zerocopy::{self, SendFile};
 
 /// A stream whose first response, if it is one of hyper's own bodiless
 /// error answers, gets its reason as a body.
@@ -110,6 +116,9 @@ impl<S: AsyncWrite + Unpin> ReasonedErrors<S> {
             return None;
         }
         self.looked = true;
+        if bufs.iter().any(|b| zerocopy::lookup(b).is_some()) {
+            return None; // a body: never read it
+        }
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if total > 4096 {
             return None;
@@ -135,17 +144,41 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReasonedErrors<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for ReasonedErrors<S> {
+impl<S: AsyncWrite + SendFile + Unpin> ReasonedErrors<S> {
+    /// Writes `bufs` up to the first slice of a content file's mapping,
+    /// or sends that slice from its file; `None` when there is none.
+    fn send_regions(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Option<Poll<io::Result<usize>>> {
+        let (i, (file, offset)) = bufs
+            .iter()
+            .enumerate()
+            .find_map(|(i, b)| Some((i, zerocopy::lookup(b)?)))?;
+        Some(if i > 0 {
+            Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..i])
+        } else {
+            self.inner.poll_send_file(cx, &file, offset, bufs[0].len())
+        })
+    }
+}
+
+impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for ReasonedErrors<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if let Some(r) = self.look(cx, &[io::IoSlice::new(buf)]) {
+        let bufs = [io::IoSlice::new(buf)];
+        if let Some(r) = self.look(cx, &bufs) {
             return r;
         }
         if self.pending.is_some() {
             std::task::ready!(self.drain(cx))?;
+        }
+        if let Some(r) = self.send_regions(cx, &bufs) {
+            return r;
         }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -160,6 +193,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for ReasonedErrors<S> {
         }
         if self.pending.is_some() {
             std::task::ready!(self.drain(cx))?;
+        }
+        if let Some(r) = self.send_regions(cx, bufs) {
+            return r;
         }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }

@@ -137,6 +137,7 @@ mod tests {
             },
             pieces: Arc::new(Vec::new()),
             file: Arc::new(tempfile::tempfile().unwrap()),
+            checked: Arc::new(crate::task::object::Checked::new(0)),
         });
         index.tasks.get_mut("a").unwrap().hot = Some(hot);
         index.sub("a", 0);

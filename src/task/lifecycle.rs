@@ -194,6 +194,7 @@ impl TaskManager {
                     record: record.clone(),
                     pieces: hot.pieces.clone(),
                     file: hot.file.clone(),
+                    checked: hot.checked.clone(),
                 });
                 if let Some(u) = self.index.lock().tasks.get_mut(&id)
                     && u.hot.as_ref().is_some_and(|h| Arc::ptr_eq(h, &hot))

@@ -31,6 +31,7 @@ mod lifecycle;
 mod object;
 mod queue;
 mod read;
+mod scrub;
 mod state;
 mod transfer;
 mod view;

@@ -29,6 +29,45 @@ pub(super) struct Hot {
     pub(super) record: TaskRecord,
     pub(super) pieces: Arc<Vec<Landed>>,
     pub(super) file: Arc<File>,
+    /// Pieces whose bytes this process has checked against their digest
+    /// since it started (or since they landed): served from then on
+    /// without reading them first. The scrubber re-checks them all.
+    pub(super) checked: Arc<Checked>,
+}
+
+/// One bit per piece: checked since this process found it on disk.
+#[derive(Debug)]
+pub(super) struct Checked(Box<[std::sync::atomic::AtomicU64]>);
+
+impl Checked {
+    pub(super) fn new(pieces: usize) -> Self {
+        Self(
+            (0..pieces.div_ceil(64))
+                .map(|_| Default::default())
+                .collect(),
+        )
+    }
+
+    pub(super) fn get(&self, n: u32) -> bool {
+        let n = n as usize;
+        self.0
+            .get(n / 64)
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & (1 << (n % 64)) != 0)
+    }
+
+    pub(super) fn set(&self, n: u32) {
+        let n = n as usize;
+        if let Some(w) = self.0.get(n / 64) {
+            w.fetch_or(1 << (n % 64), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn clear(&self, n: u32) {
+        let n = n as usize;
+        if let Some(w) = self.0.get(n / 64) {
+            w.fetch_and(!(1 << (n % 64)), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// A piece readers may read.
@@ -111,6 +150,8 @@ pub struct Object {
     pub spec: TaskSpec,
     pub(super) source: Source,
     pub(super) file: Arc<File>,
+    /// Which stored pieces were checked (`None` while downloading).
+    pub(super) checked: Option<Arc<Checked>>,
     /// How to fetch it again (a piece that fails its digest is repaired
     /// from the origin); `None` for a handle found by id.
     pub(super) request: Option<Arc<Request>>,
@@ -131,6 +172,7 @@ impl Object {
             spec,
             source: Source::Local(hot.pieces.clone()),
             file: hot.file.clone(),
+            checked: Some(hot.checked.clone()),
             request,
             _lease: lease,
         }
@@ -143,6 +185,7 @@ impl Object {
             spec: dl.request.spec.clone(),
             source: Source::Download(dl.clone()),
             file: dl.file.clone(),
+            checked: None,
             request: Some(dl.request.clone()),
             _lease: lease,
         }

@@ -11,7 +11,7 @@ use futures_util::Stream;
 
 use super::TaskManager;
 use super::lifecycle::same_version;
-use super::object::{Hot, Landed, Object, Source};
+use super::object::{Checked, Hot, Landed, Object, Source};
 use super::state::Phase;
 use crate::error::{Error, ErrorKind, Result};
 use crate::piece::{piece_count, piece_span};
@@ -90,6 +90,7 @@ impl TaskManager {
             return Ok(None);
         };
         let hot = Arc::new(Hot {
+            checked: Arc::new(Checked::new(pieces.len())),
             pieces: Arc::new(pieces),
             file: Arc::new(self.storage.open_content(id)?),
             record,
@@ -202,20 +203,36 @@ impl TaskManager {
         Ok(())
     }
 
-    /// Reads piece `n` whole, checking its crc32 when configured (and the
-    /// piece is not fresh from this process's download).
+    /// True when piece `n` may be sent without checking its bytes first:
+    /// checking is off, the piece is fresh from this process's download,
+    /// or this process has checked it since it started.
+    fn trusted(&self, object: &Object, n: u32, landed: Landed) -> bool {
+        !self.config.verify_on_read
+            || landed.fresh
+            || object.checked.as_ref().is_some_and(|c| c.get(n))
+    }
+
+    /// Reads piece `n` whole, checking its crc32 unless it is
+    /// [trusted](Self::trusted); a piece that passes is trusted from then
+    /// on.
     pub(super) fn start_read(&self, object: &Object, n: u32, landed: Landed) -> PieceRead {
         let r = &object.record;
         let (offset, length) = piece_span(n, r.content_length, r.piece_length);
         let file = object.file.clone();
-        let verify = self.config.verify_on_read && !landed.fresh;
+        let verify = !self.trusted(object, n, landed);
+        let checked = object.checked.clone();
         let id = r.id.clone();
         let read = move || {
             let buf = read_at(&file, offset, length as usize)
                 .map_err(|e| Error::internal(format!("reading piece {n} of task {id}: {e}")))?;
-            if verify && crc32fast::hash(&buf) != landed.crc {
-                tracing::error!(task = %id, piece = n, "piece bytes do not match their digest; fetching it again");
-                return Ok(None);
+            if verify {
+                if crc32fast::hash(&buf) != landed.crc {
+                    tracing::error!(task = %id, piece = n, "piece bytes do not match their digest; fetching it again");
+                    return Ok(None);
+                }
+                if let Some(c) = checked {
+                    c.set(n);
+                }
             }
             Ok(Some(Bytes::from(buf)))
         };
@@ -241,35 +258,52 @@ impl TaskManager {
     }
 
     /// Streams bytes `start..end` of an object, each piece as soon as it is
-    /// readable and checked. While one piece is sent, the next one (if
+    /// readable and checked. A piece not yet [trusted](Self::trusted) is
+    /// read and checked first (a corrupt one is fetched again before it is
+    /// sent). With `zero_copy`, a trusted piece is then given as a mapping
+    /// of the content file that the gateway's connection sends with
+    /// `sendfile` ([`crate::zerocopy`]); otherwise it is read into memory.
+    /// While one piece is sent, the next one that needs reading (if
     /// already readable, and the shared read-ahead budget allows) is read
-    /// and checked on a blocking thread. A failed
-    /// download ends the stream with its error; a corrupt piece is fetched
-    /// again before it is sent.
+    /// on a blocking thread. A failed download ends the stream with its
+    /// error.
     pub fn read(
         self: &Arc<Self>,
         object: &Object,
         start: u64,
         end: u64,
+        zero_copy: bool,
     ) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
         let mut object = object.clone();
         let me = self.clone();
         async_stream::try_stream! {
             let piece_length = object.record.piece_length;
+            let content_length = object.record.content_length;
             let mut pos = start;
             let mut ahead: Option<(u32, PieceRead, tokio::sync::OwnedSemaphorePermit)> = None;
+            // Sent from the file: a trusted piece past the inline size.
+            let mapped = |me: &Self, object: &Object, n: u32, landed: Landed| {
+                zero_copy
+                    && piece_span(n, content_length, piece_length).1 > INLINE_READ
+                    && me.trusted(object, n, landed)
+            };
             while pos < end {
                 let n = (pos / piece_length) as u32;
+                let offset = n as u64 * piece_length;
                 let mut attempts = 0;
-                let bytes = loop {
+                let part = loop {
                     let landed = Self::wait_piece(&object, n).await.map_err(io::Error::other)?;
+                    if mapped(&me, &object, n, landed) {
+                        let until = end.min(offset + piece_length);
+                        break crate::zerocopy::region(&object.file, pos, (until - pos) as usize)?;
+                    }
                     let read = match ahead.take() {
                         Some((m, read, _budget)) if m == n => read,
                         _ => me.start_read(&object, n, landed),
                     };
                     let read = read.bytes().await?;
                     if let Some(bytes) = read.map_err(io::Error::other)? {
-                        break bytes;
+                        break bytes.slice((pos - offset) as usize..((end - offset) as usize).min(bytes.len()));
                     }
                     attempts += 1;
                     if attempts > 2 {
@@ -277,11 +311,10 @@ impl TaskManager {
                     }
                     me.repair(&mut object, n).await.map_err(io::Error::other)?;
                 };
-                let offset = n as u64 * piece_length;
-                let part = bytes.slice((pos - offset) as usize..((end - offset) as usize).min(bytes.len()));
                 pos += part.len() as u64;
                 if pos < end
                     && let Some(landed) = Self::landed_now(&object, n + 1)
+                    && !mapped(&me, &object, n + 1, landed)
                     && let Ok(budget) = me.read_ahead.clone().try_acquire_many_owned(
                         piece_length.div_ceil(1 << 20) as u32,
                     )

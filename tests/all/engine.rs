@@ -162,6 +162,85 @@ async fn object_changed_mid_download_restarts_without_mixing_versions() {
     }
 }
 
+/// A piece checked once is then sent from the file without being read
+/// (sendfile); bytes that rot on disk after that are the scrubber's to
+/// find. It drops the piece, and the next read fetches exactly that piece
+/// again: the corrupt bytes are never served once it has run.
+#[tokio::test]
+async fn the_scrubber_finds_a_piece_that_rotted_after_its_check() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(16 * MIB, 16);
+    let want = sha256(&data);
+    nginx.put("s.bin", &data);
+    let config = format!(
+        "[storage]\nscrub_interval = \"1s\"\nscrub_rate = \"256 MiB\"\n{}",
+        http_origin_config(&nginx.base_url())
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let resp = get(&sg.url("/o/www/s.bin")).await;
+    let task = task_of(&resp);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    wait_stored(&sg.url("/o/www/s.bin")).await;
+    // Hits: the first checks every piece, the second sends them unread.
+    for _ in 0..2 {
+        let resp = get(&sg.url("/o/www/s.bin")).await;
+        assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+        assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    }
+    assert_eq!(nginx.gets("/s.bin"), 4);
+    let scrubbed = metric(&sg, "seedgate_scrub_pieces_total").await;
+
+    // One byte of piece 1 flips in place (the file keeps its length).
+    {
+        use std::io::{Seek, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(sg.content_file(&task))
+            .unwrap();
+        f.seek(std::io::SeekFrom::Start(4 * MIB as u64 + 777))
+            .unwrap();
+        f.write_all(&[data[4 * MIB + 777] ^ 0x5a]).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&sg, "seedgate_scrub_corrupt_pieces_total").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the scrubber never found the piece"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(metric(&sg, "seedgate_scrub_pieces_total").await >= scrubbed + 4.0);
+    assert_eq!(
+        metric(&sg, "seedgate_scrub_corrupt_pieces_total").await,
+        1.0
+    );
+
+    let resp = get(&sg.url("/o/www/s.bin")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(
+        nginx.gets("/s.bin"),
+        5,
+        "exactly the rotten piece is fetched again"
+    );
+    wait_stored(&sg.url("/o/www/s.bin")).await;
+    assert_eq!(
+        std::fs::read(sg.content_file(&task)).unwrap(),
+        data,
+        "repaired on disk"
+    );
+    // Later passes find nothing more.
+    let passes = metric(&sg, "seedgate_scrub_passes_total").await;
+    while metric(&sg, "seedgate_scrub_passes_total").await < passes + 2.0 {
+        assert!(Instant::now() < deadline, "no further scrub pass");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        metric(&sg, "seedgate_scrub_corrupt_pieces_total").await,
+        1.0
+    );
+}
+
 /// A byte flipped in a stored piece is caught by its crc32: never served,
 /// that one piece fetched again, then served from disk.
 #[tokio::test]
