@@ -373,16 +373,17 @@ impl TaskManager {
         let me = self.clone();
         let dl = download.clone();
         tokio::spawn(async move {
+            // The origin's bulkhead counts downloads while they fetch
+            // (`run` gives the slot back when fetching ends).
             let outcome = if work {
                 tokio::select! {
-                    r = me.run(&dl) => r,
+                    r = me.run(&dl, downloading) => r,
                     () = dl.watchdog.expired() => Err(stalled(&dl.request, &dl.watchdog, "no progress")),
                 }
             } else {
+                drop(downloading);
                 Ok(())
             };
-            // The origin's bulkhead counts running downloads only.
-            drop(downloading);
             dl.promise.settle(&me);
             let outcome = match outcome {
                 Ok(()) => me.finish(&dl).await,

@@ -152,10 +152,20 @@ impl TaskManager {
     /// Fetching never waits for the disk: landed pieces go to a committer
     /// that syncs the file once for every batch and then records the batch
     /// (group commit). When fetching fails, what landed is still committed.
-    pub(super) async fn run(&self, dl: &Download) -> Result<()> {
+    ///
+    /// `origin_slot` (the origin's `max_downloads` bulkhead) is given back
+    /// as soon as fetching ends: the origin is no longer being read while
+    /// the last batch is synced, and on a disk slow to sync, downloads
+    /// waiting for it had filled the bulkhead and refused new ones (503).
+    pub(super) async fn run(
+        &self,
+        dl: &Download,
+        origin_slot: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<()> {
         let plan = dl.plan(false).await?;
         let (tx, rx) = tokio::sync::mpsc::channel::<PieceRecord>(COMMIT_QUEUE);
         let fetch = async move {
+            let _slot = origin_slot;
             if plan.ranged() {
                 let workers = (0..self.config.piece_concurrency.max(1)).map(|_| {
                     let tx = tx.clone();
