@@ -33,6 +33,20 @@ pub struct TaskIdParams<'a> {
 /// The Dragonfly task id of a URL-based task.
 pub fn task_id(p: &TaskIdParams<'_>) -> Result<String, url::ParseError> {
     let url = canonical_url(p.url, p.filtered_query_params)?;
+    Ok(hash_task(&url, p))
+}
+
+/// [`task_id`] of a URL already parsed: one without a query is its own
+/// canonical form (a parsed URL's serialization parses to itself, and
+/// there is nothing to filter), so a hit does not parse it again.
+pub fn task_id_of_url(url: &Url, p: &TaskIdParams<'_>) -> Result<String, url::ParseError> {
+    if url.query().is_none() {
+        return Ok(hash_task(url.as_str(), p));
+    }
+    task_id(p)
+}
+
+fn hash_task(url: &str, p: &TaskIdParams<'_>) -> String {
     let mut hasher = Sha256::new();
     hasher.update(url.as_bytes());
     if let Some(tag) = p.tag {
@@ -45,7 +59,7 @@ pub fn task_id(p: &TaskIdParams<'_>) -> Result<String, url::ParseError> {
         hasher.update(len.to_string().as_bytes());
     }
     hasher.update(b"STANDARD");
-    Ok(hex::encode(hasher.finalize()))
+    hex::encode(hasher.finalize())
 }
 
 /// The URL as Dragonfly hashes it. Without filters the URL is taken verbatim.
@@ -159,6 +173,34 @@ pub fn crc32_digest(crc: u32) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_id_of_a_parsed_url_is_the_id_of_its_text() {
+        let filtered = ["X-Amz-Signature".to_string(), "t".to_string()];
+        for text in [
+            "http://example.com/a/b.bin",
+            "http://example.com",
+            "https://Example.COM:443/x%2Fy?b=2&a=1&t=9",
+            "http://h/p?X-Amz-Signature=s",
+            "http://h/p#frag",
+        ] {
+            let url = Url::parse(text).unwrap();
+            for filtered in [&filtered[..], &[]] {
+                let p = TaskIdParams {
+                    url: url.as_str(),
+                    piece_length: Some(4 << 20),
+                    tag: Some("tag"),
+                    application: None,
+                    filtered_query_params: filtered,
+                };
+                assert_eq!(
+                    task_id_of_url(&url, &p).unwrap(),
+                    task_id(&p).unwrap(),
+                    "{text}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn piece_lengths_outside_the_bounds_are_refused_with_them() {

@@ -46,7 +46,7 @@ use url::Url;
 use crate::config::{DownloadConfig, StorageConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::origin::Origin;
-use crate::piece::{TaskIdParams, task_id};
+use crate::piece::TaskIdParams;
 use crate::resilience::negative;
 use crate::storage::{Storage, TaskState};
 use index::Index;
@@ -188,13 +188,16 @@ impl TaskManager {
 
     /// The Dragonfly task id of a URL with a tag, application or piece length.
     pub fn task_id_of(&self, url: &Url, spec: &TaskSpec) -> Result<String> {
-        task_id(&TaskIdParams {
-            url: url.as_str(),
-            piece_length: self.fixed_piece_length(spec),
-            tag: spec.tag.as_deref(),
-            application: spec.application.as_deref(),
-            filtered_query_params: &spec.filtered_query_params,
-        })
+        crate::piece::task_id_of_url(
+            url,
+            &TaskIdParams {
+                url: url.as_str(),
+                piece_length: self.fixed_piece_length(spec),
+                tag: spec.tag.as_deref(),
+                application: spec.application.as_deref(),
+                filtered_query_params: &spec.filtered_query_params,
+            },
+        )
         .map_err(|e| Error::new(ErrorKind::Invalid, format!("'{url}' is not a URL: {e}")))
     }
 
