@@ -140,14 +140,27 @@ impl TaskManager {
             .into_iter()
             .map(|d| (d.task_id.clone(), d))
             .collect();
-        let mut order: Vec<(u64, String)> = self
-            .index
-            .lock()
-            .tasks
-            .iter()
-            .map(|(id, u)| (u.accessed_ms, id.clone()))
-            .collect();
-        order.sort_unstable_by(|a, b| b.cmp(a));
+        // The newest `limit` (and as many more as may lack a record),
+        // picked in one pass under the lock with a bounded heap: at 100,000
+        // tasks, cloning and sorting every id held the index (and so every
+        // hit) for tens of milliseconds.
+        let order: Vec<(u64, String)> = {
+            let index = self.index.lock();
+            let keep = limit.saturating_mul(2).max(limit + 16);
+            let mut heap = std::collections::BinaryHeap::with_capacity(keep + 1);
+            for (id, u) in &index.tasks {
+                heap.push(std::cmp::Reverse((u.accessed_ms, id.as_str())));
+                if heap.len() > keep {
+                    heap.pop();
+                }
+            }
+            let mut order: Vec<(u64, String)> = heap
+                .into_iter()
+                .map(|std::cmp::Reverse((at, id))| (at, id.to_string()))
+                .collect();
+            order.sort_unstable_by(|a, b| b.cmp(a));
+            order
+        };
         let mut views = Vec::new();
         for (_, id) in order {
             if views.len() == limit {
