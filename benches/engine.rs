@@ -20,6 +20,7 @@
 #[path = "../tests/all/support.rs"]
 mod support;
 #[allow(dead_code)]
+#[path = "support/verdict.rs"]
 mod verdict;
 
 use std::time::Duration;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, verdict};
+use verdict::{Want, fresh_write_rate, verdict};
 
 const MIB: usize = 1024 * 1024;
 
@@ -104,6 +105,10 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
 
+    println!(
+        "writing into fresh page cache on this machine: {:.0} MiB/s (see benches/support/verdict.rs)",
+        fresh_write_rate(dir.path(), size)
+    );
     let origin = Nginx::start(&dir.path().join("origin"));
     let data = pseudo_random(size, 7);
     let want = sha256(&data);

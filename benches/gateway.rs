@@ -19,6 +19,7 @@
 #[path = "../tests/all/support.rs"]
 mod support;
 #[allow(dead_code)]
+#[path = "support/verdict.rs"]
 mod verdict;
 
 use std::process::Command;
@@ -27,7 +28,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, printed, verdict};
+use verdict::{Want, fresh_write_rate, printed, verdict};
 
 /// What `wrk` measured.
 struct Wrk {
@@ -207,6 +208,10 @@ async fn main() {
             current: Some(65536),
             maximum: Some(65536),
         },
+    );
+    println!(
+        "writing into fresh page cache on this machine: {:.0} MiB/s (see benches/support/verdict.rs)",
+        fresh_write_rate(dir.path(), 256 << 20)
     );
     let origin = Nginx::start(&dir.path().join("origin"));
     origin.put("small.bin", &pseudo_random(4096, 1));

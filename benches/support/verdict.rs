@@ -29,3 +29,28 @@ pub fn verdict(figure: &str, value: f64, want: Want, target: f64, shown: &str) -
 pub fn printed(figure: &str, shown: &str) {
     println!("VERDICT | {figure} | {shown} | printed | -");
 }
+
+/// Writes and deletes `bytes` of zeros under `dir`; returns the write's
+/// MiB/s, printed at the start of the benches that store bytes.
+///
+/// On a VM whose host backs guest memory lazily and takes freed pages back
+/// within seconds (free page reporting; Firecracker here), writing into
+/// page cache that is not backed yet runs far slower than on hardware
+/// (`dd` of 1 GiB took 0.3 s one morning and 11 s the same afternoon).
+/// Every figure that stores bytes is bound by it on both sides, and a
+/// side that stores nothing (a direct download) is not: read those
+/// figures with this rate beside them.
+pub fn fresh_write_rate(dir: &std::path::Path, bytes: usize) -> f64 {
+    use std::io::Write;
+    let path = dir.join("warm-memory.bin");
+    let t = tokio::time::Instant::now();
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4 << 20];
+    for _ in 0..bytes.div_ceil(chunk.len()) {
+        f.write_all(&chunk).unwrap();
+    }
+    drop(f);
+    let rate = bytes as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(&path).unwrap();
+    rate
+}
