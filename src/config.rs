@@ -449,6 +449,16 @@ pub struct StorageConfig {
     /// Bytes per second the scrubber may read.
     #[serde(default = "default_scrub_rate")]
     pub scrub_rate: ByteSize,
+    /// Stored tasks kept open, with their records and digests in memory,
+    /// for hits; the least recently opened are closed past it (and read
+    /// again from the metadata store on their next hit).
+    #[serde(default = "default_open_files")]
+    pub open_files: usize,
+}
+
+/// 4,096 stored tasks kept open for hits.
+fn default_open_files() -> usize {
+    4096
 }
 
 /// A day between scrubs of the whole store.
@@ -510,6 +520,7 @@ impl Default for StorageConfig {
             gc_interval: default_gc_interval(),
             scrub_interval: default_scrub_interval(),
             scrub_rate: default_scrub_rate(),
+            open_files: default_open_files(),
         }
     }
 }
@@ -1066,6 +1077,9 @@ impl Config {
                     self.storage.scrub_rate
                 ),
             );
+        }
+        if self.storage.open_files == 0 {
+            bad("storage.open_files".into(), "must be at least 1".into());
         }
         if self.storage.gc_interval.is_zero() {
             bad(

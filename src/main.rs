@@ -206,6 +206,7 @@ fn main() -> ExitCode {
             if let Some(dir) = plugin_cache_dir {
                 cfg.plugins.cache_dir = Some(dir);
             }
+            raise_descriptor_limit();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(serve(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -236,4 +237,24 @@ async fn shutdown_signal() {
         _ = term.recv() => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Raises the soft limit on open descriptors to the hard one, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do: a seed peer holds a
+/// descriptor per connection, per download and per stored task it keeps
+/// open for hits, and the soft default (often 1,024) would refuse accepts
+/// and downloads long before the machine's limit.
+fn raise_descriptor_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current < limit.maximum.or(Some(u64::MAX)) {
+        let was = limit.current;
+        limit.current = limit.maximum;
+        match setrlimit(Resource::Nofile, limit.clone()) {
+            Ok(()) => {
+                tracing::debug!(?was, now = ?limit.current, "raised the open-descriptor limit")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not raise the open-descriptor limit"),
+        }
+    }
 }

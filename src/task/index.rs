@@ -14,6 +14,12 @@ use crate::clock::now_ms;
 #[derive(Debug, Default)]
 pub(super) struct Index {
     pub(super) tasks: HashMap<String, Usage>,
+    /// Hot copies in the order they were made, each with its number: the
+    /// oldest is dropped (closing its content file) when more than
+    /// `storage.open_files` would be kept. An entry whose task has since
+    /// lost or remade its copy is skipped when it comes up.
+    hot_order: std::collections::VecDeque<(String, u64)>,
+    hot_made: u64,
     /// Sum of `stored` over all tasks.
     pub(super) stored: u64,
     /// Tasks whose completion is written but not yet flushed: not "stored"
@@ -32,8 +38,11 @@ pub(super) struct Usage {
     /// Readers and downloads holding the task; never evicted while > 0.
     pub(super) leases: usize,
     /// A complete task as readers need it, once read; dropped whenever its
-    /// pieces change (and with the task).
+    /// pieces change (and with the task), or when it is the oldest of more
+    /// than `storage.open_files`.
     pub(super) hot: Option<Arc<Hot>>,
+    /// Which copy `hot` is, for `Index::hot_order`.
+    hot_number: u64,
 }
 
 impl Index {
@@ -55,6 +64,34 @@ impl Index {
 
     pub(super) fn clear(&mut self, id: &str) {
         self.sub(id, u64::MAX);
+    }
+
+    /// Keeps `hot` as the hot copy of `id`, then drops the oldest copies
+    /// until at most `max` are kept (each holds its content file open).
+    pub(super) fn keep_hot(&mut self, id: &str, hot: Arc<Hot>, max: usize) {
+        let Some(u) = self.tasks.get_mut(id) else {
+            return;
+        };
+        self.hot_made += 1;
+        u.hot = Some(hot);
+        u.hot_number = self.hot_made;
+        self.hot_order.push_back((id.to_string(), self.hot_made));
+        while self.hot_order.len() > max.max(1) {
+            let Some((old, number)) = self.hot_order.pop_front() else {
+                break;
+            };
+            if let Some(u) = self.tasks.get_mut(&old)
+                && u.hot_number == number
+            {
+                u.hot = None;
+            }
+        }
+    }
+
+    /// Hot copies kept now.
+    #[cfg(test)]
+    pub(super) fn hot_count(&self) -> usize {
+        self.tasks.values().filter(|u| u.hot.is_some()).count()
     }
 
     /// Forgets a task; returns the bytes it had stored.
@@ -116,6 +153,46 @@ mod tests {
         assert_eq!(index.remove("b"), 7);
         assert_eq!(index.remove("b"), 0);
         assert_eq!(index.stored, 0);
+    }
+
+    #[test]
+    fn no_more_hot_copies_than_allowed_are_kept_and_the_oldest_go() {
+        let mut index = Index::default();
+        let hot = |id: &str| {
+            Arc::new(Hot {
+                record: crate::storage::TaskRecord {
+                    id: id.into(),
+                    url: format!("http://o/{id}"),
+                    content_length: 1,
+                    piece_length: 4 << 20,
+                    etag: None,
+                    last_modified: None,
+                    content_type: None,
+                    state: crate::storage::TaskState::Succeeded,
+                    created_at_ms: 0,
+                    accessed_at_ms: 0,
+                },
+                pieces: Arc::new(Vec::new()),
+                file: Arc::new(tempfile::tempfile().unwrap()),
+                checked: Arc::new(crate::task::object::Checked::new(0)),
+            })
+        };
+        for i in 0..10 {
+            let id = format!("t{i}");
+            index.add(&id, 1);
+            index.keep_hot(&id, hot(&id), 4);
+        }
+        assert_eq!(index.hot_count(), 4);
+        assert!((6..10).all(|i| index.tasks[&format!("t{i}")].hot.is_some()));
+        // A copy dropped and made again counts once; its old entry is
+        // skipped when it comes up.
+        index.sub("t6", 0);
+        index.keep_hot("t6", hot("t6"), 4);
+        index.keep_hot("t0", hot("t0"), 4);
+        assert_eq!(index.hot_count(), 4);
+        assert!(index.tasks["t7"].hot.is_none(), "the oldest live copy went");
+        assert!(index.tasks["t6"].hot.is_some() && index.tasks["t0"].hot.is_some());
+        assert!(index.hot_order.len() <= 4);
     }
 
     #[test]

@@ -96,6 +96,9 @@ pub struct TaskManager {
     removed: std::sync::OnceLock<RemovedHook>,
     /// Whether the disk is full, and the lock admissions take.
     disk: disk::DiskState,
+    /// Stored tasks kept open for hits (`storage.open_files`, bounded by
+    /// the process's descriptor limit).
+    open_files: usize,
 }
 
 /// See [`TaskManager::on_back_to_source`].
@@ -121,6 +124,24 @@ impl std::ops::Deref for BackToSourceHook {
     fn deref(&self) -> &Self::Target {
         &*self.0
     }
+}
+
+/// `storage.open_files`, or half the process's descriptor limit if that is
+/// less: the rest is for connections, downloads and sled.
+fn open_files_allowed(configured: usize) -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let allowed = configured.min((limit / 2).max(16) as usize);
+    if allowed < configured {
+        tracing::warn!(
+            configured,
+            allowed,
+            descriptor_limit = limit,
+            "storage.open_files is more than half the descriptor limit allows; using less"
+        );
+    }
+    allowed
 }
 
 impl TaskManager {
@@ -152,7 +173,6 @@ impl TaskManager {
         let me = Arc::new(Self {
             storage,
             config,
-            gc,
             slots: tokio::sync::Mutex::new(HashMap::new()),
             index: Arc::new(parking_lot::Mutex::new(index)),
             gc_kick: Notify::new(),
@@ -161,6 +181,8 @@ impl TaskManager {
             back_to_source: std::sync::OnceLock::new(),
             removed: std::sync::OnceLock::new(),
             disk: Default::default(),
+            open_files: open_files_allowed(gc.open_files),
+            gc,
         });
         if !me.space_is_back() {
             let (reserve, _) = me.storage.reserve();

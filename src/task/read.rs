@@ -97,10 +97,13 @@ impl TaskManager {
         });
         // Kept only while the index agrees the task is whole (a repair or
         // eviction in between has changed it).
-        if let Some(u) = self.index.lock().tasks.get_mut(id)
-            && u.stored == hot.record.content_length
+        let mut index = self.index.lock();
+        if index
+            .tasks
+            .get(id)
+            .is_some_and(|u| u.stored == hot.record.content_length)
         {
-            u.hot = Some(hot.clone());
+            index.keep_hot(id, hot.clone(), self.open_files);
         }
         Ok(Some(hot))
     }

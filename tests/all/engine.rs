@@ -162,6 +162,58 @@ async fn object_changed_mid_download_restarts_without_mixing_versions() {
     }
 }
 
+/// Hits keep a stored task's content file open, but no more than
+/// `storage.open_files` of them: reading many distinct objects must not
+/// run the process out of descriptors (it refused accepts and downloads
+/// once the soft limit, often 1,024, was reached).
+#[tokio::test]
+async fn hits_keep_at_most_open_files_content_files_open() {
+    let (dir, nginx) = origin();
+    let mut want = Vec::new();
+    for i in 0..40 {
+        let data = pseudo_random(8 * 1024 + i, 300 + i as u64);
+        want.push(sha256(&data));
+        nginx.put(&format!("f/{i}.bin"), &data);
+    }
+    let config = format!(
+        "[storage]\nopen_files = 8\n{}",
+        http_origin_config(&nginx.base_url())
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    for i in 0..40 {
+        let url = sg.url(&format!("/o/www/f/{i}.bin"));
+        assert_eq!(sha256(&get(&url).await.bytes().await.unwrap()), want[i]);
+        wait_stored(&url).await;
+    }
+    let content = sg.data_dir.join("content");
+    let open_content = || {
+        std::fs::read_dir(format!("/proc/{}/fd", sg.pid()))
+            .unwrap()
+            .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&content))
+            .count()
+    };
+    for round in 0..2 {
+        for i in 0..40 {
+            let resp = get(&sg.url(&format!("/o/www/f/{i}.bin"))).await;
+            assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+            assert_eq!(
+                sha256(&resp.bytes().await.unwrap()),
+                want[i],
+                "round {round}"
+            );
+        }
+        let open = open_content();
+        assert!(
+            open <= 8,
+            "{open} content files open after 40 distinct hits"
+        );
+        assert!(open >= 1, "the newest hits stay open");
+    }
+    let origin_gets: usize = (0..40).map(|i| nginx.gets(&format!("/f/{i}.bin"))).sum();
+    assert_eq!(origin_gets, 40, "hits never went to the origin");
+}
+
 /// A piece checked once is then sent from the file without being read
 /// (sendfile); bytes that rot on disk after that are the scrubber's to
 /// find. It drops the piece, and the next read fetches exactly that piece
