@@ -250,7 +250,7 @@ fn raise_descriptor_limit() {
     if limit.current.is_some() && limit.current < limit.maximum.or(Some(u64::MAX)) {
         let was = limit.current;
         limit.current = limit.maximum;
-        match setrlimit(Resource::Nofile, limit.clone()) {
+        match setrlimit(Resource::Nofile, limit) {
             Ok(()) => {
                 tracing::debug!(?was, now = ?limit.current, "raised the open-descriptor limit")
             }

@@ -180,9 +180,9 @@ async fn hits_keep_at_most_open_files_content_files_open() {
         http_origin_config(&nginx.base_url())
     );
     let sg = Seedgate::start(dir.path(), &config);
-    for i in 0..40 {
+    for (i, want) in want.iter().enumerate() {
         let url = sg.url(&format!("/o/www/f/{i}.bin"));
-        assert_eq!(sha256(&get(&url).await.bytes().await.unwrap()), want[i]);
+        assert_eq!(&sha256(&get(&url).await.bytes().await.unwrap()), want);
         wait_stored(&url).await;
     }
     let content = sg.data_dir.join("content");
