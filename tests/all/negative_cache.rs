@@ -148,7 +148,7 @@ async fn retry_after_sets_the_entry_life_and_entries_purge_one_by_one() {
     let resp = get(&sg.url("/o/www/status/404-retry")).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(
-        nginx.requests("/status/404-retry").len(),
+        nginx.requests_at_least("/status/404-retry", 2).await.len(),
         2,
         "asked again after the purge"
     );

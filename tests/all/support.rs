@@ -192,6 +192,21 @@ impl Nginx {
             .collect()
     }
 
+    /// Requests for `path` once the log holds at least `n` of them (nginx
+    /// writes a request's line after sending its answer, so a client can
+    /// look before it is there), or as they stand after 2 s.
+    #[allow(dead_code)]
+    pub async fn requests_at_least(&self, path: &str, n: usize) -> Vec<(String, u16)> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let seen = self.requests(path);
+            if seen.len() >= n || tokio::time::Instant::now() >= deadline {
+                return seen;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Body bytes the origin sent for `path` over all requests, as logged
     /// (`$body_bytes_sent`, also for connections cut short).
     pub fn bytes_sent(&self, path: &str) -> u64 {
