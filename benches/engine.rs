@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, verdict};
+use verdict::{Want, fresh_write_rate, rss_mib, verdict};
 
 const MIB: usize = 1024 * 1024;
 
@@ -54,17 +54,6 @@ async fn fetch(url: &str, header: &str) -> (u64, Duration, String) {
 async fn sha_of(url: &str) -> String {
     let resp = client().get(url).send().await.unwrap();
     sha256(&resp.bytes().await.unwrap())
-}
-
-/// Peak resident set of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kb / 1024.0
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -159,7 +148,7 @@ async fn main() {
         let (n, t, cache) = fetch(&sg.url("/o/link/big.bin"), "x-seedgate-cache").await;
         assert_eq!((n as usize, cache.as_str()), (size, "miss"));
         link_cold.push(t);
-        cold_rss = cold_rss.max(peak_rss_mib(sg.pid()));
+        cold_rss = cold_rss.max(rss_mib("VmHWM:", sg.pid()));
         last = Some(sg);
     }
     let (direct, cold, miss) = (median(direct), median(cold), median(miss));
@@ -182,7 +171,7 @@ async fn main() {
         assert_eq!((n as usize, cache.as_str()), (size, "hit"));
         sg_hot.push(t);
     }
-    let hot_rss = peak_rss_mib(sg.pid());
+    let hot_rss = rss_mib("VmHWM:", sg.pid());
     assert_eq!(
         sha_of(&sg.url("/o/www/big.bin")).await,
         want,
@@ -196,7 +185,7 @@ async fn main() {
     std::fs::create_dir_all(&sg_dir).unwrap();
     let sg = Seedgate::start(&sg_dir, &config);
     let sg_many = many(&sg.url("/o/www/many-sg.bin"), readers, many_len).await;
-    let many_rss = peak_rss_mib(sg.pid());
+    let many_rss = rss_mib("VmHWM:", sg.pid());
     let sg_origin_bytes = origin.bytes_sent("/many-sg.bin");
     assert_eq!(sha_of(&sg.url("/o/www/many-sg.bin")).await, want_small);
     let nginx_many = many(

@@ -28,7 +28,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, printed, verdict};
+use verdict::{Want, fresh_write_rate, printed, rss_mib, verdict};
 
 /// What `wrk` measured.
 struct Wrk {
@@ -104,17 +104,6 @@ fn wrk(url: &str, secs: usize, connections: usize) -> Wrk {
         p99_ms: ms(&last("99%")),
         errors,
     }
-}
-
-/// Peak resident set of a process, in MiB.
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Downloads `urls` to files under `dir`, `concurrency` at a time, as a
@@ -250,7 +239,7 @@ async fn main() {
             drain(&client, url).await; // stored / cached (nginx: MISS, then HIT)
         }
         let s = wrk(&sg_url, secs, connections);
-        let rss = peak_rss_mib(sg.pid());
+        let rss = rss_mib("VmHWM:", sg.pid());
         let n = wrk(&nginx_url, secs, connections);
         println!(
             "| {name} ({connections} connections) | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors | {:.2}x |",

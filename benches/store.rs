@@ -31,19 +31,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, verdict};
+use verdict::{Want, rss_mib, verdict};
 
 const OBJECT: usize = 1024;
-
-fn rss_mib(pid: u32, field: &str) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v.sort();
@@ -196,7 +186,7 @@ async fn main() {
         let hit_p99 = percentile(&mut times, 0.99);
         let tasks_api = median_get(&client, &server.url("/api/v1/tasks"), 20).await;
         let metrics = median_get(&client, &server.url("/metrics"), 20).await;
-        let rss = rss_mib(pid, "VmRSS:");
+        let rss = rss_mib("VmRSS:", pid);
         let stored: f64 = metric(&server, r#"seedgate_storage_bytes{kind="stored"}"#).await;
 
         // Eviction, on a copy: a quota the store is 5 % over the high

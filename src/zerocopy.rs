@@ -27,6 +27,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
@@ -45,6 +46,10 @@ struct Registered {
 static REGIONS: LazyLock<RwLock<BTreeMap<usize, Registered>>> =
     LazyLock::new(|| RwLock::new(BTreeMap::new()));
 
+/// How many mappings are live: with none, a write looks nothing up (every
+/// answer's head and every small object goes through [`lookup`]).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
 /// The owner of a region's `Bytes`: unregistered, then unmapped, when the
 /// last clone drops.
 struct FileRegion {
@@ -60,6 +65,7 @@ impl AsRef<[u8]> for FileRegion {
 impl Drop for FileRegion {
     fn drop(&mut self) {
         REGIONS.write().remove(&(self.map.as_ptr() as usize));
+        LIVE.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -88,6 +94,7 @@ pub fn region(file: &Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
             offset,
         },
     );
+    LIVE.fetch_add(1, Ordering::Release);
     // A piece that is not in the page cache is asked for now, without
     // waiting, so `sendfile` finds it there instead of reading the disk on
     // a runtime thread. Three pages are sampled: asking for a whole cached
@@ -120,7 +127,7 @@ fn resident(map: &memmap2::Mmap) -> bool {
 
 /// Where `slice` is in a file, if it lies inside a registered mapping.
 pub fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
-    if slice.is_empty() {
+    if slice.is_empty() || LIVE.load(Ordering::Acquire) == 0 {
         return None;
     }
     let at = slice.as_ptr() as usize;

@@ -54,3 +54,15 @@ pub fn fresh_write_rate(dir: &std::path::Path, bytes: usize) -> f64 {
     std::fs::remove_file(&path).unwrap();
     rate
 }
+
+/// A resident-set figure of a process from `/proc` (`VmHWM:` its peak,
+/// `VmRSS:` now), in MiB.
+pub fn rss_mib(field: &str, pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}

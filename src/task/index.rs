@@ -136,6 +136,27 @@ impl TaskManager {
 mod tests {
     use super::*;
 
+    /// A complete one-byte task's hot copy.
+    fn hot(id: &str) -> Arc<Hot> {
+        Arc::new(Hot {
+            record: crate::storage::TaskRecord {
+                id: id.into(),
+                url: format!("http://o/{id}"),
+                content_length: 1,
+                piece_length: 4 << 20,
+                etag: None,
+                last_modified: None,
+                content_type: None,
+                state: crate::storage::TaskState::Succeeded,
+                created_at_ms: 0,
+                accessed_at_ms: 0,
+            },
+            pieces: Arc::new(Vec::new()),
+            file: Arc::new(tempfile::tempfile().unwrap()),
+            checked: Arc::new(crate::task::object::Checked::new(0)),
+        })
+    }
+
     #[test]
     fn stored_bytes_add_up_and_never_go_negative() {
         let mut index = Index::default();
@@ -158,25 +179,6 @@ mod tests {
     #[test]
     fn no_more_hot_copies_than_allowed_are_kept_and_the_oldest_go() {
         let mut index = Index::default();
-        let hot = |id: &str| {
-            Arc::new(Hot {
-                record: crate::storage::TaskRecord {
-                    id: id.into(),
-                    url: format!("http://o/{id}"),
-                    content_length: 1,
-                    piece_length: 4 << 20,
-                    etag: None,
-                    last_modified: None,
-                    content_type: None,
-                    state: crate::storage::TaskState::Succeeded,
-                    created_at_ms: 0,
-                    accessed_at_ms: 0,
-                },
-                pieces: Arc::new(Vec::new()),
-                file: Arc::new(tempfile::tempfile().unwrap()),
-                checked: Arc::new(crate::task::object::Checked::new(0)),
-            })
-        };
         for i in 0..10 {
             let id = format!("t{i}");
             index.add(&id, 1);
@@ -199,23 +201,7 @@ mod tests {
     fn a_change_of_pieces_drops_the_hot_copy() {
         let mut index = Index::default();
         index.add("a", 1);
-        let hot = Arc::new(Hot {
-            record: crate::storage::TaskRecord {
-                id: "a".into(),
-                url: "http://o/a".into(),
-                content_length: 1,
-                piece_length: 4 << 20,
-                etag: None,
-                last_modified: None,
-                content_type: None,
-                state: crate::storage::TaskState::Succeeded,
-                created_at_ms: 0,
-                accessed_at_ms: 0,
-            },
-            pieces: Arc::new(Vec::new()),
-            file: Arc::new(tempfile::tempfile().unwrap()),
-            checked: Arc::new(crate::task::object::Checked::new(0)),
-        });
+        let hot = hot("a");
         index.tasks.get_mut("a").unwrap().hot = Some(hot);
         index.sub("a", 0);
         assert!(index.tasks["a"].hot.is_none());

@@ -180,12 +180,7 @@ impl TaskManager {
     pub(super) async fn repair(self: &Arc<Self>, object: &mut Object, n: u32) -> Result<()> {
         let id = object.record.id.clone();
         let (_, length) = piece_span(n, object.record.content_length, object.record.piece_length);
-        self.storage.remove_piece(&id, n)?;
-        if let Some(mut record) = self.storage.task(&id)? {
-            record.state = TaskState::Running;
-            self.storage.put_task(&record)?;
-        }
-        self.index.lock().sub(&id, length);
+        self.forget_corrupt_piece(&id, n, length)?;
         let Some(request) = object.request.clone() else {
             return Err(Error::internal(format!(
                 "task {id}: piece {n} failed its digest and this handle cannot fetch it again"

@@ -103,7 +103,7 @@ impl TaskManager {
                         report.corrupt += 1;
                         METRICS.scrub_corrupt.inc();
                         tracing::error!(task = %id, piece = n, "scrub: stored piece no longer matches its digest; dropped, its next read fetches it again");
-                        self.drop_corrupt(&id, n, length)?;
+                        self.forget_corrupt_piece(&id, n, length)?;
                     }
                     Err(e) => {
                         tracing::warn!(task = %id, piece = n, error = %e, "scrub: piece not readable");
@@ -117,10 +117,11 @@ impl TaskManager {
         Ok(report)
     }
 
-    /// Forgets stored piece `n` of `id` whose bytes failed their digest:
-    /// its record goes, the task is no longer complete (its next read
-    /// fetches the piece again), and readers holding it check it again.
-    fn drop_corrupt(&self, id: &str, n: u32, length: u64) -> Result<()> {
+    /// Forgets stored piece `n` of `id` whose bytes failed their digest
+    /// (found by a read or by the scrubber): its record goes, the task is
+    /// no longer complete (its next read fetches the piece again), and
+    /// readers holding it check it again.
+    pub(super) fn forget_corrupt_piece(&self, id: &str, n: u32, length: u64) -> Result<()> {
         if let Some(hot) = self.index.lock().tasks.get(id).and_then(|u| u.hot.clone()) {
             hot.checked.clear(n);
         }
