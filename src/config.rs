@@ -143,6 +143,13 @@ pub struct SchedulerConfig {
     /// tried.
     #[serde(default = "default_seed_trigger_timeout", with = "humantime_serde")]
     pub seed_trigger_timeout: Duration,
+    /// Whether this seedgate's own seed peer is one of the cluster's seed
+    /// hosts. `false`: the scheduler only schedules, and a task's seed is
+    /// picked among the seed hosts that announce to it (Dragonfly seed
+    /// peers, other seedgates), as when seedgate replaces the scheduler of
+    /// a cluster whose seed peers stay.
+    #[serde(default = "default_true")]
+    pub local_seed: bool,
 }
 
 /// 30 seconds: the origin's stat, behind its own watchdog, comes first.

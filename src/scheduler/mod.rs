@@ -191,8 +191,12 @@ impl Scheduler {
         &self.seed.host
     }
 
-    /// This host's seed peer as a host of the cluster, its figures now.
+    /// This host's seed peer as a host of the cluster, its figures now;
+    /// not a host of it when `scheduler.local_seed` is off.
     fn refresh_local_host(&self) {
+        if !self.config.local_seed {
+            return;
+        }
         let host = self.seed_probe().host();
         let _ = self
             .cluster

@@ -50,12 +50,13 @@ fn weight(task_id: &str, host_id: &str) -> u64 {
 }
 
 impl Cluster {
-    /// The live, shared seed hosts in the order `task_id` tries them.
-    pub fn seed_order(&self, task_id: &str) -> Vec<HostEntry> {
+    /// The live, shared seed hosts in the order `task_id` tries them;
+    /// this seedgate's own among them only when `local_seed`.
+    pub fn seed_order(&self, task_id: &str, local_seed: bool) -> Vec<HostEntry> {
         let mut seeds: Vec<(u64, &HostEntry)> = self
             .hosts
             .values()
-            .filter(|h| h.is_seed() && !h.host.disable_shared)
+            .filter(|h| h.is_seed() && !h.host.disable_shared && (local_seed || !h.local))
             .map(|h| (weight(task_id, &h.host.id), h))
             .collect();
         seeds.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.host.id.cmp(&b.1.host.id)));
@@ -126,7 +127,7 @@ impl Scheduler {
         let (mut order, current) = {
             let c = self.cluster.lock();
             let current = c.tasks.get(task_id).and_then(|t| t.seed_host.clone());
-            (c.seed_order(task_id), current)
+            (c.seed_order(task_id, self.config.local_seed), current)
         };
         if let Some(cur) = current
             && let Some(i) = order.iter().position(|h| h.host.id == cur)
@@ -351,7 +352,7 @@ mod tests {
     }
 
     fn first(c: &Cluster, task: &str) -> String {
-        c.seed_order(task)[0].host.id.clone()
+        c.seed_order(task, true)[0].host.id.clone()
     }
 
     #[test]
@@ -363,7 +364,11 @@ mod tests {
         let mut per_host: HashMap<String, usize> = HashMap::new();
         for t in &tasks {
             assert_eq!(first(&a, t), first(&b, t));
-            assert_eq!(a.seed_order(t).len(), 3, "normal hosts are never seeds");
+            assert_eq!(
+                a.seed_order(t, true).len(),
+                3,
+                "normal hosts are never seeds"
+            );
             *per_host.entry(first(&a, t)).or_default() += 1;
         }
         // Spread over all three (each gets 100 ± a wide margin).

@@ -767,3 +767,93 @@ async fn two_seedgates_share_the_seeding_and_each_object_leaves_the_origin_once(
         placed[1].1
     );
 }
+
+/// seedgate as the scheduler only (`local_seed = false`) of a cluster
+/// whose seed peer is a real dfdaemon: a peer's task is started on the
+/// dfdaemon seed (`DfdaemonUpload.DownloadTask`), every piece the peers get
+/// comes from it or from each other, seedgate's own store stays empty, and
+/// the origin sends one copy.
+#[tokio::test]
+async fn a_scheduler_only_seedgate_places_peers_on_a_dfdaemon_seed_peer() {
+    let len = 48 * MIB;
+    let (dir, nginx) = origin();
+    let data = pseudo_random(len, 4242);
+    let key = "sched/dfseed.bin";
+    nginx.put(key, &data);
+    let port = free_port();
+    let (config, _) = seed_config(
+        &nginx.base_url(),
+        &[],
+        &format!("[scheduler]\nlisten = \"127.0.0.1:{port}\"\nlocal_seed = false\n"),
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let seed = Dfdaemon::start("bs-dfseed", port, true).await;
+    let hosts = json(get(&sg.url("/api/v1/cluster/hosts")).await).await;
+    let ids: Vec<&str> = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [seed.host_id.as_str()], "only the dfdaemon seed host");
+
+    let url = format!("{}{key}", nginx.base_url());
+    let mut peers = [
+        Dfdaemon::start("bs-dfchild-a", port, false).await,
+        Dfdaemon::start("bs-dfchild-b", port, false).await,
+    ];
+    for peer in &peers {
+        let out = peer.dir.path().join("out.bin");
+        peer.dfget(&url, &out).await.unwrap();
+        assert_eq!(
+            sha256(&std::fs::read(&out).unwrap()),
+            sha256(&data),
+            "{}: the bytes",
+            peer.hostname
+        );
+    }
+    let tasks = json(get(&sg.url("/api/v1/cluster/tasks")).await).await;
+    let id = tasks[0]["id"].as_str().unwrap().to_string();
+    let task = json(get(&sg.url(&format!("/api/v1/cluster/tasks/{id}"))).await).await;
+    assert_eq!(task["seed_host"], seed.host_id.as_str(), "{task:#}");
+    let seed_peer = peer_of(&task, &seed.host_id);
+    assert_eq!(
+        seed_peer["back_to_source_reason"], "a seed peer downloads back to source",
+        "{task:#}"
+    );
+    let seed_peer = seed_peer["id"].as_str().unwrap().to_string();
+    let pieces = len.div_ceil(4 * MIB) as u64;
+    for peer in &peers {
+        let p = peer_of(&task, &peer.host_id);
+        assert_eq!(p["state"], "Succeeded", "{p:#}");
+        assert_eq!(p["bytes_from_source"], 0, "went to the origin: {p:#}");
+        assert_eq!(p["finished_pieces"], pieces, "{p:#}");
+    }
+    assert_eq!(
+        peer_of(&task, &peers[0].host_id)["pieces_by_parent"][&seed_peer],
+        pieces,
+        "the first peer got every piece from the seed: {task:#}"
+    );
+    let stored = json(get(&sg.url("/api/v1/tasks")).await).await;
+    assert_eq!(stored, serde_json::json!([]), "seedgate stored nothing");
+    let sent = nginx.bytes_sent(&format!("/{key}"));
+    assert!(
+        len as u64 <= sent && sent <= len as u64 + 4 * 4096,
+        "the origin sent {sent} bytes of a {len}-byte object"
+    );
+    // A peer stopped as operators stop it (SIGTERM) leaves the scheduler
+    // at once (DeleteHost), and its peer with it.
+    peers[0].stop().await;
+    let gone = &peers[0].host_id;
+    let hosts = json(get(&sg.url("/api/v1/cluster/hosts")).await).await;
+    assert!(!hosts.to_string().contains(gone.as_str()), "{hosts:#}");
+    let task = json(get(&sg.url(&format!("/api/v1/cluster/tasks/{id}"))).await).await;
+    assert!(
+        task["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["host_id"] != gone.as_str()),
+        "{task:#}"
+    );
+}

@@ -58,6 +58,9 @@ pub struct Options {
     pub ip: std::net::IpAddr,
     /// A network namespace to run in (`ip netns exec`).
     pub netns: Option<String>,
+    /// Where its directory is made (storage, cache, logs); unset: the
+    /// system's temporary directory.
+    pub dir_in: Option<PathBuf>,
 }
 
 impl Options {
@@ -70,6 +73,7 @@ impl Options {
             interval: "300s".into(),
             ip: [127, 0, 0, 1].into(),
             netns: None,
+            dir_in: None,
         }
     }
 }
@@ -138,7 +142,10 @@ impl Dfdaemon {
             ip,
             ..
         } = opts;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = match &opts.dir_in {
+            Some(parent) => tempfile::tempdir_in(parent).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
         let d = dir.path();
         let upload_port = free_port();
         let piece_port = free_port();
@@ -273,6 +280,19 @@ proxy:
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Stops the daemon as an operator does (SIGTERM): it leaves its
+    /// scheduler (`DeleteHost`) and exits.
+    pub async fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let t = tokio::time::Instant::now();
+        while matches!(self.child.try_wait(), Ok(None)) && t.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill();
     }
 
     pub fn socket(&self) -> PathBuf {
