@@ -50,37 +50,21 @@ mod support;
 #[path = "../tests/all/dfdaemon.rs"]
 mod dfdaemon;
 
-use std::process::Command;
+#[path = "support/netns.rs"]
+mod netns;
+
 use std::time::Duration;
 
 use dfdaemon::{Dfdaemon, Options};
+use netns::{Net, Node};
 use support::*;
 use tokio::time::Instant;
 
 const HOSTS: usize = 4;
-const BRIDGE: &str = "sgb-br";
 const BRIDGE_IP: &str = "10.201.0.1";
 const ORIGIN_NS: &str = "sgb-origin";
 const ORIGIN_IP: &str = "10.201.0.10";
 const MIB: u64 = 1 << 20;
-
-fn run<S: AsRef<str>>(args: &[S]) {
-    let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// [`run`] inside network namespace `ns`.
-fn exec_in<S: AsRef<str>>(ns: &str, args: &[S]) {
-    let mut all = vec!["ip", "netns", "exec", ns];
-    all.extend(args.iter().map(AsRef::as_ref));
-    run(&all);
-}
 
 fn host_ns(i: usize) -> String {
     format!("sgb-h{}", i + 1)
@@ -88,88 +72,6 @@ fn host_ns(i: usize) -> String {
 
 fn host_ip(i: usize) -> String {
     format!("10.201.0.{}", 11 + i)
-}
-
-/// `tc` shaping what `dev` sends to `mbit` Mbit/s.
-fn tbf(dev: &str, mbit: u64) -> Vec<String> {
-    let rate = format!("{mbit}mbit");
-    [
-        "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", &rate, "burst", "1mb", "latency",
-        "50ms",
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// The bridge and the namespaces, each on a veth shaped both ways.
-struct Net {
-    namespaces: Vec<String>,
-}
-
-impl Net {
-    fn up(host_mbit: u64, origin_mbit: u64, seed_mbit: u64) -> Self {
-        Self::clean();
-        run(&["ip", "link", "add", BRIDGE, "type", "bridge"]);
-        run(&[
-            "ip",
-            "addr",
-            "add",
-            &format!("{BRIDGE_IP}/24"),
-            "dev",
-            BRIDGE,
-        ]);
-        run(&["ip", "link", "set", BRIDGE, "up"]);
-        // The bridge device's own queue holds only what the root namespace
-        // (seedgate) sends; frames between the namespaces bypass it.
-        if seed_mbit > 0 {
-            run(&tbf(BRIDGE, seed_mbit));
-        }
-        let mut namespaces = Vec::new();
-        let nodes = std::iter::once((ORIGIN_NS.to_string(), ORIGIN_IP.to_string(), origin_mbit))
-            .chain((0..HOSTS).map(|i| (host_ns(i), host_ip(i), host_mbit)));
-        for (n, (ns, ip, mbit)) in nodes.enumerate() {
-            let (outer, inner) = (format!("sgb-v{n}"), format!("sgb-p{n}"));
-            run(&["ip", "netns", "add", &ns]);
-            namespaces.push(ns.clone());
-            run(&[
-                "ip", "link", "add", &outer, "type", "veth", "peer", "name", &inner,
-            ]);
-            run(&["ip", "link", "set", &inner, "netns", &ns]);
-            run(&["ip", "link", "set", &outer, "master", BRIDGE, "up"]);
-            exec_in(
-                &ns,
-                &["ip", "addr", "add", &format!("{ip}/24"), "dev", &inner],
-            );
-            exec_in(&ns, &["ip", "link", "set", &inner, "up"]);
-            exec_in(&ns, &["ip", "link", "set", "lo", "up"]);
-            // Each direction of the link: towards the namespace on the
-            // bridge's side, out of it on the namespace's side.
-            run(&tbf(&outer, mbit));
-            exec_in(&ns, &tbf(&inner, mbit));
-        }
-        Net { namespaces }
-    }
-
-    /// Removes what an earlier, interrupted run left.
-    fn clean() {
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
-        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
-        for line in String::from_utf8_lossy(&list.stdout).lines() {
-            let ns = line.split_whitespace().next().unwrap_or("");
-            if ns.starts_with("sgb-") {
-                let _ = Command::new("ip").args(["netns", "del", ns]).output();
-            }
-        }
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-        let _ = Command::new("ip").args(["link", "del", BRIDGE]).output();
-    }
 }
 
 /// The four hosts download the object from the origin at once.
@@ -302,7 +204,18 @@ async fn main() {
     let seed_children = env_or("SEEDGATE_BENCH_SEED_CHILDREN", 0);
     let rounds = env_or("SEEDGATE_BENCH_ROUNDS", 1);
     let len = mib * MIB;
-    let _net = Net::up(host_mbit, origin_mbit, seed_mbit);
+    let nodes: Vec<Node> = std::iter::once(Node {
+        ns: ORIGIN_NS.into(),
+        ip: ORIGIN_IP.into(),
+        mbit: origin_mbit,
+    })
+    .chain((0..HOSTS).map(|i| Node {
+        ns: host_ns(i),
+        ip: host_ip(i),
+        mbit: host_mbit,
+    }))
+    .collect();
+    let _net = Net::up("sgb-", BRIDGE_IP, seed_mbit, &nodes);
     let dir = tempfile::tempdir().unwrap();
     let origin = Nginx::start_in(dir.path(), ORIGIN_NS, ORIGIN_IP);
     let key = "cluster.bin";
