@@ -425,7 +425,8 @@ impl JobManager {
     }
 
     fn spawn(self: Arc<Self>, job: Arc<Job>) {
-        tokio::spawn(async move {
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move {
             let id = job.record.lock().id.clone();
             let outcome = self.run(&job).await;
             let state = match &outcome {

@@ -20,6 +20,8 @@ pub struct Server {
     limits: ServerLimits,
     /// The Dragonfly seed peer, when `[seed_peer]` is configured.
     peer: Option<peer::SeedPeer>,
+    /// `server.accept_threads` resolved: 0 serves TCP on the main runtime.
+    accept_threads: usize,
 }
 
 /// Binds the unix socket at `path`. A socket file left by a process that
@@ -161,6 +163,9 @@ impl Server {
             app,
             limits,
             peer,
+            accept_threads: config.server.accept_threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }),
         })
     }
 
@@ -175,23 +180,19 @@ impl Server {
     /// facing many clients needs: a client must send its request head
     /// within `server.header_read_timeout` (a slow client cannot hold a
     /// connection), and a head over `server.max_header_bytes` is refused.
+    ///
+    /// TCP connections are accepted and served by `server.accept_threads`
+    /// threads, each with its own single-threaded event loop and its own
+    /// copy of the listener (as nginx's workers share theirs): a request is
+    /// read, answered and sent on one thread, without the wake-ups between
+    /// worker threads that a shared scheduler costs on small answers.
+    /// Downloads, the seed peer and everything else stay on the main
+    /// runtime.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        use futures_util::FutureExt;
-        use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-        use hyper_util::server::conn::auto::Builder;
-        use hyper_util::service::TowerToHyperService;
-
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout)
-            .max_buf_size(self.limits.max_header_bytes.max(8192));
-        builder.http2().timer(TokioTimer::new());
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let conns = Arc::new(Connections::new(self.app.clone(), self.limits));
         let stop_peer = tokio_util::sync::CancellationToken::new();
         let peer = self.peer.map(|p| {
             let cancel = stop_peer.clone();
@@ -201,6 +202,49 @@ impl Server {
                 }
             })
         });
+        let stop_accepting = tokio_util::sync::CancellationToken::new();
+        let stop_threads = tokio_util::sync::CancellationToken::new();
+        let mut threads = Vec::new();
+        let mut accepting = Vec::new();
+        let mut main_tcp = Some(self.listener);
+        let workers = self.accept_threads;
+        if workers > 0 {
+            let listener = main_tcp.take().expect("one listener").into_std()?;
+            for n in 0..workers {
+                let listener = listener.try_clone().context("a copy of the listener")?;
+                let (conns, stop, finish) =
+                    (conns.clone(), stop_accepting.clone(), stop_threads.clone());
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+                accepting.push(done_rx);
+                let thread = std::thread::Builder::new()
+                    .name(format!("seedgate-accept-{n}"))
+                    .spawn(move || -> anyhow::Result<()> {
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .context("an accept thread's event loop")?;
+                        rt.block_on(async move {
+                            let listener = tokio::net::TcpListener::from_std(listener)?;
+                            loop {
+                                let accepted = tokio::select! {
+                                    a = listener.accept() => a,
+                                    () = stop.cancelled() => break,
+                                };
+                                conns.spawn(accepted.map(|(s, _)| Accepted::Tcp(s))).await;
+                            }
+                            drop((listener, conns));
+                            let _ = done_tx.send(());
+                            // Connections in flight run on this thread
+                            // until the main loop's graceful wait is over.
+                            finish.cancelled().await;
+                            anyhow::Ok(())
+                        })
+                    })
+                    .context("starting an accept thread")?;
+                threads.push(thread);
+            }
+            drop(listener);
+        }
         let mut shutdown = std::pin::pin!(shutdown);
         let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
         let unix = self.unix.map(|(l, _)| l);
@@ -209,51 +253,18 @@ impl Server {
                 a = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => {
                     a.map(|(s, _)| Accepted::Unix(s))
                 }
-                a = self.listener.accept() => a.map(|(s, _)| Accepted::Tcp(s)),
+                a = async { main_tcp.as_ref().expect("guarded").accept().await }, if main_tcp.is_some() => {
+                    a.map(|(s, _)| Accepted::Tcp(s))
+                }
                 () = &mut shutdown => break,
             };
-            let service = TowerToHyperService::new(self.app.clone());
-            let conn = match accepted {
-                Ok(Accepted::Tcp(stream)) => {
-                    // Without TCP_NODELAY a small answer written in two
-                    // parts (headers, then the body) waits for the client's
-                    // delayed ACK: +40 ms on a kept-alive connection.
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "TCP_NODELAY");
-                    }
-                    let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
-                    graceful
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                .into_owned(),
-                        )
-                        .boxed()
-                }
-                Ok(Accepted::Unix(stream)) => {
-                    let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
-                    graceful
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(TokioIo::new(io), service)
-                                .into_owned(),
-                        )
-                        .boxed()
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: pause, go on.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended");
-                }
-            });
+            conns.spawn(accepted).await;
         }
-        drop(self.listener);
+        stop_accepting.cancel();
+        for done in accepting {
+            let _ = done.await;
+        }
+        drop(main_tcp);
         drop(unix);
         // The seed peer stops first: it tells its schedulers this host is
         // leaving (DeleteHost) while requests in flight finish.
@@ -268,12 +279,101 @@ impl Server {
         if let Some(path) = unix_path {
             let _ = std::fs::remove_file(path);
         }
+        let graceful = Arc::into_inner(conns)
+            .expect("the accept loops have ended")
+            .graceful;
         tokio::select! {
             () = graceful.shutdown() => {}
             () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {
                 tracing::warn!("requests still running 30 s after shutdown began; stopping");
             }
         }
+        stop_threads.cancel();
+        for t in threads {
+            match tokio::task::spawn_blocking(move || t.join()).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::error!(error = %format!("{e:#}"), "an accept thread failed")
+                }
+                _ => tracing::error!("an accept thread panicked"),
+            }
+        }
         Ok(())
+    }
+}
+
+/// How accepted connections are served: hyper's builder with the
+/// gateway's limits, and the graceful-shutdown watch over all of them.
+struct Connections {
+    builder: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    graceful: hyper_util::server::graceful::GracefulShutdown,
+    app: axum::Router,
+    limits: ServerLimits,
+}
+
+impl Connections {
+    fn new(app: axum::Router, limits: ServerLimits) -> Self {
+        use hyper_util::rt::{TokioExecutor, TokioTimer};
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192));
+        builder.http2().timer(TokioTimer::new());
+        Self {
+            builder,
+            graceful: hyper_util::server::graceful::GracefulShutdown::new(),
+            app,
+            limits,
+        }
+    }
+
+    /// Serves an accepted connection on a task of the current runtime;
+    /// after a failed accept (out of descriptors and the like), pauses.
+    async fn spawn(&self, accepted: std::io::Result<Accepted>) {
+        use futures_util::FutureExt;
+        use hyper_util::rt::TokioIo;
+        use hyper_util::service::TowerToHyperService;
+        let service = TowerToHyperService::new(self.app.clone());
+        let max_head = self.limits.max_header_bytes;
+        let conn = match accepted {
+            Ok(Accepted::Tcp(stream)) => {
+                // Without TCP_NODELAY a small answer written in two parts
+                // (headers, then the body) waits for the client's delayed
+                // ACK: +40 ms on a kept-alive connection.
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY");
+                }
+                let io = gateway::ReasonedErrors::new(stream, max_head);
+                self.graceful
+                    .watch(
+                        self.builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned(),
+                    )
+                    .boxed()
+            }
+            Ok(Accepted::Unix(stream)) => {
+                let io = gateway::ReasonedErrors::new(stream, max_head);
+                self.graceful
+                    .watch(
+                        self.builder
+                            .serve_connection_with_upgrades(TokioIo::new(io), service)
+                            .into_owned(),
+                    )
+                    .boxed()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended");
+            }
+        });
     }
 }

@@ -372,7 +372,7 @@ impl TaskManager {
         }
         let me = self.clone();
         let dl = download.clone();
-        tokio::spawn(async move {
+        self.spawn(async move {
             // The origin's bulkhead counts downloads while they fetch
             // (`run` gives the slot back when fetching ends).
             let outcome = if work {

@@ -99,6 +99,9 @@ pub struct TaskManager {
     /// Stored tasks kept open for hits (`storage.open_files`, bounded by
     /// the process's descriptor limit).
     open_files: usize,
+    /// The runtime this was made on (the server's main one), where work
+    /// that outlives a request runs (see [`TaskManager::spawn`]).
+    main: Option<tokio::runtime::Handle>,
 }
 
 /// See [`TaskManager::on_back_to_source`].
@@ -183,6 +186,7 @@ impl TaskManager {
             disk: Default::default(),
             open_files: open_files_allowed(gc.open_files),
             gc,
+            main: tokio::runtime::Handle::try_current().ok(),
         });
         if !me.space_is_back() {
             let (reserve, _) = me.storage.reserve();
@@ -195,6 +199,20 @@ impl TaskManager {
             ));
         }
         Ok(me)
+    }
+
+    /// Runs `work` on the main runtime: downloads and jobs outlive the
+    /// request that started them, and the gateway's accept threads
+    /// ([`crate::Server::run`]) are kept for answering.
+    pub fn spawn<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.main {
+            Some(rt) => rt.spawn(work),
+            None => tokio::spawn(work),
+        }
     }
 
     /// The Dragonfly task id of a URL under this configuration.

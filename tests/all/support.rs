@@ -344,6 +344,23 @@ impl Seedgate {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Stops the process as an operator does (SIGTERM) and waits up to
+    /// `within` for it to exit; its exit status, `None` if it did not.
+    #[allow(dead_code)]
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let step = Duration::from_millis(20);
+        for _ in 0..=within.as_millis() / step.as_millis() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(step);
+        }
+        None
+    }
+
     /// Stops the process at once (SIGKILL) and reaps it.
     pub fn kill(mut self) -> (PathBuf, PathBuf) {
         let _ = self.child.kill();
