@@ -14,7 +14,7 @@
 //! Run with `scripts/bench gateway` (see BENCHMARKS.md). Knobs:
 //! `SEEDGATE_BENCH_WRK_SECS` (default 10), `SEEDGATE_BENCH_PREHEAT_MIB`
 //! (default 2048), `SEEDGATE_BENCH_PREHEAT_OBJECTS` (default 200),
-//! `SEEDGATE_BENCH_ACCEPT_THREADS` (seedgate's `server.accept_threads`;
+//! `SEEDGATE_BENCH_CONNECTION_THREADS` (seedgate's `server.connection_threads`;
 //! unset: its default).
 
 #[allow(dead_code)]
@@ -216,11 +216,11 @@ async fn main() {
     }
     let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
     let link = Link::start(origin.port, link_mbit as u64 * 1_000_000 / 8).await;
-    let accept_threads = std::env::var("SEEDGATE_BENCH_ACCEPT_THREADS")
-        .map(|n| format!("[server]\naccept_threads = {n}\n"))
+    let connection_threads = std::env::var("SEEDGATE_BENCH_CONNECTION_THREADS")
+        .map(|n| format!("[server]\nconnection_threads = {n}\n"))
         .unwrap_or_default();
     let config = format!(
-        "{accept_threads}{}\n[origins.link]\nplugin = \"http\"\nbase_url = \"{}\"\n",
+        "{connection_threads}{}\n[origins.link]\nplugin = \"http\"\nbase_url = \"{}\"\n",
         http_origin_config(&origin.base_url()),
         link.base_url()
     );

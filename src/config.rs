@@ -368,13 +368,13 @@ pub struct ServerConfig {
     /// addresses. The reason stays either way; logs keep the URL.
     #[serde(default)]
     pub expose_origin_urls: Option<bool>,
-    /// Threads that accept and serve the TCP listener's connections, each
-    /// with its own event loop, as nginx's workers are: a connection's
-    /// requests are answered on the thread that accepted it, with no
-    /// wake-ups between threads. Unset: one per core. 0: the main
-    /// runtime's workers serve them.
+    /// Threads that serve the TCP listener's connections, each with its
+    /// own event loop, as nginx's workers are: an accepted connection goes
+    /// to the thread serving the fewest and its requests are answered
+    /// there, with no wake-ups between threads. Unset: one per core. 0:
+    /// the main runtime's workers serve them.
     #[serde(default)]
-    pub accept_threads: Option<usize>,
+    pub connection_threads: Option<usize>,
 }
 
 /// 10 seconds to send a request head.
@@ -417,7 +417,7 @@ impl Default for ServerConfig {
             max_header_bytes: default_max_header_bytes(),
             unix_socket: None,
             expose_origin_urls: None,
-            accept_threads: None,
+            connection_threads: None,
         }
     }
 }

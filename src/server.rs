@@ -20,8 +20,9 @@ pub struct Server {
     limits: ServerLimits,
     /// The Dragonfly seed peer, when `[seed_peer]` is configured.
     peer: Option<peer::SeedPeer>,
-    /// `server.accept_threads` resolved: 0 serves TCP on the main runtime.
-    accept_threads: usize,
+    /// `server.connection_threads` resolved: 0 serves TCP on the main
+    /// runtime.
+    connection_threads: usize,
 }
 
 /// Binds the unix socket at `path`. A socket file left by a process that
@@ -163,7 +164,7 @@ impl Server {
             app,
             limits,
             peer,
-            accept_threads: config.server.accept_threads.unwrap_or_else(|| {
+            connection_threads: config.server.connection_threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
         })
@@ -181,13 +182,13 @@ impl Server {
     /// within `server.header_read_timeout` (a slow client cannot hold a
     /// connection), and a head over `server.max_header_bytes` is refused.
     ///
-    /// TCP connections are accepted and served by `server.accept_threads`
-    /// threads, each with its own single-threaded event loop and its own
-    /// copy of the listener (as nginx's workers share theirs): a request is
-    /// read, answered and sent on one thread, without the wake-ups between
-    /// worker threads that a shared scheduler costs on small answers.
-    /// Downloads, the seed peer and everything else stay on the main
-    /// runtime.
+    /// Each accepted TCP connection is handed to the one of the
+    /// `server.connection_threads` threads serving the fewest, and stays
+    /// there: each thread has its own single-threaded event loop, as
+    /// nginx's workers have, so a request is read, answered and sent on one
+    /// thread, without the wake-ups between worker threads that a shared
+    /// scheduler costs on small answers. Accepting, downloads, the seed
+    /// peer and everything else stay on the main runtime.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -202,66 +203,80 @@ impl Server {
                 }
             })
         });
-        let stop_accepting = tokio_util::sync::CancellationToken::new();
         let stop_threads = tokio_util::sync::CancellationToken::new();
         let mut threads = Vec::new();
-        let mut accepting = Vec::new();
-        let mut main_tcp = Some(self.listener);
-        let workers = self.accept_threads;
-        if workers > 0 {
-            let listener = main_tcp.take().expect("one listener").into_std()?;
-            for n in 0..workers {
-                let listener = listener.try_clone().context("a copy of the listener")?;
-                let (conns, stop, finish) =
-                    (conns.clone(), stop_accepting.clone(), stop_threads.clone());
-                let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-                accepting.push(done_rx);
-                let thread = std::thread::Builder::new()
-                    .name(format!("seedgate-accept-{n}"))
-                    .spawn(move || -> anyhow::Result<()> {
-                        let rt = tokio::runtime::Builder::new_current_thread()
-                            .enable_all()
-                            .build()
-                            .context("an accept thread's event loop")?;
-                        rt.block_on(async move {
-                            let listener = tokio::net::TcpListener::from_std(listener)?;
-                            loop {
-                                let accepted = tokio::select! {
-                                    a = listener.accept() => a,
-                                    () = stop.cancelled() => break,
-                                };
-                                conns.spawn(accepted.map(|(s, _)| Accepted::Tcp(s))).await;
-                            }
-                            drop((listener, conns));
-                            let _ = done_tx.send(());
-                            // Connections in flight run on this thread
-                            // until the main loop's graceful wait is over.
-                            finish.cancelled().await;
-                            anyhow::Ok(())
-                        })
+        let mut workers = Vec::new();
+        let mut serving = Vec::new();
+        for n in 0..self.connection_threads {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+            let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            workers.push(Worker {
+                streams: tx,
+                live: live.clone(),
+            });
+            let (conns, finish) = (conns.clone(), stop_threads.clone());
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+            serving.push(done_rx);
+            let thread = std::thread::Builder::new()
+                .name(format!("seedgate-conn-{n}"))
+                .spawn(move || -> anyhow::Result<()> {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .context("a connection thread's event loop")?;
+                    rt.block_on(async move {
+                        while let Some(stream) = rx.recv().await {
+                            let stream = tokio::net::TcpStream::from_std(stream);
+                            let live = live.clone();
+                            conns
+                                .spawn(stream.map(Accepted::Tcp), move || {
+                                    live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                                })
+                                .await;
+                        }
+                        drop(conns);
+                        let _ = done_tx.send(());
+                        // Connections in flight run on this thread until
+                        // the main loop's graceful wait is over.
+                        finish.cancelled().await;
+                        anyhow::Ok(())
                     })
-                    .context("starting an accept thread")?;
-                threads.push(thread);
-            }
-            drop(listener);
+                })
+                .context("starting a connection thread")?;
+            threads.push(thread);
         }
         let mut shutdown = std::pin::pin!(shutdown);
         let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
         let unix = self.unix.map(|(l, _)| l);
+        let main_tcp = self.listener;
         loop {
             let accepted = tokio::select! {
                 a = async { unix.as_ref().expect("guarded").accept().await }, if unix.is_some() => {
                     a.map(|(s, _)| Accepted::Unix(s))
                 }
-                a = async { main_tcp.as_ref().expect("guarded").accept().await }, if main_tcp.is_some() => {
-                    a.map(|(s, _)| Accepted::Tcp(s))
-                }
+                a = main_tcp.accept() => a.map(|(s, _)| Accepted::Tcp(s)),
                 () = &mut shutdown => break,
             };
-            conns.spawn(accepted).await;
+            // A TCP connection goes to the thread serving the fewest.
+            let accepted = match (accepted, workers.iter().min_by_key(|w| w.load())) {
+                (Ok(Accepted::Tcp(stream)), Some(w)) => match stream.into_std() {
+                    Ok(stream) => {
+                        w.live.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if w.streams.send(stream).is_err() {
+                            w.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                            tracing::error!("a connection thread is gone; connection dropped");
+                        }
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                (accepted, _) => accepted,
+            };
+            conns.spawn(accepted, || {}).await;
         }
-        stop_accepting.cancel();
-        for done in accepting {
+        // The connection threads take no more connections.
+        drop(workers);
+        for done in serving {
             let _ = done.await;
         }
         drop(main_tcp);
@@ -329,9 +344,14 @@ impl Connections {
         }
     }
 
-    /// Serves an accepted connection on a task of the current runtime;
-    /// after a failed accept (out of descriptors and the like), pauses.
-    async fn spawn(&self, accepted: std::io::Result<Accepted>) {
+    /// Serves an accepted connection on a task of the current runtime,
+    /// calling `ended` when it is over; after a failed accept (out of
+    /// descriptors and the like), pauses.
+    async fn spawn(
+        &self,
+        accepted: std::io::Result<Accepted>,
+        ended: impl FnOnce() + Send + 'static,
+    ) {
         use futures_util::FutureExt;
         use hyper_util::rt::TokioIo;
         use hyper_util::service::TowerToHyperService;
@@ -374,6 +394,20 @@ impl Connections {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended");
             }
+            ended();
         });
+    }
+}
+
+/// A connection thread: where its connections are sent, and how many it
+/// serves now.
+struct Worker {
+    streams: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Worker {
+    fn load(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

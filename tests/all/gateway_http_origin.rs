@@ -358,24 +358,24 @@ async fn custom_plugins_load_from_a_directory() {
     );
 }
 
-/// Every `server.accept_threads` setting serves: none (the main runtime's
+/// Every `server.connection_threads` setting serves: none (the main runtime's
 /// workers), one, and more than the cores. 64 concurrent clients on
 /// kept-alive connections each read a cold and then a stored object
 /// (the download that the first reads start runs on the main runtime and
 /// outlives their requests), every body has the origin's sha256, the
 /// origin saw one copy, and SIGTERM stops the process cleanly within 5 s.
 #[tokio::test]
-async fn every_accept_thread_count_serves_and_stops_cleanly() {
+async fn every_connection_thread_count_serves_and_stops_cleanly() {
     let (dir, nginx) = origin();
     let data = pseudo_random(6 * MIB, 77);
     let want = sha256(&data);
     for threads in [0, 1, 5] {
-        let key = format!("accept-{threads}.bin");
+        let key = format!("threads-{threads}.bin");
         nginx.put(&key, &data);
         let home = dir.path().join(format!("sg-{threads}"));
         std::fs::create_dir_all(&home).unwrap();
         let config = format!(
-            "[server]\naccept_threads = {threads}\n{}",
+            "[server]\nconnection_threads = {threads}\n{}",
             http_origin_config(&nginx.base_url())
         );
         let mut sg = Seedgate::start(&home, &config);
@@ -386,7 +386,7 @@ async fn every_accept_thread_count_serves_and_stops_cleanly() {
                 let c = client();
                 for _ in 0..2 {
                     let body = c.get(&url).send().await.unwrap().bytes().await.unwrap();
-                    assert_eq!(sha256(&body), want, "accept_threads = {threads}");
+                    assert_eq!(sha256(&body), want, "connection_threads = {threads}");
                 }
             }
         });
@@ -395,13 +395,13 @@ async fn every_accept_thread_count_serves_and_stops_cleanly() {
         assert_eq!(
             sent,
             data.len() as u64,
-            "accept_threads = {threads}: one copy"
+            "connection_threads = {threads}: one copy"
         );
         // Idle kept-alive connections are closed at once: no 30 s wait.
         let status = sg.terminate(std::time::Duration::from_secs(5));
         assert!(
             status.is_some_and(|s| s.success()),
-            "accept_threads = {threads}: SIGTERM gave {status:?}"
+            "connection_threads = {threads}: SIGTERM gave {status:?}"
         );
     }
 }
