@@ -31,6 +31,9 @@ pub(crate) mod preheat;
 pub(crate) mod resilience;
 pub mod scheduler;
 pub mod server;
+#[cfg(feature = "bench-internals")]
+pub mod storage;
+#[cfg(not(feature = "bench-internals"))]
 pub(crate) mod storage;
 pub(crate) mod task;
 pub(crate) mod zerocopy;
