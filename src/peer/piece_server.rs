@@ -291,6 +291,23 @@ impl Connection {
             };
             return send_error(stream, code, why).await;
         };
+        // Sent unread (sendfile), so checked first, once per start, as
+        // the gateway's reads are: a piece whose bytes no longer match its
+        // digest is never sent.
+        match self.tasks.check_piece(&task, n).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return send_error(
+                    stream,
+                    Code::NotFound,
+                    format!(
+                        "piece {n} of task {task_id} failed its digest check on this seed peer and was dropped; it will be fetched again"
+                    ),
+                )
+                .await;
+            }
+            Err(e) => return send_error(stream, Code::Internal, e.to_string()).await,
+        }
         if let Some(rate) = &self.rate {
             rate.take(piece.length).await;
         }

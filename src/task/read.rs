@@ -210,6 +210,32 @@ impl TaskManager {
             || object.checked.as_ref().is_some_and(|c| c.get(n))
     }
 
+    /// Makes sure piece `n` may be sent without reading it (the piece
+    /// protocol sends it with `sendfile`): an untrusted piece is read and
+    /// checked once, as a read through the gateway would. `Ok(false)`: it
+    /// has not landed, or its bytes no longer match its digest, and it was
+    /// dropped so that the next read fetches it again.
+    pub async fn check_piece(&self, object: &Object, n: u32) -> Result<bool> {
+        let Some(landed) = Self::landed_now(object, n) else {
+            return Ok(false);
+        };
+        if self.trusted(object, n, landed) {
+            return Ok(true);
+        }
+        let read = self
+            .start_read(object, n, landed)
+            .bytes()
+            .await
+            .map_err(|e| Error::internal(format!("reading piece {n}: {e}")))??;
+        if read.is_some() {
+            return Ok(true);
+        }
+        let r = &object.record;
+        let (_, length) = piece_span(n, r.content_length, r.piece_length);
+        self.forget_corrupt_piece(&r.id, n, length)?;
+        Ok(false)
+    }
+
     /// Reads piece `n` whole, checking its crc32 unless it is
     /// [trusted](Self::trusted); a piece that passes is trusted from then
     /// on.

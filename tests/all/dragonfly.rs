@@ -743,3 +743,54 @@ async fn a_peer_that_stops_reading_is_dropped() {
         .unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// The piece protocol sends stored pieces unread (sendfile), so each is
+/// checked against its digest once before it is first sent: the sound
+/// pieces are sent; a byte flipped in a stored piece gets the peer an error
+/// naming the failed check, never the bytes; the next gateway read fetches
+/// exactly that piece again, and the piece protocol then sends it right.
+#[tokio::test]
+async fn a_piece_that_rotted_on_disk_is_never_sent_to_a_peer() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(16 << 20, 83);
+    nginx.put("rot/a.bin", &data);
+    let (config, ports) = seed_config(&nginx.base_url(), &[], "");
+    let sg = Seedgate::start(dir.path(), &config);
+    let url = sg.url("/o/www/rot/a.bin");
+    let resp = get(&url).await;
+    let task_id = task_of(&resp);
+    assert_eq!(resp.bytes().await.unwrap().len(), data.len());
+    wait_stored(&url).await;
+    // A restart, so nothing is trusted from its landing; then one byte of
+    // piece 2 flips in place.
+    let (config_path, data_dir) = sg.kill();
+    let sg = Seedgate::start_with(&config_path, &data_dir);
+    let url = sg.url("/o/www/rot/a.bin");
+    let file = sg.content_file(&task_id);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2 * (4 << 20) + 777] ^= 0x01;
+    std::fs::write(&file, &bytes).unwrap();
+    let before = nginx.gets("/rot/a.bin");
+
+    let mut conn = TcpStream::connect(("127.0.0.1", ports.piece))
+        .await
+        .unwrap();
+    let (meta, piece) = fetch_piece(&mut conn, &task_id, 1).await.unwrap();
+    assert_eq!(meta.digest, crc_digest(&piece));
+    assert_eq!(piece, &data[4 << 20..8 << 20]);
+    let (code, why) = fetch_piece(&mut conn, &task_id, 2).await.unwrap_err();
+    assert_eq!(code, Code::NotFound, "{why}");
+    assert!(why.contains("failed its digest check"), "{why}");
+
+    let resp = get(&url).await;
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), sha256(&data));
+    assert_eq!(
+        nginx.gets("/rot/a.bin"),
+        before + 1,
+        "exactly piece 2 fetched again"
+    );
+    wait_stored(&url).await;
+    let (meta, piece) = fetch_piece(&mut conn, &task_id, 2).await.unwrap();
+    assert_eq!(meta.digest, crc_digest(&piece));
+    assert_eq!(piece, &data[8 << 20..12 << 20]);
+}
