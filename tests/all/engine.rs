@@ -302,6 +302,10 @@ async fn corrupt_piece_is_detected_and_refetched() {
     let task = task_of(&resp);
     assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
     assert_eq!(nginx.gets("/c.bin"), 4);
+    // Stored whole first: a piece is trusted from its landing while its
+    // download is live (its crc was computed from the bytes received), so
+    // a flip that raced the download's end could be sent unchecked.
+    wait_stored(&sg.url("/o/www/c.bin")).await;
 
     // Flip one byte in piece 2.
     let file = sg.content_file(&task);
