@@ -336,15 +336,6 @@ impl TaskManager {
                     me.repair(&mut object, n).await.map_err(io::Error::other)?;
                 };
                 pos += part.len() as u64;
-                if pos >= end {
-                    // The last part: the task is let go before it is sent,
-                    // so a client that has every byte finds the task idle
-                    // (a DELETE right after the read is not refused).
-                    drop(ahead);
-                    drop(object);
-                    yield part;
-                    break;
-                }
                 if pos < end
                     && let Some(landed) = Self::landed_now(&object, n + 1)
                     && !mapped(&me, &object, n + 1, landed)

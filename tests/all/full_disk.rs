@@ -260,11 +260,22 @@ async fn one_round(round: u64, quota: bool) {
     assert_eq!(metric(&sg, "seedgate_disk_full").await, 0.0);
     whole(&sg, "a.bin", &a).await;
     let a_task = task_of(&client().head(sg.url("/o/www/a.bin")).send().await.unwrap());
-    let resp = client()
-        .delete(sg.url(&format!("/api/v1/tasks/{a_task}")))
-        .send()
-        .await
-        .unwrap();
+    // 409 "being read": the read that just ended may not have let the
+    // task go yet; the answer says to try again when it is idle.
+    let mut resp = None;
+    for _ in 0..50 {
+        let r = client()
+            .delete(sg.url(&format!("/api/v1/tasks/{a_task}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() != 409 {
+            resp = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let resp = resp.expect("the task stayed busy for 1 s after its read ended");
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     // 4. Full again, and killed: it comes back on the full disk and
