@@ -23,6 +23,7 @@ const PLUGINS: &[(&str, &str, &str)] = &[
         "seedgate_plugin_gitlab_lfs",
         "SEEDGATE_PLUGIN_GITLAB_LFS_WASM",
     ),
+    ("oci", "seedgate_plugin_oci", "SEEDGATE_PLUGIN_OCI_WASM"),
     (
         "scheduler-default",
         "seedgate_scheduler_default",

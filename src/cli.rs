@@ -227,6 +227,15 @@ pub struct PreheatArgs {
     /// Every object of --origin whose key starts with this.
     #[arg(long)]
     pub prefix: Option<String>,
+    /// An image, `REGISTRY/NAME:TAG` or `REGISTRY/NAME@sha256:HEX`: its
+    /// config and layers (through --origin, or the registry origin whose
+    /// base_url is `…REGISTRY/v2/`).
+    #[arg(long, conflicts_with_all = ["urls", "keys", "prefix"])]
+    pub image: Option<String>,
+    /// The image of an index to take: OS/ARCH[/VARIANT] or all (default:
+    /// the server's own).
+    #[arg(long, requires = "image")]
+    pub platform: Option<String>,
     /// Objects downloaded at once.
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -254,6 +263,12 @@ pub async fn preheat(remote: &Remote, args: &PreheatArgs) -> anyhow::Result<bool
     }
     if let Some(p) = &args.prefix {
         body["prefix"] = p.clone().into();
+    }
+    if let Some(i) = &args.image {
+        body["image"] = i.clone().into();
+    }
+    if let Some(p) = &args.platform {
+        body["platform"] = p.clone().into();
     }
     if let Some(c) = args.concurrency {
         body["concurrency"] = c.into();

@@ -961,6 +961,13 @@ pub struct OriginConfig {
     /// when the URL falls under `base_url`.
     #[serde(default)]
     pub allow_full_urls: bool,
+    /// Name each OCI blob (`…/v2/NAME/blobs/sha256:HEX`) by its digest, as
+    /// Dragonfly's registry mirror does, so a blob preheated here is the
+    /// task a dfdaemon proxy asks for; its bytes are then checked against
+    /// the digest before the task is complete. Default: true for the `oci`
+    /// plugin, false otherwise.
+    #[serde(default)]
+    pub blob_digest_task_ids: Option<bool>,
     /// The plugin's own table. String values `env:NAME` are replaced by the
     /// environment variable `NAME` when the config is loaded.
     #[serde(default)]
@@ -1008,7 +1015,7 @@ pub enum ConfigError {
 }
 
 /// Names of the plugins built into the binary.
-pub const BUILTIN_PLUGINS: &[&str] = &["http", "s3", "gitlab-lfs"];
+pub const BUILTIN_PLUGINS: &[&str] = &["http", "s3", "gitlab-lfs", "oci"];
 
 impl Config {
     /// Reads, parses and validates a config file.

@@ -9,7 +9,7 @@
 //! | origins | [`origin`] | named origins: keys, plans, guarded stat and fetch (guard order at its top) |
 //! | plugins | [`plugin`] | the WebAssembly host: origin and scheduling-policy components through WIT |
 //! | records | `storage` | the sled store of task, piece and job records |
-//! | leaves | [`config`], [`piece`], [`allowlist`], `resilience`, `clock`, `error`, `metrics` | rules everything may use |
+//! | leaves | [`config`], [`piece`], [`oci`], [`allowlist`], `resilience`, `clock`, `error`, `metrics` | rules everything may use |
 //!
 //! Data flows one way: gateway → task → origin → plugin, with bytes
 //! landing in storage. [`Server`] wires them together. The modules shown
@@ -23,6 +23,7 @@ pub mod config;
 pub(crate) mod error;
 pub mod gateway;
 pub(crate) mod metrics;
+pub mod oci;
 pub mod origin;
 pub mod peer;
 pub mod piece;

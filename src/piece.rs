@@ -8,6 +8,12 @@
 //! dropped and the rest sorted by key, Go's `url.QueryEscape` encoding), then
 //! tag, application and piece length when given, then the task type
 //! `STANDARD`.
+//!
+//! An OCI blob URL (`…/v2/<name>/blobs/<alg>:<hex>`) of a content-addressed
+//! origin has the id Dragonfly's registry mirror gives it
+//! (`enable_task_id_based_blob_digest`, `TaskIDParameter::BlobDigestBased`):
+//! the digest's hex alone, whatever the registry, repository, tag or piece
+//! length ([`blob_digest`]).
 
 use sha2::{Digest, Sha256};
 use url::{Position, Url, form_urlencoded};
@@ -28,6 +34,25 @@ pub struct TaskIdParams<'a> {
     pub application: Option<&'a str>,
     /// Query parameters left out of the id (signatures, expiry).
     pub filtered_query_params: &'a [String],
+}
+
+/// The digest an OCI blob URL names, as Dragonfly's `BLOB_URL_REGEX`
+/// reads it: the part after the last `/blobs/` of a `…://…/v2/…` URL, up
+/// to its query. Only `sha256:` with 64 lowercase hex digits is taken
+/// (`(algorithm, hex)`): its hex is the task id. Dragonfly would also take
+/// `sha512:` and `crc32:` digests, and any 64 characters; those make ids
+/// that are not 64 hex digits, which no peer here accepts, so they stay
+/// URL-based.
+pub fn blob_digest(url: &str) -> Option<(&str, &str)> {
+    static BLOB_URL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^(.*)://(.*)/v2/(.*)/blobs/([^?]+)(?:\?.*)?$").expect("valid")
+    });
+    let digest = BLOB_URL.captures(url)?.get(4)?.as_str();
+    let (alg, hex) = digest.split_once(':')?;
+    (alg == "sha256"
+        && hex.len() == 64
+        && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+    .then_some((alg, hex))
 }
 
 /// The Dragonfly task id of a URL-based task.
@@ -336,6 +361,32 @@ mod tests {
                 "{url} {piece_length:?} {tag:?} {application:?} {filters:?}"
             );
         }
+    }
+
+    /// Vectors from dragonfly-client-util 1.5.10's
+    /// `task_id_extracts_oci_digests_or_rejects_invalid_urls`.
+    #[test]
+    fn blob_task_ids_match_dragonfly() {
+        let hex = "b2c366cce7e68013d5441c6326d5a3e1b12aeb5ed58564d0fd3fa089bc29cb6e";
+        for (url, id) in [
+            (format!("http://registry.example.com/v2/library/ubuntu/blobs/sha256:{hex}"), Some(hex)),
+            (format!("http://localhost:5000/v2/myrepo/blobs/sha256:{hex}?ns=docker.io"), Some(hex)),
+            ("https://example.com/file.txt".into(), None),
+            ("http://registry.example.com/v2/library/ubuntu/blobs/sha256:abc".into(), None),
+            ("http://registry.example.com/v2/library/ubuntu/blobs/md5:8a04994a666b4e4b20a2fd9e5a44f44c".into(), None),
+            (format!("http://registry.example.com/v2/library/ubuntu/manifests/sha256:{hex}"), None),
+            // Nested repositories and a port are part of the name, not the id.
+            (format!("http://127.0.0.1:5000/v2/team/app/x/blobs/sha256:{hex}"), Some(hex)),
+        ] {
+            assert_eq!(blob_digest(&url).map(|(_, h)| h), id, "{url}");
+        }
+        // sha512 makes a 128-digit id in Dragonfly, which is not a task id
+        // here: such a blob keeps its URL-based id.
+        let long = "94381a28e8c039fedfa78de025158a068226c3ccd041b22c2c8e73fc993584e9b167d9ae32bc8b372c66701c808ab134e0768c8f16b9a3e61eec1ccf8faa9db8";
+        assert_eq!(
+            blob_digest(&format!("https://r/v2/a/b/blobs/sha512:{long}")),
+            None
+        );
     }
 
     #[test]

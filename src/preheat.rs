@@ -140,7 +140,36 @@ pub struct JobManager {
     running: Arc<Semaphore>,
     /// Serializes creation, so one idempotency key makes one job.
     creating: tokio::sync::Mutex<()>,
+    /// Credential headers of each job, kept in memory only: its stored
+    /// request says `[redacted]` in their place.
+    secrets: Mutex<HashMap<String, BTreeMap<String, String>>>,
 }
+
+/// Headers that carry credentials: never stored, logged or answered.
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-registry-auth",
+];
+
+/// What a stored request shows in place of a credential.
+pub const REDACTED: &str = "[redacted]";
+
+/// Splits the credential headers out of `request`, leaving `[redacted]`
+/// in their place.
+fn redact(request: &mut JobRequest) -> BTreeMap<String, String> {
+    let mut secrets = BTreeMap::new();
+    for (name, value) in request.headers.iter_mut() {
+        if SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+            secrets.insert(name.clone(), std::mem::replace(value, REDACTED.to_owned()));
+        }
+    }
+    secrets
+}
+
+/// Manifests are read into memory up to this size.
+const MANIFEST_CAP: u64 = 4 << 20;
 
 impl std::fmt::Debug for JobManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,6 +200,7 @@ impl JobManager {
             origins,
             jobs: Mutex::new(BTreeMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            secrets: Mutex::new(HashMap::new()),
         });
         let mut resumed = 0;
         for StoredJob { record, items } in me.storage.jobs()? {
@@ -214,8 +244,16 @@ impl JobManager {
     /// expanded later, when the job runs).
     fn items_of(&self, r: &JobRequest) -> Result<Vec<ItemRecord>> {
         let mut items = Vec::new();
-        if r.urls.is_empty() && r.keys.is_empty() && r.prefix.is_none() {
-            return Err(invalid("a preheat job needs urls, keys or a prefix"));
+        if r.urls.is_empty() && r.keys.is_empty() && r.prefix.is_none() && r.image.is_none() {
+            return Err(invalid(
+                "a preheat job needs urls, keys, a prefix or an image",
+            ));
+        }
+        if r.image.is_some() && (!r.urls.is_empty() || !r.keys.is_empty() || r.prefix.is_some()) {
+            return Err(invalid("an image job takes no urls, keys or prefix"));
+        }
+        if r.platform.is_some() && r.image.is_none() {
+            return Err(invalid("platform is only used with an image"));
         }
         if let Some(len) = r.piece_length {
             crate::piece::check_piece_length(len).map_err(invalid)?;
@@ -250,6 +288,7 @@ impl JobManager {
                 task_id: None,
                 content_length: None,
                 error: None,
+                status: None,
             });
         }
         if !r.keys.is_empty() || r.prefix.is_some() {
@@ -266,10 +305,13 @@ impl JobManager {
                     task_id: None,
                     content_length: None,
                     error: None,
+                    status: None,
                 });
             }
-        } else if r.origin.is_some() {
-            return Err(invalid("origin is only used with keys or a prefix"));
+        } else if r.origin.is_some() && r.image.is_none() {
+            return Err(invalid(
+                "origin is only used with keys, a prefix or an image",
+            ));
         }
         if items.len() > self.config.max_items {
             return Err(invalid(format!(
@@ -288,7 +330,17 @@ impl JobManager {
         request: JobRequest,
         idempotency_key: Option<String>,
     ) -> Result<(JobView, bool)> {
+        let mut request = request;
+        if let Some(image) = &request.image {
+            let (origin, _, _) = self.image_origin(
+                image,
+                request.origin.as_deref(),
+                request.platform.as_deref(),
+            )?;
+            request.origin = Some(origin.name.clone());
+        }
         let items = self.items_of(&request)?;
+        let secrets = redact(&mut request);
         let _one_at_a_time = self.creating.lock().await;
         let print = fingerprint(&request);
         if let Some(key) = &idempotency_key
@@ -312,14 +364,18 @@ impl JobManager {
         let record = JobRecord {
             id: id.clone(),
             state: JobState::Queued,
-            expanded: request.prefix.is_none(),
+            expanded: request.prefix.is_none() && request.image.is_none(),
             items: items.len() as u32,
             request,
             idempotency_key: idempotency_key.clone(),
             created_at_ms: now,
             updated_at_ms: now,
             error: None,
+            status: None,
         };
+        if !secrets.is_empty() {
+            self.secrets.lock().insert(id.clone(), secrets);
+        }
         for (i, item) in items.iter().enumerate() {
             self.put_item(&id, i as u32, item)?;
         }
@@ -397,13 +453,14 @@ impl JobManager {
         Ok(self.storage.put_job_item(job, i, item)?)
     }
 
-    fn set_state(&self, job: &Job, state: JobState, error: Option<String>) {
+    fn set_state(&self, job: &Job, state: JobState, error: Option<&Error>) {
         let record = {
             let mut r = job.record.lock();
             r.state = state;
             r.updated_at_ms = now_ms();
-            if error.is_some() {
-                r.error = error;
+            if let Some(e) = error {
+                r.error = Some(e.to_string());
+                r.status = Some(e.http_status());
             }
             r.clone()
         };
@@ -441,7 +498,7 @@ impl JobManager {
                     }
                 }
             };
-            self.set_state(&job, state, outcome.err().map(|e| e.to_string()));
+            self.set_state(&job, state, outcome.as_ref().err());
             if let Err(e) = self.storage.flush().await {
                 tracing::warn!(job = %id, error = %e, "flushing preheat job");
             }
@@ -458,7 +515,11 @@ impl JobManager {
         let request = job.record.lock().request.clone();
         if !job.record.lock().expanded {
             self.set_state(job, JobState::Listing, None);
-            self.expand(job, &request).await?;
+            if request.image.is_some() {
+                self.resolve_image(job, &request).await?;
+            } else {
+                self.expand(job, &request).await?;
+            }
         }
         if job.cancelled.load(Ordering::SeqCst) {
             self.cancel_rest(job);
@@ -475,15 +536,7 @@ impl JobManager {
             piece_length: request.piece_length,
             ..TaskSpec::default()
         };
-        let mut headers = HeaderMap::new();
-        for (k, v) in &request.headers {
-            if let (Ok(k), Ok(v)) = (
-                http::HeaderName::from_bytes(k.as_bytes()),
-                http::HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
+        let headers = self.headers_of(job, &request);
         let todo: Vec<usize> = job
             .items
             .lock()
@@ -520,6 +573,206 @@ impl JobManager {
         }
     }
 
+    /// The headers a job's requests go with: its stored ones, with the
+    /// credentials it was created with in place of `[redacted]` (after a
+    /// restart they are gone, and the request goes without them).
+    fn headers_of(&self, job: &Job, request: &JobRequest) -> HeaderMap {
+        let id = job.record.lock().id.clone();
+        let secrets = self.secrets.lock().get(&id).cloned().unwrap_or_default();
+        let mut headers = HeaderMap::new();
+        for (k, v) in &request.headers {
+            let v = if v == REDACTED {
+                match secrets.get(k) {
+                    Some(v) => v,
+                    None => continue,
+                }
+            } else {
+                v
+            };
+            if let (Ok(k), Ok(v)) = (
+                http::HeaderName::from_bytes(k.as_bytes()),
+                http::HeaderValue::from_str(v),
+            ) {
+                headers.insert(k, v);
+            }
+        }
+        headers
+    }
+
+    /// The registry origin an image is read through: `named`, or the one
+    /// whose `base_url` is the image registry's `/v2/`.
+    fn image_origin(
+        &self,
+        image: &str,
+        named: Option<&str>,
+        platform: Option<&str>,
+    ) -> Result<(
+        Arc<Origin>,
+        crate::oci::ImageRef,
+        crate::oci::PlatformWanted,
+    )> {
+        let image = crate::oci::ImageRef::parse(image).map_err(invalid)?;
+        let platform = crate::oci::PlatformWanted::parse(platform).map_err(invalid)?;
+        let is_registry = |o: &Origin| o.base_url.path().ends_with("/v2/");
+        let origin = match named {
+            Some(name) => {
+                let o = self.origin(name)?;
+                if !is_registry(&o) {
+                    return Err(invalid(format!(
+                        "origin '{name}' is not a registry: its base_url {} does not end in /v2/",
+                        o.base_url
+                    )));
+                }
+                o
+            }
+            None => self
+                .origins
+                .all()
+                .find(|o| {
+                    is_registry(o)
+                        && o.base_url.path() == "/v2/"
+                        && o.base_url[url::Position::BeforeHost..url::Position::AfterPort]
+                            == image.registry
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "no origin is the registry {} (an origin with base_url http(s)://{}/v2/ and plugin oci), or name one with \"origin\"",
+                        image.registry, image.registry
+                    ))
+                })?,
+        };
+        Ok((origin, image, platform))
+    }
+
+    /// Resolves an image job's manifest (and, for an index, the images of
+    /// its platform) into items: each config and layer blob once.
+    async fn resolve_image(&self, job: &Arc<Job>, request: &JobRequest) -> Result<()> {
+        let (origin, image, platform) = self.image_origin(
+            request.image.as_deref().unwrap_or_default(),
+            request.origin.as_deref(),
+            request.platform.as_deref(),
+        )?;
+        let context = format!("resolving image {image}");
+        let headers = self.headers_of(job, request);
+        let fetch = |key: String, digest: Option<String>| {
+            let (origin, headers) = (origin.clone(), headers.clone());
+            async move {
+                let url = origin.object_url(&key)?;
+                let (meta, body) = origin.fetch_small(&url, &headers, MANIFEST_CAP).await?;
+                if let Some(want) = digest {
+                    let got = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+                    if got != want {
+                        return Err(Error::new(
+                            ErrorKind::Invalid,
+                            format!("{url}: the manifest's bytes hash to {got}, not {want}"),
+                        )
+                        .blamed(crate::error::Blame::Origin));
+                    }
+                }
+                crate::oci::Manifest::parse(&body, meta.content_type.as_deref()).map_err(|e| {
+                    Error::new(ErrorKind::Invalid, format!("{url}: {e}"))
+                        .blamed(crate::error::Blame::Origin)
+                })
+            }
+        };
+        let top_digest = image
+            .reference
+            .starts_with("sha256:")
+            .then(|| image.reference.clone());
+        let (top, is_index) = fetch(image.manifest_key(), top_digest)
+            .await
+            .map_err(|e| e.context(&context))?;
+        let mut images = Vec::new();
+        if is_index {
+            let chosen: Vec<_> = top
+                .manifests
+                .iter()
+                .filter(|d| d.platform.as_ref().is_some_and(|p| platform.matches(p)))
+                .collect();
+            if chosen.is_empty() {
+                let have: Vec<String> = top
+                    .manifests
+                    .iter()
+                    .filter_map(|d| d.platform.as_ref())
+                    .map(|p| match &p.variant {
+                        Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                        None => format!("{}/{}", p.os, p.architecture),
+                    })
+                    .collect();
+                return Err(invalid(format!(
+                    "{context}: no image for platform {platform} (the index has {})",
+                    have.join(", ")
+                )));
+            }
+            for d in chosen {
+                if !crate::oci::is_sha256(&d.digest) {
+                    return Err(invalid(format!(
+                        "{context}: manifest digest '{}' is not sha256",
+                        d.digest
+                    )));
+                }
+                let key = format!("{}/manifests/{}", image.name, d.digest);
+                let (m, nested) = fetch(key, Some(d.digest.clone()))
+                    .await
+                    .map_err(|e| e.context(&context))?;
+                if nested {
+                    return Err(invalid(format!(
+                        "{context}: an index inside an index is not followed"
+                    )));
+                }
+                images.push(m);
+            }
+        } else {
+            images.push(top);
+        }
+        let id = job.record.lock().id.clone();
+        for m in &images {
+            for blob in m.blobs() {
+                if !crate::oci::is_sha256(&blob.digest) {
+                    return Err(invalid(format!(
+                        "{context}: blob digest '{}' is not sha256",
+                        blob.digest
+                    )));
+                }
+                let url = origin.object_url(&format!("{}/blobs/{}", image.name, blob.digest))?;
+                let mut items = job.items.lock();
+                if items.iter().any(|i| i.url == url.as_str()) {
+                    continue;
+                }
+                if items.len() >= self.config.max_items {
+                    return Err(invalid(format!(
+                        "{context}: more than preheat.max_items ({}) blobs",
+                        self.config.max_items
+                    )));
+                }
+                let item = ItemRecord {
+                    url: url.to_string(),
+                    origin: origin.name.clone(),
+                    state: ItemState::Pending,
+                    task_id: None,
+                    content_length: Some(blob.size),
+                    error: None,
+                    status: None,
+                };
+                let i = items.len() as u32;
+                items.push(item.clone());
+                drop(items);
+                job.bytes.lock().push(Arc::new(AtomicU64::new(0)));
+                self.put_item(&id, i, &item)?;
+            }
+        }
+        tracing::info!(job = %id, image = %image, %platform, images = images.len(), blobs = job.items.lock().len(), "image resolved");
+        let record = {
+            let mut r = job.record.lock();
+            r.expanded = true;
+            r.items = job.items.lock().len() as u32;
+            r.clone()
+        };
+        self.put_job(&record)?;
+        Ok(())
+    }
+
     /// Lists the prefix into items, page by page.
     async fn expand(&self, job: &Arc<Job>, request: &JobRequest) -> Result<()> {
         let (Some(name), Some(prefix)) = (&request.origin, &request.prefix) else {
@@ -551,6 +804,7 @@ impl JobManager {
                     task_id: None,
                     content_length: object.size,
                     error: None,
+                    status: None,
                 };
                 let i = items.len() as u32;
                 items.push(item.clone());
@@ -628,6 +882,7 @@ impl JobManager {
             Ok(()) => {
                 item.state = ItemState::Done;
                 item.error = None;
+                item.status = None;
             }
             Err(e) => {
                 item.state = if e.kind == ErrorKind::NotFound {
@@ -636,6 +891,7 @@ impl JobManager {
                     ItemState::Failed
                 };
                 item.error = Some(e.to_string());
+                item.status = Some(e.http_status());
             }
         });
     }

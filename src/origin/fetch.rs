@@ -209,6 +209,57 @@ impl Origin {
         }
     }
 
+    /// The whole of a small object (a manifest) in memory, through the
+    /// same guards as a download: `stat`, one plan, one checked answer of
+    /// exactly the length `stat` gave, at most `cap` bytes. Not stored.
+    pub async fn fetch_small(
+        &self,
+        url: &Url,
+        headers: &HeaderMap,
+        cap: u64,
+    ) -> Result<(Meta, Bytes)> {
+        let meta = self.stat(url, headers).await?;
+        let length = meta.content_length;
+        if length > cap {
+            return Err(Error::new(
+                ErrorKind::Invalid,
+                format!(
+                    "origin '{}': {url}: {length} bytes is more than the {cap} read into memory",
+                    self.name
+                ),
+            )
+            .blamed(crate::error::Blame::Origin));
+        }
+        let plan = self
+            .planner(url, headers, &meta, Duration::ZERO, None)
+            .get(self, false)
+            .await?;
+        let expect = Expect {
+            offset: 0,
+            length,
+            total: length,
+        };
+        let mut body = self.fetch(&plan, expect, false).await?;
+        let mut buf = bytes::BytesMut::with_capacity(length as usize);
+        while let Some(chunk) = body.next_chunk(buf.len() as u64).await? {
+            if (buf.len() + chunk.len()) as u64 > length {
+                break;
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        if buf.len() as u64 != length {
+            return Err(Error::new(
+                ErrorKind::Transient,
+                format!(
+                    "origin '{}': {url}: {} bytes came, {length} were announced",
+                    self.name,
+                    buf.len()
+                ),
+            ));
+        }
+        Ok((meta, buf.freeze()))
+    }
+
     /// Sends a plan for `expect`'s bytes and checks the answer: with
     /// `ranged` a `Range` header goes out and the status and `Content-Range`
     /// must match it; the answer must carry the pinned version. Waits for a

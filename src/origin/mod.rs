@@ -65,6 +65,9 @@ pub struct Origin {
     connections: Semaphore,
     /// Objects may be asked for by full URL under `base_url`.
     pub allow_full_urls: bool,
+    /// Its OCI blob URLs name their content: their task is the digest and
+    /// their bytes are checked against it (`blob_digest_task_ids`).
+    pub content_addressed: bool,
     /// Per-request watchdogs: response headers, then each body chunk.
     first_byte_timeout: Duration,
     idle_timeout: Duration,
@@ -165,6 +168,7 @@ impl OriginRouter {
                 max_downloads: oc.max_downloads,
                 connections: Semaphore::new(oc.max_connections),
                 allow_full_urls: oc.allow_full_urls,
+                content_addressed: oc.blob_digest_task_ids.unwrap_or(oc.plugin == "oci"),
                 first_byte_timeout: d.first_byte_timeout,
                 idle_timeout: d.idle_timeout,
             };

@@ -136,7 +136,9 @@ impl Upload {
             application: download.application.clone(),
             piece_length: download.piece_length,
             filtered_query_params: download.filtered_query_params.clone(),
-        };
+            blob_digest: download.enable_task_id_based_blob_digest,
+        }
+        .of(&origin);
         let first_byte = download.range.as_ref().map_or(0, |r| r.start);
         // The register of a download this starts carries what was asked.
         let id = self.tasks.task_id_of(&url, &spec).map_err(status)?;

@@ -300,6 +300,7 @@ pub const BUILTINS: &[(&str, &[u8])] = &[
         "gitlab-lfs",
         include_bytes!(env!("SEEDGATE_PLUGIN_GITLAB_LFS_WASM")),
     ),
+    ("oci", include_bytes!(env!("SEEDGATE_PLUGIN_OCI_WASM"))),
 ];
 
 /// Per-call state of a store.

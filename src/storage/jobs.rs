@@ -47,6 +47,15 @@ pub struct JobRequest {
     /// Objects downloaded at once (default `preheat.concurrency`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// An image: `REGISTRY/NAME:TAG` or `REGISTRY/NAME@sha256:HEX`, read
+    /// through `origin` or the registry origin whose `base_url` is
+    /// `…REGISTRY/v2/`. Its config and layers become the items.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The image of an index to take: `OS/ARCH[/VARIANT]` or `all`;
+    /// default this server's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -95,6 +104,9 @@ pub struct ItemRecord {
     pub content_length: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The HTTP status its error means (403: credentials refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// A job, as stored.
@@ -112,6 +124,10 @@ pub struct JobRecord {
     pub items: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The HTTP status its error means (a job that could not list or
+    /// resolve what it names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
 }
 
 /// Which job an idempotency key made, and a fingerprint of its request.
@@ -308,6 +324,7 @@ mod tests {
             expanded: true,
             items: 1,
             error: None,
+            status: None,
         };
         storage.put_job(&record).unwrap();
         let item = ItemRecord {
@@ -317,6 +334,7 @@ mod tests {
             task_id: None,
             content_length: None,
             error: None,
+            status: None,
         };
         // Items load in index order (10 after 2).
         for i in [10, 2, 0] {

@@ -31,7 +31,7 @@ use super::queue::Queue;
 use super::state::{Phase, Progress};
 use super::{TaskManager, TaskSpec, disk};
 use crate::clock::now_ms;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Blame, Error, ErrorKind, Result};
 use crate::origin::{Origin, Plan, Planner};
 use crate::piece::{piece_count, piece_length, piece_span};
 use crate::resilience::watchdog::Watchdog;
@@ -429,7 +429,28 @@ impl TaskManager {
     }
 
     /// Marks a task whose pieces are all recorded as succeeded, durably.
+    /// A task named by a blob digest is first hashed whole: bytes that do
+    /// not match fail it, and its pieces are dropped.
     pub(super) async fn finish(&self, dl: &Download) -> Result<()> {
+        if let Some(want) = dl.request.spec.content_digest(&dl.request.url) {
+            let (file, length) = (dl.file.clone(), dl.record.content_length);
+            let got = tokio::task::spawn_blocking(move || sha256_of(&file, length))
+                .await
+                .map_err(|e| Error::internal(format!("hashing the blob: {e}")))?
+                .map_err(|e| Error::internal(format!("reading the blob to hash it: {e}")))?;
+            if got != want {
+                self.storage.clear_pieces(&dl.record.id)?;
+                self.index.lock().clear(&dl.record.id);
+                return Err(Error::new(
+                    ErrorKind::Invalid,
+                    format!(
+                        "origin '{}': {}: the blob's bytes hash to sha256:{got}, not the digest that names it; nothing was kept",
+                        dl.request.origin.name, dl.request.url
+                    ),
+                )
+                .blamed(Blame::Origin));
+            }
+        }
         let mut record = dl.record.clone();
         record.state = TaskState::Succeeded;
         record.accessed_at_ms = now_ms();
@@ -447,6 +468,28 @@ impl TaskManager {
         }
         Ok(())
     }
+}
+
+/// The sha256 (hex) of the first `length` bytes of `file`.
+fn sha256_of(file: &std::fs::File, length: u64) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::os::unix::fs::FileExt;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < length {
+        let want = buf.len().min((length - at) as usize);
+        let n = file.read_at(&mut buf[..want], at)?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("the content file ends at byte {at} of {length}"),
+            ));
+        }
+        hasher.update(&buf[..n]);
+        at += n as u64;
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 #[cfg(test)]

@@ -72,6 +72,29 @@ pub struct TaskSpec {
     /// Query parameters left out of the id (signatures, expiry), as a
     /// Dragonfly peer asks.
     pub filtered_query_params: Vec<String>,
+    /// An OCI blob URL's task is named by its digest alone, as Dragonfly's
+    /// registry mirror names it (`enable_task_id_based_blob_digest`); its
+    /// bytes are then checked against that digest before it is complete.
+    /// Set by a content-addressed origin (`oci`) or by the peer asking.
+    pub blob_digest: bool,
+}
+
+impl TaskSpec {
+    /// This spec for a task of `origin`: a content-addressed origin names
+    /// its blobs by digest.
+    pub fn of(mut self, origin: &Origin) -> Self {
+        self.blob_digest |= origin.content_addressed;
+        self
+    }
+
+    /// The sha256 (hex) that the task of `url` must hash to: the blob
+    /// digest that names it, when it is named so.
+    pub fn content_digest<'a>(&self, url: &'a Url) -> Option<&'a str> {
+        if !self.blob_digest {
+            return None;
+        }
+        crate::piece::blob_digest(url.as_str()).map(|(_, hex)| hex)
+    }
 }
 
 /// Owns every task: opens objects, runs downloads, streams bytes, keeps
@@ -215,9 +238,9 @@ impl TaskManager {
         }
     }
 
-    /// The Dragonfly task id of a URL under this configuration.
-    pub fn task_id(&self, url: &Url) -> Result<String> {
-        self.task_id_of(url, &TaskSpec::default())
+    /// The Dragonfly task id of a URL of `origin` under this configuration.
+    pub fn task_id(&self, origin: &Origin, url: &Url) -> Result<String> {
+        self.task_id_of(url, &TaskSpec::default().of(origin))
     }
 
     /// The piece length `spec` fixes, or the configured one.
@@ -226,8 +249,12 @@ impl TaskManager {
             .or(self.config.piece_length.map(|b| b.as_u64()))
     }
 
-    /// The Dragonfly task id of a URL with a tag, application or piece length.
+    /// The Dragonfly task id of a URL with a tag, application or piece
+    /// length, or the digest of a blob named by it.
     pub fn task_id_of(&self, url: &Url, spec: &TaskSpec) -> Result<String> {
+        if let Some(hex) = spec.content_digest(url) {
+            return Ok(hex.to_owned());
+        }
         crate::piece::task_id_of_url(
             url,
             &TaskIdParams {
@@ -263,7 +290,7 @@ impl TaskManager {
         url: &Url,
         headers: &HeaderMap,
     ) -> Result<ObjectInfo> {
-        let id = self.task_id(url)?;
+        let id = self.task_id(origin, url)?;
         let finishing = self.index.lock().finishing.contains(&id);
         if let Some(record) = self
             .storage
@@ -322,7 +349,7 @@ impl TaskManager {
             url: url.clone(),
             headers: headers.clone(),
             first_byte,
-            spec,
+            spec: spec.of(origin),
         });
         self.open_request(request, 0).await
     }

@@ -204,6 +204,15 @@ impl Object {
         }
     }
 
+    /// True while its bytes still have to match the blob digest naming
+    /// it: its download runs, and it checks the digest when it ends.
+    pub fn digest_pending(&self) -> bool {
+        match &self.source {
+            Source::Local(_) => false,
+            Source::Download(dl) => dl.request.spec.content_digest(&dl.request.url).is_some(),
+        }
+    }
+
     /// True while its download runs (pieces may still land).
     pub fn running(&self) -> bool {
         self.state() == State::Running
@@ -239,6 +248,7 @@ impl Object {
     pub fn pieces(&self) -> impl Stream<Item = Result<PieceInfo>> + Send + 'static {
         let record = self.record.clone();
         let source = self.source.clone();
+        let verify = self.digest_pending();
         async_stream::try_stream! {
             let count = piece_count(record.content_length, record.piece_length) as usize;
             let info = |n: usize, landed: Landed| piece_info(&record, n as u32, landed);
@@ -265,6 +275,17 @@ impl Object {
                             (fresh, p.phase.outcome())
                         };
                         for piece in fresh {
+                            if left == 1 && verify {
+                                // A blob's last piece is given only once the
+                                // whole blob matched its digest.
+                                let outcome = match rx.wait_for(|p| p.phase.outcome().is_some()).await {
+                                    Ok(p) => p.phase.outcome(),
+                                    Err(_) => Some(Err(Error::internal("download vanished"))),
+                                };
+                                if let Some(Err(e)) = outcome {
+                                    Err(e)?;
+                                }
+                            }
                             sent[piece.number as usize] = true;
                             left -= 1;
                             yield piece;

@@ -336,6 +336,12 @@ impl TaskManager {
                     me.repair(&mut object, n).await.map_err(io::Error::other)?;
                 };
                 pos += part.len() as u64;
+                if pos == content_length && object.digest_pending() {
+                    // A blob's last bytes go out only once the whole blob
+                    // matched its digest: a client never gets a complete
+                    // body of bytes that do not.
+                    me.wait_stored(&object, |_| {}).await.map_err(io::Error::other)?;
+                }
                 if pos < end
                     && let Some(landed) = Self::landed_now(&object, n + 1)
                     && !mapped(&me, &object, n + 1, landed)

@@ -4,6 +4,7 @@
 mod dfdaemon;
 mod fault_proxy;
 mod giftless;
+mod registry;
 mod s3_server;
 mod support;
 mod test_scheduler;
@@ -23,6 +24,7 @@ mod gateway_api;
 mod gateway_http_origin;
 mod hostile_origins;
 mod negative_cache;
+mod oci;
 mod openapi;
 mod origin_example;
 mod origin_http;

@@ -13,14 +13,14 @@ use crate::support::*;
 
 const MIB: usize = 1 << 20;
 
-async fn job(sg: &Seedgate, id: &str) -> Value {
+pub async fn job(sg: &Seedgate, id: &str) -> Value {
     let resp = get(&sg.url(&format!("/api/v1/preheat/{id}"))).await;
     assert_eq!(resp.status(), 200);
     serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap()
 }
 
 /// Polls the job until it reaches a final state.
-async fn finished(sg: &Seedgate, id: &str, within: Duration) -> Value {
+pub async fn finished(sg: &Seedgate, id: &str, within: Duration) -> Value {
     let t = Instant::now();
     loop {
         let j = job(sg, id).await;

@@ -283,6 +283,27 @@ impl Seedgate {
     }
 
     pub fn start_with(config: &Path, data_dir: &Path) -> Self {
+        Self::spawn(config, data_dir, None)
+    }
+
+    /// [`Seedgate::start`] logging at debug level into `dir/seedgate.log`
+    /// (to look for what must never be logged).
+    #[allow(dead_code)] // not every test binary module uses it
+    pub fn start_logged(dir: &Path, config: &str) -> Self {
+        let path = dir.join("seedgate.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(&path, &dir.join("data"), Some(&dir.join("seedgate.log")))
+    }
+
+    fn spawn(config: &Path, data_dir: &Path, log: Option<&Path>) -> Self {
+        let stderr = match log {
+            Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+            None => Stdio::inherit(),
+        };
+        let level = match log {
+            Some(_) => "debug".to_owned(),
+            None => std::env::var("SEEDGATE_LOG").unwrap_or_else(|_| "warn".into()),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_seedgate"))
             .arg("serve")
             .arg("--config")
@@ -295,13 +316,10 @@ impl Seedgate {
                 "SEEDGATE_PLUGIN_CACHE_DIR",
                 Path::new(env!("CARGO_TARGET_TMPDIR")).join("plugin-cache"),
             )
-            .env(
-                "SEEDGATE_LOG",
-                std::env::var("SEEDGATE_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("SEEDGATE_LOG", level)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("spawn seedgate");
         let stdout = child.stdout.take().unwrap();

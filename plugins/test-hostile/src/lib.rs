@@ -102,7 +102,11 @@ impl Guest for Hostile {
                 Err(OriginError::NotFound(err("flooded".into())))
             }
             "private" | "hoard" => {
-                let key = if last_segment(&ctx.url) == "private" { "private-url" } else { "big-url" };
+                let key = if last_segment(&ctx.url) == "private" {
+                    "private-url"
+                } else {
+                    "big-url"
+                };
                 let url = config::get(key).unwrap_or_default();
                 let said = match http::send(&http::Request {
                     method: "GET".into(),

@@ -1,0 +1,403 @@
+//! Images from a real OCI registry (Debian's docker-registry, the CNCF
+//! distribution server) through the `oci` plugin: image preheat jobs with
+//! basic and bearer-token auth, platforms of an index, a layer shared by
+//! two images, blob task ids as Dragonfly's registry mirror names them,
+//! and a blob whose bytes do not match its digest.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::preheat::finished;
+use crate::registry::*;
+use crate::support::*;
+
+const MIB: usize = 1 << 20;
+
+/// Two images of one index share `shared`; `single` is an image of its own.
+struct Images {
+    single: Image,
+    amd64: Image,
+    arm64: Image,
+}
+
+impl Images {
+    fn new() -> Self {
+        let layer =
+            |mib: usize, seed: u64| Blob::new(LAYER_TYPE, pseudo_random(mib * MIB + 123, seed));
+        let shared = layer(5, 10);
+        Self {
+            single: Image::new("linux", "amd64", vec![layer(6, 1), layer(3, 2)]),
+            amd64: Image::new("linux", "amd64", vec![shared.clone(), layer(4, 11)]),
+            arm64: Image::new("linux", "arm64", vec![shared, layer(3, 12)]),
+        }
+    }
+
+    async fn push(&self, registry: &Registry) {
+        let pusher = Pusher::new(registry);
+        pusher.image("team/app", "1.0", &self.single).await;
+        pusher
+            .index("team/multi", "2.0", &[&self.amd64, &self.arm64])
+            .await;
+    }
+}
+
+fn config(registry: &Registry, credentials: Option<(&str, &str)>, extra: &str) -> String {
+    let creds = credentials
+        .map(|(u, p)| format!("[origins.reg.config]\nusername = \"{u}\"\npassword = \"{p}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "{extra}\n[origins.reg]\nplugin = \"oci\"\nbase_url = \"http://{}/v2/\"\nallowed_hosts = [\"127.0.0.1\"]\nforward_headers = [\"authorization\"]\n{creds}",
+        registry.host()
+    )
+}
+
+async fn preheat(sg: &Seedgate, body: Value) -> Value {
+    let (status, job) = create_preheat(sg, body.clone(), None).await;
+    assert_eq!(status, 201, "{body}: {job}");
+    finished(sg, job["id"].as_str().unwrap(), Duration::from_secs(60)).await
+}
+
+/// The digests a finished job stored, checking each item.
+fn stored_digests(job: &Value) -> Vec<String> {
+    assert_eq!(job["state"], "succeeded", "{job:#}");
+    job["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let url = o["url"].as_str().unwrap();
+            let digest = url.rsplit_once("/blobs/").unwrap().1.to_owned();
+            // The task is named by the digest alone, as dfdaemon's
+            // registry mirror names it.
+            assert_eq!(
+                o["task_id"].as_str().unwrap(),
+                digest.strip_prefix("sha256:").unwrap(),
+                "{o}"
+            );
+            digest
+        })
+        .collect()
+}
+
+fn digests(image: &Image) -> Vec<String> {
+    image.blobs().iter().map(|b| b.digest()).collect()
+}
+
+/// Reads every blob back from seedgate's store: each is a hit, named by
+/// its digest, and its bytes hash to it.
+async fn check_stored(sg: &Seedgate, name: &str, image: &Image) {
+    for blob in image.blobs() {
+        let resp = get(&sg.url(&format!("/o/reg/{name}/blobs/{}", blob.digest()))).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+        assert_eq!(
+            task_of(&resp),
+            blob.digest().strip_prefix("sha256:").unwrap()
+        );
+        let bytes = resp.bytes().await.unwrap();
+        assert_eq!(format!("sha256:{}", sha256(&bytes)), blob.digest());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_preheat_with_basic_auth_stores_each_platforms_blobs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), Auth::Basic);
+    let images = Images::new();
+    images.push(&registry).await;
+    let sg = Seedgate::start(dir.path(), &config(&registry, Some((USER, PASSWORD)), ""));
+    let host = registry.host();
+
+    // A single-platform image: its config and layers, nothing else.
+    let job = preheat(&sg, json!({"image": format!("{host}/team/app:1.0")})).await;
+    assert_eq!(stored_digests(&job), digests(&images.single));
+    assert_eq!(
+        job["request"]["origin"], "reg",
+        "the registry's origin was found"
+    );
+    check_stored(&sg, "team/app", &images.single).await;
+    for blob in images.single.blobs() {
+        assert_eq!(
+            registry.blob_bytes_sent(&blob.digest()),
+            blob.bytes.len() as u64,
+            "{} fetched once",
+            blob.digest()
+        );
+    }
+
+    // Both platforms of the index, one after the other: the shared layer
+    // is one task and is fetched once.
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{host}/team/multi:2.0"), "platform": "linux/arm64"}),
+    )
+    .await;
+    assert_eq!(stored_digests(&job), digests(&images.arm64));
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{host}/team/multi:2.0"), "platform": "linux/amd64"}),
+    )
+    .await;
+    assert_eq!(stored_digests(&job), digests(&images.amd64));
+    check_stored(&sg, "team/multi", &images.amd64).await;
+    check_stored(&sg, "team/multi", &images.arm64).await;
+    let shared = images.amd64.layers[0].digest();
+    assert_eq!(
+        registry.blob_bytes_sent(&shared),
+        images.amd64.layers[0].bytes.len() as u64,
+        "the shared layer was fetched once"
+    );
+    for blob in images.amd64.blobs().into_iter().chain(images.arm64.blobs()) {
+        assert_eq!(
+            registry.blob_bytes_sent(&blob.digest()),
+            blob.bytes.len() as u64,
+            "{}",
+            blob.digest()
+        );
+    }
+
+    // `all`: every platform's blobs once in one job (already stored).
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{host}/team/multi:2.0"), "platform": "all"}),
+    )
+    .await;
+    let mut all = stored_digests(&job);
+    all.sort();
+    let mut want: Vec<String> = digests(&images.amd64)
+        .into_iter()
+        .chain(digests(&images.arm64))
+        .collect();
+    want.sort();
+    want.dedup();
+    assert_eq!(all, want);
+
+    // A second preheat costs the registry manifest requests only.
+    let blobs_before = registry.blob_requests();
+    let before = registry.requests().len();
+    let job = preheat(&sg, json!({"image": format!("{host}/team/app:1.0")})).await;
+    assert_eq!(job["state"], "succeeded");
+    assert_eq!(
+        registry.blob_requests(),
+        blobs_before,
+        "no blob request for stored blobs"
+    );
+    let later = registry.requests();
+    assert!(later.len() > before);
+    for (method, path, _, _) in &later[before..] {
+        assert!(
+            path.contains("/manifests/"),
+            "only manifests: {method} {path}"
+        );
+    }
+
+    // A missing tag fails the job with its reason.
+    let job = preheat(&sg, json!({"image": format!("{host}/team/app:9.9")})).await;
+    assert_eq!(job["state"], "failed");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("resolving image")
+            && error.contains("team/app:9.9")
+            && error.contains("404"),
+        "{error}"
+    );
+    assert_eq!(job["status"], 404);
+
+    // A platform the index does not have is named with those it has.
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{host}/team/multi:2.0"), "platform": "linux/s390x"}),
+    )
+    .await;
+    assert_eq!(job["state"], "failed");
+    let error = job["error"].as_str().unwrap();
+    assert!(
+        error.contains("linux/s390x") && error.contains("linux/amd64, linux/arm64"),
+        "{error}"
+    );
+
+    // Bad requests are refused before a job exists, naming the field.
+    for (body, says) in [
+        (json!({"image": "team/app:1.0"}), "registry"),
+        (
+            json!({"image": "nowhere.example/app:1.0"}),
+            "no origin is the registry",
+        ),
+        (
+            json!({"image": format!("{host}/team/app:1.0"), "platform": "linux"}),
+            "platform 'linux'",
+        ),
+        (
+            json!({"image": format!("{host}/team/app:1.0"), "keys": ["x"]}),
+            "no urls, keys or prefix",
+        ),
+        (
+            json!({"image": format!("{host}/team/app:1.0"), "platforms": "all"}),
+            "platforms",
+        ),
+    ] {
+        let (status, answer) = create_preheat(&sg, body.clone(), None).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer.to_string().contains(says), "{body}: {answer}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_wrong_credentials_and_forwarded_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TokenIssuer::start(60);
+    let registry = Registry::start(&dir.path().join("registry"), Auth::Token(&issuer));
+    let images = Images::new();
+    images.push(&registry).await;
+    let host = registry.host();
+
+    // Configured credentials: the plugin answers the bearer challenge.
+    let sg = Seedgate::start(dir.path(), &config(&registry, Some((USER, PASSWORD)), ""));
+    let issued = issuer.issued.load(std::sync::atomic::Ordering::SeqCst);
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{host}/team/multi:2.0"), "platform": "linux/amd64"}),
+    )
+    .await;
+    assert_eq!(stored_digests(&job), digests(&images.amd64));
+    check_stored(&sg, "team/multi", &images.amd64).await;
+    assert!(
+        issuer.issued.load(std::sync::atomic::Ordering::SeqCst) > issued,
+        "tokens were asked for"
+    );
+    drop(sg);
+
+    // Wrong credentials: refused at once (403), not retried.
+    let dir2 = tempfile::tempdir().unwrap();
+    let sg = Seedgate::start(dir2.path(), &config(&registry, Some((USER, "wrong")), ""));
+    let refused = issuer.refused.load(std::sync::atomic::Ordering::SeqCst);
+    let job = preheat(&sg, json!({"image": format!("{host}/team/app:1.0")})).await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["status"], 403, "{job:#}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("refused the credentials"),
+        "{job:#}"
+    );
+    let asked = issuer.refused.load(std::sync::atomic::Ordering::SeqCst) - refused;
+    assert_eq!(asked, 1, "a refusal is final: the issuer was asked once");
+    drop(sg);
+
+    // Credentials forwarded by the job (as Harbor sends them), never
+    // stored or answered: no config credentials on this server.
+    let dir3 = tempfile::tempdir().unwrap();
+    let sg = Seedgate::start_logged(dir3.path(), &config(&registry, None, ""));
+    let secret = basic(USER, PASSWORD);
+    let (status, created) = create_preheat(
+        &sg,
+        json!({"image": format!("{host}/team/app:1.0"), "headers": {"Authorization": secret}}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let job = finished(&sg, id, Duration::from_secs(60)).await;
+    assert_eq!(stored_digests(&job), digests(&images.single));
+    let b64 = secret.strip_prefix("Basic ").unwrap();
+    for answer in [
+        created.to_string(),
+        job.to_string(),
+        get(&sg.url("/api/v1/preheat")).await.text().await.unwrap(),
+    ] {
+        assert!(
+            !answer.contains(b64),
+            "the credential is answered: {answer}"
+        );
+    }
+    assert_eq!(job["request"]["headers"]["Authorization"], "[redacted]");
+    drop(sg);
+    // Neither in the store (sled's records, the job) nor in the debug log.
+    let leaked = grep_dir(dir3.path(), b64.as_bytes());
+    assert!(leaked.is_empty(), "the credential is on disk in {leaked:?}");
+    let log = std::fs::read_to_string(dir3.path().join("seedgate.log")).unwrap();
+    assert!(
+        log.contains("image resolved"),
+        "the log is the server's debug log"
+    );
+
+    // Without any credentials the registry wants some: 403, named.
+    let sg = Seedgate::start(dir3.path(), &config(&registry, None, ""));
+    let job = preheat(&sg, json!({"image": format!("{host}/team/app:1.0")})).await;
+    assert_eq!(job["state"], "failed");
+    assert_eq!(job["status"], 403, "{job:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_that_does_not_match_its_digest_is_never_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::start(&dir.path().join("registry"), Auth::Basic);
+    let images = Images::new();
+    images.push(&registry).await;
+    let sg = Seedgate::start(dir.path(), &config(&registry, Some((USER, PASSWORD)), ""));
+    // The registry's storage rots: same length, other bytes.
+    let bad = &images.single.layers[0];
+    let file = registry.blob_file(&bad.digest());
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[MIB] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    // A reader gets a body cut short, never a complete one.
+    let url = sg.url(&format!("/o/reg/team/app/blobs/{}", bad.digest()));
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.bytes().await.is_err(),
+        "the body of a blob that fails its digest is cut"
+    );
+    let head = client().head(&url).send().await.unwrap();
+    assert_ne!(
+        head.headers()["x-seedgate-cache"],
+        "hit",
+        "nothing is served as complete"
+    );
+
+    // A preheat fails that blob, with the reason, and stores the others.
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{}/team/app:1.0", registry.host())}),
+    )
+    .await;
+    assert_eq!(job["state"], "failed");
+    for o in job["objects"].as_array().unwrap() {
+        if o["url"].as_str().unwrap().ends_with(&bad.digest()) {
+            assert_eq!(o["state"], "failed", "{o}");
+            assert!(
+                o["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not the digest that names it"),
+                "{o}"
+            );
+            assert_eq!(o["status"], 502, "{o}");
+        } else {
+            assert_eq!(o["state"], "done", "{o}");
+        }
+    }
+}
+
+/// Files under `dir` holding `needle`.
+fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
