@@ -153,6 +153,11 @@ const SECRET_HEADERS: [&str; 4] = [
     "x-registry-auth",
 ];
 
+/// Whether header `name` carries credentials.
+pub fn is_secret_header(name: &str) -> bool {
+    SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s))
+}
+
 /// What a stored request shows in place of a credential.
 pub const REDACTED: &str = "[redacted]";
 
@@ -161,7 +166,7 @@ pub const REDACTED: &str = "[redacted]";
 fn redact(request: &mut JobRequest) -> BTreeMap<String, String> {
     let mut secrets = BTreeMap::new();
     for (name, value) in request.headers.iter_mut() {
-        if SECRET_HEADERS.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+        if is_secret_header(name) {
             secrets.insert(name.clone(), std::mem::replace(value, REDACTED.to_owned()));
         }
     }
@@ -234,6 +239,11 @@ impl JobManager {
             tracing::info!(jobs = resumed, "resuming preheat jobs");
         }
         Ok(me)
+    }
+
+    /// The most objects a job may download at once.
+    pub fn max_concurrency(&self) -> usize {
+        self.config.max_concurrency
     }
 
     fn origin(&self, name: &str) -> Result<Arc<Origin>> {
@@ -330,6 +340,36 @@ impl JobManager {
         request: JobRequest,
         idempotency_key: Option<String>,
     ) -> Result<(JobView, bool)> {
+        self.create_inner(request, idempotency_key, None).await
+    }
+
+    /// Creates a job from Dragonfly's open API: it gets the next number
+    /// (Dragonfly's job ids are integers) and keeps `args` to answer with.
+    pub async fn create_dragonfly(
+        self: &Arc<Self>,
+        request: JobRequest,
+        args: serde_json::Value,
+    ) -> Result<JobView> {
+        Ok(self.create_inner(request, None, Some(args)).await?.0)
+    }
+
+    /// The job Dragonfly's open API knows as `number`.
+    pub fn get_by_number(&self, number: u64) -> Option<JobView> {
+        let job = self
+            .jobs
+            .lock()
+            .values()
+            .find(|j| j.record.lock().number == Some(number))
+            .cloned()?;
+        Some(job.view(true))
+    }
+
+    async fn create_inner(
+        self: &Arc<Self>,
+        request: JobRequest,
+        idempotency_key: Option<String>,
+        dragonfly_args: Option<serde_json::Value>,
+    ) -> Result<(JobView, bool)> {
         let mut request = request;
         if let Some(image) = &request.image {
             let (origin, _, _) = self.image_origin(
@@ -372,6 +412,15 @@ impl JobManager {
             updated_at_ms: now,
             error: None,
             status: None,
+            number: dragonfly_args.is_some().then(|| {
+                let jobs = self.jobs.lock();
+                1 + jobs
+                    .values()
+                    .filter_map(|j| j.record.lock().number)
+                    .max()
+                    .unwrap_or(0)
+            }),
+            dragonfly_args,
         };
         if !secrets.is_empty() {
             self.secrets.lock().insert(id.clone(), secrets);
@@ -534,6 +583,7 @@ impl JobManager {
             tag: request.tag.clone(),
             application: request.application.clone(),
             piece_length: request.piece_length,
+            filtered_query_params: request.filtered_query_params.clone(),
             ..TaskSpec::default()
         };
         let headers = self.headers_of(job, &request);
@@ -548,14 +598,59 @@ impl JobManager {
         let work = futures_util::stream::iter(todo)
             .map(|i| self.run_item(job, i, &spec, &headers))
             .buffer_unordered(concurrency);
-        tokio::select! {
-            () = work.for_each(|()| async {}) => {}
-            () = cancelled(job) => {}
-        }
+        let deadline = async {
+            match request.timeout_ms {
+                Some(ms) => {
+                    let created = job.record.lock().created_at_ms;
+                    let left = (created + ms).saturating_sub(now_ms());
+                    tokio::time::sleep(std::time::Duration::from_millis(left)).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let timed_out = tokio::select! {
+            () = work.for_each(|()| async {}) => false,
+            () = cancelled(job) => false,
+            () = deadline => true,
+        };
         if job.cancelled.load(Ordering::SeqCst) {
             self.cancel_rest(job);
         }
+        if timed_out {
+            let ms = request.timeout_ms.unwrap_or_default();
+            let why = format!(
+                "the job's timeout ({}) passed before this object was stored",
+                humantime::format_duration(std::time::Duration::from_millis(ms))
+            );
+            self.fail_rest(job, &why);
+            return Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "the job's timeout ({}) passed",
+                    humantime::format_duration(std::time::Duration::from_millis(ms))
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Marks what did not finish as failed, for `why`.
+    fn fail_rest(&self, job: &Job, why: &str) {
+        let open: Vec<usize> = job
+            .items
+            .lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, i)| matches!(i.state, ItemState::Pending | ItemState::Running))
+            .map(|(n, _)| n)
+            .collect();
+        for i in open {
+            self.set_item(job, i, |item| {
+                item.state = ItemState::Failed;
+                item.error = Some(why.to_owned());
+                item.status = Some(504);
+            });
+        }
     }
 
     /// Marks what did not finish as cancelled.

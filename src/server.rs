@@ -150,6 +150,13 @@ impl Server {
             expose_origin_urls: config.server.exposes_origin_urls(),
             schedulers: peer.as_ref().map(|p| p.announcer.clone()),
             scheduler: peer.as_ref().and_then(|p| p.scheduler.clone()),
+            host: match &peer {
+                Some(p) => (p.identity().hostname.clone(), p.identity().ip.to_string()),
+                None => (
+                    sysinfo::System::host_name().unwrap_or_else(|| "localhost".into()),
+                    config.server.listen.ip().to_string(),
+                ),
+            },
         });
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -41,6 +41,23 @@ pub(super) async fn require_token(
     }
 }
 
+/// [`require_token`], also taking the token as `?access_token=TOKEN`, as
+/// Dragonfly's open API does.
+pub(super) async fn require_token_or_query(
+    State(token): State<Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let in_query = req.uri().query().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .any(|(k, v)| k == "access_token" && same_secret(v.trim().as_bytes(), token.as_bytes()))
+    });
+    if in_query {
+        return next.run(req).await;
+    }
+    require_token(State(token), req, next).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::same_secret;

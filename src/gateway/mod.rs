@@ -56,6 +56,7 @@ mod answer;
 mod auth;
 mod error;
 mod health;
+mod oapi;
 mod objects;
 pub mod range;
 mod wire;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub schedulers: Option<Arc<crate::peer::announcer::Announcer>>,
     /// The built-in scheduler, when it runs.
     pub scheduler: Option<Arc<crate::scheduler::Scheduler>>,
+    /// This host's name and address, as job results name it.
+    pub host: (String, String),
 }
 
 /// The gateway's routes.
@@ -144,9 +147,21 @@ pub fn router(state: AppState) -> Router {
             .route("/api/v1/cluster/tasks/{id}", get(cluster_task))
     };
     let api = guard(api, true);
+    let dragonfly = Router::new()
+        .route("/oapi/v1/jobs", get(oapi::list_jobs).post(oapi::create_job))
+        .route("/oapi/v1/jobs/{id}", get(oapi::get_job));
+    let dragonfly = match &state.token {
+        Some(token) => dragonfly.route_layer(axum::middleware::from_fn_with_state(
+            token.clone(),
+            auth::require_token_or_query,
+        )),
+        None => dragonfly,
+    };
+    let health = health.route("/healthy", get(oapi::healthy));
     health
         .merge(reads)
         .merge(api)
+        .merge(dragonfly)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)

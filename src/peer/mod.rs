@@ -56,6 +56,11 @@ pub struct SchedulerParts<'a> {
 }
 
 impl SeedPeer {
+    /// Who this seed peer is, as schedulers know it.
+    pub fn identity(&self) -> &host::Identity {
+        &self.host.identity
+    }
+
     /// Binds both listeners (so a taken port fails the start, not later)
     /// and hooks the announcer to back-to-source downloads.
     pub async fn bind(

@@ -56,6 +56,13 @@ pub struct JobRequest {
     /// default this server's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<String>,
+    /// Query parameters left out of task ids (signatures, expiry), as
+    /// Dragonfly peers leave them out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filtered_query_params: Vec<String>,
+    /// The job fails, with what is not stored yet, after this long (ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,6 +135,13 @@ pub struct JobRecord {
     /// resolve what it names).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Its id in Dragonfly's open API (`/oapi/v1/jobs/{number}`), for a
+    /// job created there, with the arguments it was created with
+    /// (credentials redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dragonfly_args: Option<serde_json::Value>,
 }
 
 /// Which job an idempotency key made, and a fingerprint of its request.
@@ -325,6 +339,8 @@ mod tests {
             items: 1,
             error: None,
             status: None,
+            number: None,
+            dragonfly_args: None,
         };
         storage.put_job(&record).unwrap();
         let item = ItemRecord {

@@ -249,13 +249,15 @@ async fn the_api_token_guards_everything_but_reads_and_health() {
     let (status, ready) = json(&sg, "/readyz").await;
     assert_eq!(status, 200);
     assert_eq!(ready["storage"], "writable", "{ready}");
-    assert_eq!(ready["plugins"], 3);
+    assert_eq!(ready["plugins"], 4, "the built-in origin plugins");
     assert_eq!(ask("/o/www/sec/a.bin", None).await, 200);
+    assert_eq!(ask("/healthy", None).await, 200);
     for path in [
         "/api/v1/tasks",
         "/api/v1/preheat",
         "/metrics",
         "/api/v1/plugins",
+        "/oapi/v1/jobs",
     ] {
         assert_eq!(ask(path, None).await, 401, "{path}");
         assert_eq!(

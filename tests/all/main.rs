@@ -15,6 +15,7 @@ mod bulkheads;
 mod cli;
 mod config_check;
 mod dragonfly;
+mod dragonfly_oapi;
 mod engine;
 mod error_bodies;
 mod faults;

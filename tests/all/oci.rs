@@ -15,14 +15,14 @@ use crate::support::*;
 const MIB: usize = 1 << 20;
 
 /// Two images of one index share `shared`; `single` is an image of its own.
-struct Images {
-    single: Image,
-    amd64: Image,
-    arm64: Image,
+pub struct Images {
+    pub single: Image,
+    pub amd64: Image,
+    pub arm64: Image,
 }
 
 impl Images {
-    fn new() -> Self {
+    pub fn new() -> Self {
         let layer =
             |mib: usize, seed: u64| Blob::new(LAYER_TYPE, pseudo_random(mib * MIB + 123, seed));
         let shared = layer(5, 10);
@@ -33,7 +33,7 @@ impl Images {
         }
     }
 
-    async fn push(&self, registry: &Registry) {
+    pub async fn push(&self, registry: &Registry) {
         let pusher = Pusher::new(registry);
         pusher.image("team/app", "1.0", &self.single).await;
         pusher
@@ -42,7 +42,7 @@ impl Images {
     }
 }
 
-fn config(registry: &Registry, credentials: Option<(&str, &str)>, extra: &str) -> String {
+pub fn config(registry: &Registry, credentials: Option<(&str, &str)>, extra: &str) -> String {
     let creds = credentials
         .map(|(u, p)| format!("[origins.reg.config]\nusername = \"{u}\"\npassword = \"{p}\"\n"))
         .unwrap_or_default();
@@ -80,7 +80,7 @@ fn stored_digests(job: &Value) -> Vec<String> {
         .collect()
 }
 
-fn digests(image: &Image) -> Vec<String> {
+pub fn digests(image: &Image) -> Vec<String> {
     image.blobs().iter().map(|b| b.digest()).collect()
 }
 

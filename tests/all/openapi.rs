@@ -39,6 +39,10 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/cluster/hosts"),
     ("get", "/api/v1/cluster/tasks"),
     ("get", "/api/v1/cluster/tasks/{id}"),
+    ("get", "/healthy"),
+    ("get", "/oapi/v1/jobs"),
+    ("post", "/oapi/v1/jobs"),
+    ("get", "/oapi/v1/jobs/{id}"),
 ];
 
 #[tokio::test]

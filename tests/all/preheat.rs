@@ -209,7 +209,7 @@ async fn idempotency_and_bad_requests() {
     assert!(e.as_str().unwrap().contains("different request"), "{e}");
 
     for (body, why) in [
-        (json!({}), "needs urls, keys or a prefix"),
+        (json!({}), "needs urls, keys, a prefix or an image"),
         (
             json!({"origin": "nope", "keys": ["a"]}),
             "unknown origin 'nope'",

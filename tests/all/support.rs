@@ -329,8 +329,12 @@ impl Seedgate {
             .trim()
             .strip_prefix("seedgate listening on http://")
             .unwrap_or_else(|| {
+                let logged = log
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .map(|l| l.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
+                    .unwrap_or_default();
                 panic!(
-                    "seedgate did not start: {line:?} (exit {:?})",
+                    "seedgate did not start: {line:?} (exit {:?}) {logged}",
                     child.try_wait()
                 )
             })
