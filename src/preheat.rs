@@ -34,7 +34,9 @@ use crate::config::PreheatConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::origin::{Origin, OriginRouter};
 use crate::storage::Storage;
-pub use crate::storage::jobs::{ItemRecord, ItemState, JobRecord, JobRequest, JobState};
+pub use crate::storage::jobs::{
+    HostResult, ItemRecord, ItemState, JobRecord, JobRequest, JobState,
+};
 use crate::storage::jobs::{KeyRecord, StoredJob};
 use crate::task::{TaskManager, TaskSpec};
 
@@ -129,6 +131,17 @@ impl Job {
     }
 }
 
+/// The other seed hosts of a cluster, for `all_seed_peers` jobs: the
+/// built-in scheduler, which knows them.
+pub trait SeedFanout: Send + Sync + std::fmt::Debug {
+    /// Downloads `download` on every other live seed host, each to its
+    /// end, and says how each fared.
+    fn preheat(
+        &self,
+        download: dragonfly_api::common::v2::Download,
+    ) -> futures_util::future::BoxFuture<'static, Vec<HostResult>>;
+}
+
 /// Every preheat job: creates, runs, resumes, lists and cancels them.
 pub struct JobManager {
     config: PreheatConfig,
@@ -143,6 +156,8 @@ pub struct JobManager {
     /// Credential headers of each job, kept in memory only: its stored
     /// request says `[redacted]` in their place.
     secrets: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    /// The other seed hosts, when the built-in scheduler runs.
+    fanout: std::sync::OnceLock<Arc<dyn SeedFanout>>,
 }
 
 /// Headers that carry credentials: never stored, logged or answered.
@@ -206,6 +221,7 @@ impl JobManager {
             jobs: Mutex::new(BTreeMap::new()),
             creating: tokio::sync::Mutex::new(()),
             secrets: Mutex::new(HashMap::new()),
+            fanout: std::sync::OnceLock::new(),
         });
         let mut resumed = 0;
         for StoredJob { record, items } in me.storage.jobs()? {
@@ -239,6 +255,11 @@ impl JobManager {
             tracing::info!(jobs = resumed, "resuming preheat jobs");
         }
         Ok(me)
+    }
+
+    /// Where `all_seed_peers` jobs also go (set once, by the server).
+    pub fn set_fanout(&self, fanout: Arc<dyn SeedFanout>) {
+        let _ = self.fanout.set(fanout);
     }
 
     /// The most objects a job may download at once.
@@ -299,6 +320,7 @@ impl JobManager {
                 content_length: None,
                 error: None,
                 status: None,
+                hosts: Vec::new(),
             });
         }
         if !r.keys.is_empty() || r.prefix.is_some() {
@@ -316,6 +338,7 @@ impl JobManager {
                     content_length: None,
                     error: None,
                     status: None,
+                    hosts: Vec::new(),
                 });
             }
         } else if r.origin.is_some() && r.image.is_none() {
@@ -849,6 +872,7 @@ impl JobManager {
                     content_length: Some(blob.size),
                     error: None,
                     status: None,
+                    hosts: Vec::new(),
                 };
                 let i = items.len() as u32;
                 items.push(item.clone());
@@ -900,6 +924,7 @@ impl JobManager {
                     content_length: object.size,
                     error: None,
                     status: None,
+                    hosts: Vec::new(),
                 };
                 let i = items.len() as u32;
                 items.push(item.clone());
@@ -973,20 +998,65 @@ impl JobManager {
             r = outcome => r,
             () = cancelled(job) => return,
         };
-        self.set_item(job, i, |item| match outcome {
-            Ok(()) => {
-                item.state = ItemState::Done;
-                item.error = None;
-                item.status = None;
-            }
-            Err(e) => {
-                item.state = if e.kind == ErrorKind::NotFound {
-                    ItemState::Missing
-                } else {
-                    ItemState::Failed
+        let all_seed_peers = job.record.lock().request.all_seed_peers;
+        let hosts = match (self.fanout.get(), all_seed_peers) {
+            (Some(fanout), true) => {
+                let download = dragonfly_api::common::v2::Download {
+                    url: url.clone(),
+                    piece_length: spec.piece_length,
+                    tag: spec.tag.clone(),
+                    application: spec.application.clone(),
+                    filtered_query_params: spec.filtered_query_params.clone(),
+                    request_header: headers
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
+                        .collect(),
+                    r#type: dragonfly_api::common::v2::TaskType::Standard as i32,
+                    priority: dragonfly_api::common::v2::Priority::Level0 as i32,
+                    enable_task_id_based_blob_digest: self
+                        .origins
+                        .get(&origin)
+                        .is_ok_and(|o| o.content_addressed),
+                    ..Default::default()
                 };
-                item.error = Some(e.to_string());
-                item.status = Some(e.http_status());
+                tokio::select! {
+                    h = fanout.preheat(download) => h,
+                    () = cancelled(job) => return,
+                }
+            }
+            _ => Vec::new(),
+        };
+        let elsewhere = hosts
+            .iter()
+            .filter_map(|h| {
+                h.error
+                    .as_ref()
+                    .map(|e| format!("on seed host {} ({}): {e}", h.hostname, h.ip))
+            })
+            .collect::<Vec<_>>();
+        let outcome = match outcome {
+            Ok(()) if !elsewhere.is_empty() => {
+                Err(Error::new(ErrorKind::Transient, elsewhere.join("; ")))
+            }
+            other => other,
+        };
+        self.set_item(job, i, |item| {
+            item.hosts = hosts;
+            match outcome {
+                Ok(()) => {
+                    item.state = ItemState::Done;
+                    item.error = None;
+                    item.status = None;
+                }
+                Err(e) => {
+                    item.state = if e.kind == ErrorKind::NotFound {
+                        ItemState::Missing
+                    } else {
+                        ItemState::Failed
+                    };
+                    item.error = Some(e.to_string());
+                    item.status = Some(e.http_status());
+                }
             }
         });
     }

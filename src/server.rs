@@ -140,6 +140,9 @@ impl Server {
             ),
             None => None,
         };
+        if let Some(scheduler) = peer.as_ref().and_then(|p| p.scheduler.clone()) {
+            jobs.set_fanout(scheduler);
+        }
         let app = gateway::router(gateway::AppState {
             tasks,
             origins,

@@ -11,8 +11,10 @@
 //!   listed in `failure_tasks` with its reason. Dragonfly's
 //!   `single_seed_peer` reports such a job as `SUCCESS`.
 //! - `all_peers` is refused (400): seedgate preheats seed peers, it does
-//!   not reach into normal peers. `all_seed_peers` runs on this seed peer
-//!   (the seed hosts of a cluster each preheat through their own API).
+//!   not reach into normal peers. `all_seed_peers`, with the built-in
+//!   scheduler, also downloads each object on every other seed host it
+//!   knows (`DfdaemonUpload.DownloadTask`) and reports each host; without
+//!   it the job runs here only.
 //! - `object_storage` and `hdfs` are refused: origins are configured.
 //! - a body that does not parse gets 400 naming the field (Dragonfly: 422),
 //!   and unknown fields are refused rather than ignored, so Dragonfly's
@@ -263,6 +265,7 @@ fn request_of(state: &AppState, a: &PreheatArgs) -> Result<(JobRequest, Value), 
         (None, Some(_)) => return Err(bad("args.username", "password is set without username")),
     }
     let mut request = JobRequest {
+        all_seed_peers: scope == "all_seed_peers",
         piece_length: a.piece_length,
         tag: set(&a.tag).map(str::to_owned),
         application: set(&a.application).map(str::to_owned),
@@ -455,8 +458,21 @@ fn row(state: &AppState, view: &JobView) -> Value {
     let mut failure = Vec::new();
     for item in view.objects.iter().flatten() {
         let i = &item.record;
+        for h in &i.hosts {
+            match &h.error {
+                None => success.push(json!({"url": i.url, "hostname": h.hostname, "ip": h.ip})),
+                Some(e) => failure.push(
+                    json!({"url": i.url, "hostname": h.hostname, "ip": h.ip, "description": e}),
+                ),
+            }
+        }
+        let local_failed = i
+            .error
+            .as_deref()
+            .is_some_and(|e| !e.starts_with("on seed host "));
         match i.state {
             ItemState::Done => success.push(json!({"url": i.url, "hostname": hostname, "ip": ip})),
+            ItemState::Failed if !local_failed => success.push(json!({"url": i.url, "hostname": hostname, "ip": ip})),
             ItemState::Missing | ItemState::Failed | ItemState::Cancelled => failure.push(json!({
                 "url": i.url, "hostname": hostname, "ip": ip,
                 "description": i.error.clone().unwrap_or_else(|| format!("{:?}", i.state).to_lowercase()),

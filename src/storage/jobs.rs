@@ -63,6 +63,20 @@ pub struct JobRequest {
     /// The job fails, with what is not stored yet, after this long (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// Also download each object on every other seed host the built-in
+    /// scheduler knows (`DfdaemonUpload.DownloadTask`), Dragonfly's
+    /// `all_seed_peers` scope. Without the scheduler, only here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_seed_peers: bool,
+}
+
+/// How one object fared on another seed host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    pub hostname: String,
+    pub ip: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -114,6 +128,9 @@ pub struct ItemRecord {
     /// The HTTP status its error means (403: credentials refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Its downloads on the other seed hosts (`all_seed_peers`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<HostResult>,
 }
 
 /// A job, as stored.
@@ -351,6 +368,7 @@ mod tests {
             content_length: None,
             error: None,
             status: None,
+            hosts: Vec::new(),
         };
         // Items load in index order (10 after 2).
         for i in [10, 2, 0] {

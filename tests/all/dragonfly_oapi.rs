@@ -319,3 +319,79 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// `all_seed_peers` with the built-in scheduler: each object is also
+/// downloaded on a real dfdaemon seed peer the scheduler knows, and the
+/// job reports each host, failures included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_seed_peers_reaches_every_seed_host_and_reports_each() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(9 << 20, 77);
+    nginx.put("fan/a.bin", &data);
+    let scheduler_port = free_port();
+    let (config, _) = crate::dragonfly::seed_config(
+        &nginx.base_url(),
+        &[],
+        &format!("[scheduler]\nlisten = \"127.0.0.1:{scheduler_port}\"\n"),
+    );
+    let sg = Seedgate::start(dir.path(), &config);
+    let seed = crate::dfdaemon::Dfdaemon::start("oapi-dfseed", scheduler_port, true).await;
+    let good = format!("{}fan/a.bin", nginx.base_url());
+    let missing = format!("{}fan/none.bin", nginx.base_url());
+    let body = json!({"type": "preheat", "args": {"type": "file", "urls": [good, missing], "scope": "all_seed_peers"}});
+    let (status, text) = post(&sg, None, &body.to_string()).await;
+    assert_eq!(status, 200, "{text}");
+    let created: Job = serde_json::from_str(&text).unwrap();
+    let t = tokio::time::Instant::now();
+    let (job, text) = loop {
+        let text = get(&sg.url(&format!("/oapi/v1/jobs/{}", created.id)))
+            .await
+            .text()
+            .await
+            .unwrap();
+        let job: Job = serde_json::from_str(&text).unwrap();
+        if job.state != "PENDING" {
+            break (job, text);
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(job.state, "FAILURE", "one URL is missing: {text}");
+    let (ok, failed) = results(&job);
+    let mut ok_hosts: Vec<&str> = ok
+        .iter()
+        .filter(|t| t.url == good)
+        .map(|t| t.hostname.as_str())
+        .collect();
+    ok_hosts.sort();
+    assert_eq!(
+        ok_hosts,
+        ["oapi-dfseed", "sg-test"],
+        "stored on both seed hosts: {text}"
+    );
+    let mut failed_hosts: Vec<&str> = failed
+        .iter()
+        .filter(|t| t.url == missing)
+        .map(|t| t.hostname.as_str())
+        .collect();
+    failed_hosts.sort();
+    assert_eq!(
+        failed_hosts,
+        ["oapi-dfseed", "sg-test"],
+        "missing on both, each reported: {text}"
+    );
+    // The dfdaemon seed holds the object: a child fetching it through the
+    // scheduler gets the bytes without the origin sending them again.
+    let sent = nginx.bytes_sent("/fan/a.bin");
+    let child = crate::dfdaemon::Dfdaemon::start("oapi-dfchild", scheduler_port, false).await;
+    let out = child.dir.path().join("out.bin");
+    child.dfget(&good, &out).await.unwrap();
+    assert_eq!(sha256(&std::fs::read(&out).unwrap()), sha256(&data));
+    // (A stat of the object may cost a byte or so.)
+    let again = nginx.bytes_sent("/fan/a.bin") - sent;
+    assert!(
+        again < 4096,
+        "the child's bytes came from the seeds, the origin sent {again} more"
+    );
+    drop(seed);
+}
