@@ -323,6 +323,66 @@ impl Scheduler {
     }
 }
 
+impl crate::preheat::SeedFanout for Scheduler {
+    /// `all_seed_peers`: `DownloadTask` on every live remote seed host at
+    /// once, each followed to the end of its stream (this host's own copy
+    /// is the job's local download).
+    fn preheat(
+        &self,
+        download: common::Download,
+    ) -> futures_util::future::BoxFuture<'static, Vec<crate::preheat::HostResult>> {
+        let hosts: Vec<HostEntry> = self
+            .cluster
+            .lock()
+            .hosts
+            .values()
+            .filter(|h| h.is_seed() && !h.local)
+            .cloned()
+            .collect();
+        let channels: Vec<_> = hosts.iter().map(|h| self.seeds.channel(&h.host)).collect();
+        let stop = self.stop.clone();
+        Box::pin(async move {
+            let runs = hosts.into_iter().zip(channels).map(|(host, channel)| {
+                let download = seed_download(&download);
+                let stop = stop.clone();
+                async move {
+                    let run = async {
+                        let mut client = DfdaemonUploadClient::new(channel?)
+                            .max_decoding_message_size(usize::MAX);
+                        let mut stream = client
+                            .download_task(DownloadTaskRequest {
+                                download: Some(download),
+                            })
+                            .await
+                            .map_err(|s| format!("DownloadTask: {}", s.message()))?
+                            .into_inner();
+                        while stream
+                            .message()
+                            .await
+                            .map_err(|s| format!("DownloadTask: {}", s.message()))?
+                            .is_some()
+                        {}
+                        Ok::<(), String>(())
+                    };
+                    let error = tokio::select! {
+                        r = run => r.err(),
+                        () = stop.cancelled() => Some("the scheduler stopped".to_owned()),
+                    };
+                    if let Some(e) = &error {
+                        tracing::warn!(seed_host = %host.host.id, error = %e, "preheat on a seed host failed");
+                    }
+                    crate::preheat::HostResult {
+                        hostname: host.host.hostname.clone(),
+                        ip: host.host.ip.clone(),
+                        error,
+                    }
+                }
+            });
+            futures_util::future::join_all(runs).await
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,65 +455,5 @@ mod tests {
         // releases would each fetch a task from the origin.
         assert_eq!(weight("t", "h"), 0xe06f_be59_7a40_f532);
         assert_ne!(weight("t", "h"), weight("t", "g"));
-    }
-}
-
-impl crate::preheat::SeedFanout for Scheduler {
-    /// `all_seed_peers`: `DownloadTask` on every live remote seed host at
-    /// once, each followed to the end of its stream (this host's own copy
-    /// is the job's local download).
-    fn preheat(
-        &self,
-        download: common::Download,
-    ) -> futures_util::future::BoxFuture<'static, Vec<crate::preheat::HostResult>> {
-        let hosts: Vec<HostEntry> = self
-            .cluster
-            .lock()
-            .hosts
-            .values()
-            .filter(|h| h.is_seed() && !h.local)
-            .cloned()
-            .collect();
-        let channels: Vec<_> = hosts.iter().map(|h| self.seeds.channel(&h.host)).collect();
-        let stop = self.stop.clone();
-        Box::pin(async move {
-            let runs = hosts.into_iter().zip(channels).map(|(host, channel)| {
-                let download = seed_download(&download);
-                let stop = stop.clone();
-                async move {
-                    let run = async {
-                        let mut client = DfdaemonUploadClient::new(channel?)
-                            .max_decoding_message_size(usize::MAX);
-                        let mut stream = client
-                            .download_task(DownloadTaskRequest {
-                                download: Some(download),
-                            })
-                            .await
-                            .map_err(|s| format!("DownloadTask: {}", s.message()))?
-                            .into_inner();
-                        while stream
-                            .message()
-                            .await
-                            .map_err(|s| format!("DownloadTask: {}", s.message()))?
-                            .is_some()
-                        {}
-                        Ok::<(), String>(())
-                    };
-                    let error = tokio::select! {
-                        r = run => r.err(),
-                        () = stop.cancelled() => Some("the scheduler stopped".to_owned()),
-                    };
-                    if let Some(e) = &error {
-                        tracing::warn!(seed_host = %host.host.id, error = %e, "preheat on a seed host failed");
-                    }
-                    crate::preheat::HostResult {
-                        hostname: host.host.hostname.clone(),
-                        ip: host.host.ip.clone(),
-                        error,
-                    }
-                }
-            });
-            futures_util::future::join_all(runs).await
-        })
     }
 }
