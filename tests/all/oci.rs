@@ -401,3 +401,61 @@ fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
     }
     found
 }
+
+/// A registry on object storage answers blob reads with a `307` to a
+/// presigned S3 URL: the host follows it only to a destination the
+/// origin's allowlist names, and refuses it, naming the rule, otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_redirects_to_storage_are_followed_within_the_allowlist() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = crate::s3_server::S3Server::start(&dir.path().join("s3"));
+    let images = Images::new();
+    let filled = Registry::start(&dir.path().join("filled"), Auth::Basic);
+    Pusher::new(&filled).image("team/app", "1.0", &images.single).await;
+    let registry = Registry::start_on_s3(&dir.path().join("registry"), Auth::Basic, &s3, "registry", &filled);
+    drop(filled);
+    let image = format!("{}/team/app:1.0", registry.host());
+
+    // The storage's address is allowed: blobs come from S3.
+    let allow = format!("[origins.reg]\nallowed_hosts = [\"127.0.0.1\", \"{}\"]\n", s3.addr);
+    let conf = config(&registry, Some((USER, PASSWORD)), "").replace("allowed_hosts = [\"127.0.0.1\"]\n", "");
+    let conf = conf.replace("[origins.reg]\n", &allow);
+    let sg = Seedgate::start(dir.path(), &conf);
+    let s3_gets = s3.requests().iter().filter(|(m, p)| m == "GET" && p.ends_with("/data")).count();
+    let job = preheat(&sg, json!({"image": image})).await;
+    assert_eq!(stored_digests(&job), digests(&images.single), "{job:#}");
+    check_stored(&sg, "team/app", &images.single).await;
+    let redirects = registry
+        .requests()
+        .iter()
+        .filter(|r| r.0 == "GET" && r.1.contains("/blobs/") && r.2 == 307)
+        .count();
+    assert!(redirects >= images.single.blobs().len(), "the registry redirected each blob read ({redirects})");
+    assert!(
+        s3.requests().iter().filter(|(m, p)| m == "GET" && p.ends_with("/data")).count() > s3_gets,
+        "the bytes came from S3"
+    );
+    drop(sg);
+
+    // Not allowed: refused, with the rule, never fetched.
+    let dir2 = tempfile::tempdir().unwrap();
+    let sg = Seedgate::start(dir2.path(), &config(&registry, Some((USER, PASSWORD)), ""));
+    // Reads of the image's blobs (the registry reads its manifests from
+    // the storage itself).
+    let hexes: Vec<String> = digests(&images.single).iter().map(|d| d[7..].to_owned()).collect();
+    let blob_reads = || {
+        s3.requests()
+            .iter()
+            .filter(|(_, p)| hexes.iter().any(|h| p.ends_with(&format!("{h}/data"))))
+            .count()
+    };
+    let before = blob_reads();
+    let job = preheat(&sg, json!({"image": image})).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    for o in job["objects"].as_array().unwrap() {
+        assert_eq!(o["state"], "failed", "{o}");
+        let e = o["error"].as_str().unwrap();
+        assert!(e.contains("redirect") && e.contains(&s3.addr.port().to_string()), "{o}");
+    }
+    assert_eq!(blob_reads(), before, "no blob was read from the storage");
+}

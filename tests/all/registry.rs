@@ -204,7 +204,48 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Keeps its blobs on the filesystem under `root`.
     pub fn start(root: &Path, auth: Auth<'_>) -> Self {
+        Self::spawn(root, auth, None)
+    }
+
+    /// Keeps its blobs in `bucket` of an S3 server and answers blob reads
+    /// with a `307` to a presigned URL there, as registries on object
+    /// storage do. Its content is `filled`'s (s3s-fs lacks the multipart
+    /// listing the registry's uploads need, so images are pushed to a
+    /// registry on the filesystem and its files copied into the bucket:
+    /// the layouts are the same).
+    pub fn start_on_s3(
+        root: &Path,
+        auth: Auth<'_>,
+        s3: &crate::s3_server::S3Server,
+        bucket: &str,
+        filled: &Registry,
+    ) -> Self {
+        s3.bucket(bucket);
+        let data = filled.root.join("data");
+        let mut stack = vec![data.clone()];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).unwrap().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let key = path.strip_prefix(&data).unwrap().to_str().unwrap();
+                    s3.put(bucket, &format!("r/{key}"), &std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let storage = format!(
+            "  s3:\n    accesskey: {}\n    secretkey: {}\n    region: us-east-1\n    regionendpoint: {}\n    bucket: {bucket}\n    secure: false\n    v4auth: true\n    rootdirectory: /r\n  redirect:\n    disable: false\n",
+            crate::s3_server::ACCESS_KEY,
+            crate::s3_server::SECRET_KEY,
+            s3.endpoint()
+        );
+        Self::spawn(root, auth, Some(storage))
+    }
+
+    fn spawn(root: &Path, auth: Auth<'_>, storage: Option<String>) -> Self {
         std::fs::create_dir_all(root).unwrap();
         let auth = match auth {
             Auth::Basic => {
@@ -229,12 +270,17 @@ impl Registry {
             }
         };
         let port = free_port();
+        let storage = storage.unwrap_or_else(|| {
+            format!("  filesystem:\n    rootdirectory: {}\n", root.join("data").display())
+        });
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n{auth}",
-            root.join("data").display()
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n{auth}"
         );
         std::fs::write(root.join("config.yml"), config).unwrap();
         let mut child = Command::new("docker-registry")
+            // The s3 driver's AWS SDK fails to start with a custom CA
+            // bundle in the environment (this machine sets one).
+            .env_remove("AWS_CA_BUNDLE")
             .arg("serve")
             .arg(root.join("config.yml"))
             .stdin(Stdio::null())
