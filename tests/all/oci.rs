@@ -217,6 +217,25 @@ async fn image_preheat_with_basic_auth_stores_each_platforms_blobs_once() {
         "{error}"
     );
 
+    // The command line: `preheat --image --platform --wait`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_seedgate"))
+        .args([
+            "preheat",
+            "--image",
+            &format!("{host}/team/multi:2.0"),
+            "--platform",
+            "linux/arm64",
+            "--wait",
+            "--server",
+            &sg.url(""),
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("succeeded: 3 of 3 objects done"), "{text}");
+
     // Bad requests are refused before a job exists, naming the field.
     for (body, says) in [
         (json!({"image": "team/app:1.0"}), "registry"),
@@ -411,17 +430,33 @@ async fn blob_redirects_to_storage_are_followed_within_the_allowlist() {
     let s3 = crate::s3_server::S3Server::start(&dir.path().join("s3"));
     let images = Images::new();
     let filled = Registry::start(&dir.path().join("filled"), Auth::Basic);
-    Pusher::new(&filled).image("team/app", "1.0", &images.single).await;
-    let registry = Registry::start_on_s3(&dir.path().join("registry"), Auth::Basic, &s3, "registry", &filled);
+    Pusher::new(&filled)
+        .image("team/app", "1.0", &images.single)
+        .await;
+    let registry = Registry::start_on_s3(
+        &dir.path().join("registry"),
+        Auth::Basic,
+        &s3,
+        "registry",
+        &filled,
+    );
     drop(filled);
     let image = format!("{}/team/app:1.0", registry.host());
 
     // The storage's address is allowed: blobs come from S3.
-    let allow = format!("[origins.reg]\nallowed_hosts = [\"127.0.0.1\", \"{}\"]\n", s3.addr);
-    let conf = config(&registry, Some((USER, PASSWORD)), "").replace("allowed_hosts = [\"127.0.0.1\"]\n", "");
+    let allow = format!(
+        "[origins.reg]\nallowed_hosts = [\"127.0.0.1\", \"{}\"]\n",
+        s3.addr
+    );
+    let conf = config(&registry, Some((USER, PASSWORD)), "")
+        .replace("allowed_hosts = [\"127.0.0.1\"]\n", "");
     let conf = conf.replace("[origins.reg]\n", &allow);
     let sg = Seedgate::start(dir.path(), &conf);
-    let s3_gets = s3.requests().iter().filter(|(m, p)| m == "GET" && p.ends_with("/data")).count();
+    let s3_gets = s3
+        .requests()
+        .iter()
+        .filter(|(m, p)| m == "GET" && p.ends_with("/data"))
+        .count();
     let job = preheat(&sg, json!({"image": image})).await;
     assert_eq!(stored_digests(&job), digests(&images.single), "{job:#}");
     check_stored(&sg, "team/app", &images.single).await;
@@ -430,9 +465,16 @@ async fn blob_redirects_to_storage_are_followed_within_the_allowlist() {
         .iter()
         .filter(|r| r.0 == "GET" && r.1.contains("/blobs/") && r.2 == 307)
         .count();
-    assert!(redirects >= images.single.blobs().len(), "the registry redirected each blob read ({redirects})");
     assert!(
-        s3.requests().iter().filter(|(m, p)| m == "GET" && p.ends_with("/data")).count() > s3_gets,
+        redirects >= images.single.blobs().len(),
+        "the registry redirected each blob read ({redirects})"
+    );
+    assert!(
+        s3.requests()
+            .iter()
+            .filter(|(m, p)| m == "GET" && p.ends_with("/data"))
+            .count()
+            > s3_gets,
         "the bytes came from S3"
     );
     drop(sg);
@@ -442,7 +484,10 @@ async fn blob_redirects_to_storage_are_followed_within_the_allowlist() {
     let sg = Seedgate::start(dir2.path(), &config(&registry, Some((USER, PASSWORD)), ""));
     // Reads of the image's blobs (the registry reads its manifests from
     // the storage itself).
-    let hexes: Vec<String> = digests(&images.single).iter().map(|d| d[7..].to_owned()).collect();
+    let hexes: Vec<String> = digests(&images.single)
+        .iter()
+        .map(|d| d[7..].to_owned())
+        .collect();
     let blob_reads = || {
         s3.requests()
             .iter()
@@ -455,7 +500,57 @@ async fn blob_redirects_to_storage_are_followed_within_the_allowlist() {
     for o in job["objects"].as_array().unwrap() {
         assert_eq!(o["state"], "failed", "{o}");
         let e = o["error"].as_str().unwrap();
-        assert!(e.contains("redirect") && e.contains(&s3.addr.port().to_string()), "{o}");
+        assert!(
+            e.contains("redirect") && e.contains(&s3.addr.port().to_string()),
+            "{o}"
+        );
     }
     assert_eq!(blob_reads(), before, "no blob was read from the storage");
+}
+
+/// Bearer tokens that expire while a blob downloads: the plan carries the
+/// token's expiry and the host asks for a new plan (a new token) before it
+/// runs out, as it renews presigned S3 plans. The registry is behind a
+/// slow link and pieces are fetched one at a time, so one layer takes
+/// several token lifetimes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_expire_mid_download_are_renewed_with_the_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = TokenIssuer::start(2);
+    let registry = Registry::start(&dir.path().join("registry"), Auth::Token(&issuer));
+    let layer = Blob::new(LAYER_TYPE, pseudo_random(16 * MIB, 99));
+    let image = Image::new("linux", "amd64", vec![layer.clone()]);
+    Pusher::new(&registry).image("team/slow", "1", &image).await;
+    let link = Link::start(registry.port, 3 * MIB as u64).await;
+    let conf = config(
+        &registry,
+        Some((USER, PASSWORD)),
+        "[download]\npiece_concurrency = 1\nplan_refresh_margin = \"1s\"\n",
+    )
+    .replace(&registry.host(), &format!("127.0.0.1:{}", link.port));
+    let sg = Seedgate::start(dir.path(), &conf);
+    let issued = issuer.issued.load(std::sync::atomic::Ordering::SeqCst);
+    let started = tokio::time::Instant::now();
+    let job = preheat(
+        &sg,
+        json!({"image": format!("127.0.0.1:{}/team/slow:1", link.port)}),
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(stored_digests(&job), digests(&image), "{job:#}");
+    let resp = get(&sg.url(&format!("/o/reg/team/slow/blobs/{}", layer.digest()))).await;
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), layer.digest()[7..]);
+    let tokens = issuer.issued.load(std::sync::atomic::Ordering::SeqCst) - issued;
+    // Each of the manifest, the config and the layer costs two tokens (its
+    // stat, its plan): six. Every further one renewed a plan within the
+    // layer's download (four pieces over 5 s, 2 s tokens renewed 1 s
+    // before they expire).
+    assert!(
+        took > Duration::from_secs(4),
+        "the download outlived its tokens ({took:?})"
+    );
+    assert!(
+        tokens >= 8,
+        "tokens were renewed during the download: {tokens} in {took:?}"
+    );
 }

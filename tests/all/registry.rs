@@ -271,7 +271,10 @@ impl Registry {
         };
         let port = free_port();
         let storage = storage.unwrap_or_else(|| {
-            format!("  filesystem:\n    rootdirectory: {}\n", root.join("data").display())
+            format!(
+                "  filesystem:\n    rootdirectory: {}\n",
+                root.join("data").display()
+            )
         });
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n{auth}"
