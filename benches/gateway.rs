@@ -27,7 +27,6 @@ mod verdict;
 use std::process::Command;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use support::*;
 use tokio::time::Instant;
 use verdict::{Want, fresh_write_rate, printed, rss_mib, verdict};
@@ -108,35 +107,6 @@ fn wrk(url: &str, secs: usize, connections: usize) -> Wrk {
     }
 }
 
-/// Downloads `urls` to files under `dir`, `concurrency` at a time, as a
-/// pipeline of `curl -o` would; returns the bytes written.
-async fn download_to_files(urls: &[String], dir: &std::path::Path, concurrency: usize) -> u64 {
-    use tokio::io::AsyncWriteExt;
-    std::fs::create_dir_all(dir).unwrap();
-    let client = client();
-    futures_util::stream::iter(urls.iter().enumerate())
-        .map(|(i, url)| {
-            let (client, path) = (client.clone(), dir.join(format!("{i}.bin")));
-            async move {
-                let resp = client.get(url).send().await.unwrap();
-                assert!(resp.status().is_success(), "{url}: {}", resp.status());
-                let mut file = tokio::fs::File::create(&path).await.unwrap();
-                let mut body = resp.bytes_stream();
-                let mut n = 0u64;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.unwrap();
-                    n += chunk.len() as u64;
-                    file.write_all(&chunk).await.unwrap();
-                }
-                file.flush().await.unwrap();
-                n
-            }
-        })
-        .buffer_unordered(concurrency)
-        .fold(0, |a, n| async move { a + n })
-        .await
-}
-
 /// Preheats `keys` of `origin` as one job with `concurrency`; its time,
 /// once the job says every object is stored.
 async fn preheat(
@@ -145,7 +115,6 @@ async fn preheat(
     keys: &[String],
     concurrency: usize,
 ) -> (Duration, u64) {
-    let client = client();
     let t = Instant::now();
     let (status, job) = create_preheat(
         sg,
@@ -154,24 +123,7 @@ async fn preheat(
     )
     .await;
     assert_eq!(status, 201, "{job}");
-    let id = job["id"].as_str().unwrap().to_string();
-    let job = loop {
-        let j: serde_json::Value = serde_json::from_slice(
-            &client
-                .get(sg.url(&format!("/api/v1/preheat/{id}")))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap(),
-        )
-        .unwrap();
-        if j["state"] != "running" && j["state"] != "queued" {
-            break j;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let job = preheat_ended(sg, job["id"].as_str().unwrap()).await;
     let took = t.elapsed();
     assert_eq!(job["state"], "succeeded", "{job}");
     (took, job["progress"]["bytes_done"].as_u64().unwrap())
@@ -270,10 +222,12 @@ async fn main() {
             .collect::<Vec<_>>()
     };
     let t = Instant::now();
+    let gets = |urls: Vec<String>| urls.iter().map(|u| client.get(u)).collect::<Vec<_>>();
     let link_direct = download_to_files(
-        &urls(link.base_url()),
+        gets(urls(link.base_url())),
         &dir.path().join("files-link"),
         concurrency,
+        false,
     )
     .await;
     let link_direct_t = t.elapsed();
@@ -281,9 +235,10 @@ async fn main() {
     assert_eq!(link_pre, link_direct);
     let t = Instant::now();
     let direct = download_to_files(
-        &urls(origin.base_url()),
+        gets(urls(origin.base_url())),
         &dir.path().join("files"),
         concurrency,
+        false,
     )
     .await;
     let direct_t = t.elapsed();

@@ -657,27 +657,23 @@ impl JobManager {
         Ok(())
     }
 
-    /// Marks what did not finish as failed, for `why`.
+    /// Marks what did not finish as failed, for `why` (504: the job's time
+    /// ran out).
     fn fail_rest(&self, job: &Job, why: &str) {
-        let open: Vec<usize> = job
-            .items
-            .lock()
-            .iter()
-            .enumerate()
-            .filter(|(_, i)| matches!(i.state, ItemState::Pending | ItemState::Running))
-            .map(|(n, _)| n)
-            .collect();
-        for i in open {
-            self.set_item(job, i, |item| {
-                item.state = ItemState::Failed;
-                item.error = Some(why.to_owned());
-                item.status = Some(504);
-            });
-        }
+        self.end_open_items(job, |item| {
+            item.state = ItemState::Failed;
+            item.error = Some(why.to_owned());
+            item.status = Some(504);
+        });
     }
 
     /// Marks what did not finish as cancelled.
     fn cancel_rest(&self, job: &Job) {
+        self.end_open_items(job, |item| item.state = ItemState::Cancelled);
+    }
+
+    /// Applies `end` to every item still pending or running.
+    fn end_open_items(&self, job: &Job, end: impl Fn(&mut ItemRecord)) {
         let open: Vec<usize> = job
             .items
             .lock()
@@ -687,7 +683,7 @@ impl JobManager {
             .map(|(n, _)| n)
             .collect();
         for i in open {
-            self.set_item(job, i, |item| item.state = ItemState::Cancelled);
+            self.set_item(job, i, &end);
         }
     }
 
@@ -854,31 +850,19 @@ impl JobManager {
                     )));
                 }
                 let url = origin.object_url(&format!("{}/blobs/{}", image.name, blob.digest))?;
-                let mut items = job.items.lock();
-                if items.iter().any(|i| i.url == url.as_str()) {
-                    continue;
-                }
-                if items.len() >= self.config.max_items {
-                    return Err(invalid(format!(
-                        "{context}: more than preheat.max_items ({}) blobs",
-                        self.config.max_items
-                    )));
-                }
-                let item = ItemRecord {
-                    url: url.to_string(),
-                    origin: origin.name.clone(),
-                    state: ItemState::Pending,
-                    task_id: None,
-                    content_length: Some(blob.size),
-                    error: None,
-                    status: None,
-                    hosts: Vec::new(),
-                };
-                let i = items.len() as u32;
-                items.push(item.clone());
-                drop(items);
-                job.bytes.lock().push(Arc::new(AtomicU64::new(0)));
-                self.put_item(&id, i, &item)?;
+                self.add_item(
+                    job,
+                    &id,
+                    &origin.name,
+                    url.to_string(),
+                    Some(blob.size),
+                    || {
+                        format!(
+                            "{context}: more than preheat.max_items ({}) blobs",
+                            self.config.max_items
+                        )
+                    },
+                )?;
             }
         }
         tracing::info!(job = %id, image = %image, %platform, images = images.len(), blobs = job.items.lock().len(), "image resolved");
@@ -890,6 +874,41 @@ impl JobManager {
         };
         self.put_job(&record)?;
         Ok(())
+    }
+
+    /// Adds the object at `url` to a job being expanded, unless it holds
+    /// it already; past `preheat.max_items`, the error `too_many` says.
+    fn add_item(
+        &self,
+        job: &Job,
+        id: &str,
+        origin: &str,
+        url: String,
+        content_length: Option<u64>,
+        too_many: impl FnOnce() -> String,
+    ) -> Result<()> {
+        let mut items = job.items.lock();
+        if items.iter().any(|i| i.url == url) {
+            return Ok(());
+        }
+        if items.len() >= self.config.max_items {
+            return Err(invalid(too_many()));
+        }
+        let item = ItemRecord {
+            url,
+            origin: origin.to_owned(),
+            state: ItemState::Pending,
+            task_id: None,
+            content_length,
+            error: None,
+            status: None,
+            hosts: Vec::new(),
+        };
+        let i = items.len() as u32;
+        items.push(item.clone());
+        drop(items);
+        job.bytes.lock().push(Arc::new(AtomicU64::new(0)));
+        self.put_item(id, i, &item)
     }
 
     /// Lists the prefix into items, page by page.
@@ -906,31 +925,12 @@ impl JobManager {
                 .await
                 .map_err(|e| e.context(format!("listing prefix '{prefix}'")))?;
             for object in page.objects {
-                let mut items = job.items.lock();
-                if items.iter().any(|i| i.url == object.url) {
-                    continue;
-                }
-                if items.len() >= self.config.max_items {
-                    return Err(invalid(format!(
+                self.add_item(job, &id, &origin.name, object.url, object.size, || {
+                    format!(
                         "prefix '{prefix}' holds more than preheat.max_items ({}) objects",
                         self.config.max_items
-                    )));
-                }
-                let item = ItemRecord {
-                    url: object.url,
-                    origin: origin.name.clone(),
-                    state: ItemState::Pending,
-                    task_id: None,
-                    content_length: object.size,
-                    error: None,
-                    status: None,
-                    hosts: Vec::new(),
-                };
-                let i = items.len() as u32;
-                items.push(item.clone());
-                drop(items);
-                job.bytes.lock().push(Arc::new(AtomicU64::new(0)));
-                self.put_item(&id, i, &item)?;
+                    )
+                })?;
             }
             match page.next_page_token {
                 Some(t) if !job.cancelled.load(Ordering::SeqCst) => token = Some(t),

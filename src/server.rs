@@ -362,11 +362,6 @@ impl Connections {
         accepted: std::io::Result<Accepted>,
         ended: impl FnOnce() + Send + 'static,
     ) {
-        use futures_util::FutureExt;
-        use hyper_util::rt::TokioIo;
-        use hyper_util::service::TowerToHyperService;
-        let service = TowerToHyperService::new(self.app.clone());
-        let max_head = self.limits.max_header_bytes;
         let conn = match accepted {
             Ok(Accepted::Tcp(stream)) => {
                 // Without TCP_NODELAY a small answer written in two parts
@@ -375,25 +370,9 @@ impl Connections {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY");
                 }
-                let io = gateway::ReasonedErrors::new(stream, max_head);
-                self.graceful
-                    .watch(
-                        self.builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
-                            .into_owned(),
-                    )
-                    .boxed()
+                self.serve(stream)
             }
-            Ok(Accepted::Unix(stream)) => {
-                let io = gateway::ReasonedErrors::new(stream, max_head);
-                self.graceful
-                    .watch(
-                        self.builder
-                            .serve_connection_with_upgrades(TokioIo::new(io), service)
-                            .into_owned(),
-                    )
-                    .boxed()
-            }
+            Ok(Accepted::Unix(stream)) => self.serve(stream),
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -406,6 +385,37 @@ impl Connections {
             }
             ended();
         });
+    }
+
+    /// One connection's HTTP (1 or 2, by what the client speaks), watched
+    /// for graceful shutdown, its refusals answered with their reasons.
+    fn serve<S>(
+        &self,
+        stream: S,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    >
+    where
+        S: tokio::io::AsyncRead
+            + tokio::io::AsyncWrite
+            + crate::zerocopy::SendFile
+            + Unpin
+            + Send
+            + 'static,
+    {
+        use futures_util::FutureExt;
+        use hyper_util::rt::TokioIo;
+        use hyper_util::service::TowerToHyperService;
+        let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
+        let service = TowerToHyperService::new(self.app.clone());
+        self.graceful
+            .watch(
+                self.builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned(),
+            )
+            .boxed()
     }
 }
 

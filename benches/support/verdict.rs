@@ -66,3 +66,21 @@ pub fn rss_mib(field: &str, pid: u32) -> f64 {
         .unwrap_or(0.0)
         / 1024.0
 }
+
+/// Writes `bytes` of zeros under `dir` and syncs them; returns the MiB/s.
+/// A store that records bytes only once they are durable is bound by it.
+pub fn synced_write_rate(dir: &std::path::Path, bytes: usize) -> f64 {
+    use std::io::Write;
+    let path = dir.join("synced-write.bin");
+    let t = tokio::time::Instant::now();
+    let mut f = std::fs::File::create(&path).unwrap();
+    let chunk = vec![0u8; 4 << 20];
+    for _ in 0..bytes.div_ceil(chunk.len()) {
+        f.write_all(&chunk).unwrap();
+    }
+    f.sync_all().unwrap();
+    drop(f);
+    let rate = bytes as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+    std::fs::remove_file(&path).unwrap();
+    rate
+}

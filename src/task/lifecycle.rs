@@ -70,7 +70,54 @@ pub struct Download {
     pub(super) watchdog: Arc<Watchdog>,
     /// The space admitted for it and not yet written.
     pub(super) promise: Promise,
+    /// For a task named by a blob digest: the sha256 of its bytes, hashed
+    /// as the landed prefix grows (so hashing overlaps the transfer).
+    pub(super) hashing:
+        parking_lot::Mutex<Option<tokio::task::JoinHandle<std::io::Result<String>>>>,
     pub(super) _lease: Lease,
+}
+
+/// Hashes a download's bytes in order as its landed prefix grows, from
+/// the content file (the pages just written); ends with the hex sha256
+/// once every byte is hashed, or with an error if the download ends (or
+/// goes) first. Holds no handle on the download itself.
+async fn hash_as_landed(
+    mut rx: watch::Receiver<Progress>,
+    file: Arc<File>,
+    length: u64,
+    piece_length: u64,
+) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut at = 0;
+    loop {
+        let (prefix, ended) = {
+            let p = rx.borrow_and_update();
+            let whole = p.pieces.iter().take_while(|l| l.is_some()).count() as u64;
+            ((whole * piece_length).min(length), !p.phase.fetching())
+        };
+        if prefix > at {
+            let file = file.clone();
+            hasher = tokio::task::spawn_blocking(move || {
+                hash_range(&file, at, prefix, &mut hasher).map(|()| hasher)
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+            at = prefix;
+            continue;
+        }
+        if at >= length {
+            return Ok(hex::encode(hasher.finalize()));
+        }
+        if ended {
+            return Err(std::io::Error::other(
+                "the download ended before the blob was whole",
+            ));
+        }
+        if rx.changed().await.is_err() {
+            return Err(std::io::Error::other("the download went"));
+        }
+    }
 }
 
 /// Bytes of disk promised to one download at its admission; given back as
@@ -359,8 +406,17 @@ impl TaskManager {
             restarts,
             watchdog,
             promise,
+            hashing: parking_lot::Mutex::new(None),
             _lease: self.lease(&id),
         });
+        if request.spec.content_digest(&request.url).is_some() {
+            *download.hashing.lock() = Some(tokio::spawn(hash_as_landed(
+                download.progress.subscribe(),
+                download.file.clone(),
+                download.record.content_length,
+                download.record.piece_length,
+            )));
+        }
         // Plan before answering, so a refused or malformed plan is a clean
         // error for the client rather than a body cut short.
         let work = !download.queue.lock().is_empty();
@@ -433,11 +489,23 @@ impl TaskManager {
     /// not match fail it, and its pieces are dropped.
     pub(super) async fn finish(&self, dl: &Download) -> Result<()> {
         if let Some(want) = dl.request.spec.content_digest(&dl.request.url) {
-            let (file, length) = (dl.file.clone(), dl.record.content_length);
-            let got = tokio::task::spawn_blocking(move || sha256_of(&file, length))
-                .await
-                .map_err(|e| Error::internal(format!("hashing the blob: {e}")))?
-                .map_err(|e| Error::internal(format!("reading the blob to hash it: {e}")))?;
+            let hashing = dl.hashing.lock().take();
+            let got = match hashing {
+                Some(h) => h
+                    .await
+                    .map_err(|e| Error::internal(format!("hashing the blob: {e}")))?,
+                None => {
+                    let (file, length) = (dl.file.clone(), dl.record.content_length);
+                    tokio::task::spawn_blocking(move || {
+                        let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+                        hash_range(&file, 0, length, &mut hasher)
+                            .map(|()| hex::encode(sha2::Digest::finalize(hasher)))
+                    })
+                    .await
+                    .map_err(|e| Error::internal(format!("hashing the blob: {e}")))?
+                }
+            }
+            .map_err(|e| Error::internal(format!("reading the blob to hash it: {e}")))?;
             if got != want {
                 self.storage.clear_pieces(&dl.record.id)?;
                 self.index.lock().clear(&dl.record.id);
@@ -470,26 +538,30 @@ impl TaskManager {
     }
 }
 
-/// The sha256 (hex) of the first `length` bytes of `file`.
-fn sha256_of(file: &std::fs::File, length: u64) -> std::io::Result<String> {
+/// Feeds bytes `from..to` of `file` to `hasher`.
+fn hash_range(
+    file: &std::fs::File,
+    from: u64,
+    to: u64,
+    hasher: &mut sha2::Sha256,
+) -> std::io::Result<()> {
     use sha2::Digest;
     use std::os::unix::fs::FileExt;
-    let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < length {
-        let want = buf.len().min((length - at) as usize);
+    let mut at = from;
+    while at < to {
+        let want = buf.len().min((to - at) as usize);
         let n = file.read_at(&mut buf[..want], at)?;
         if n == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("the content file ends at byte {at} of {length}"),
+                format!("the content file ends at byte {at} of {to}"),
             ));
         }
         hasher.update(&buf[..n]);
         at += n as u64;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(())
 }
 
 #[cfg(test)]

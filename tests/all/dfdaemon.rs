@@ -38,6 +38,9 @@ pub struct Dfdaemon {
     /// `{ip}-{hostname}`, or with `-seed` for a seed peer.
     pub host_id: String,
     pub upload_port: u16,
+    /// Its HTTP proxy (`proxy.server.port`), which sends OCI blob reads
+    /// (`blobs/sha256.*`) through P2P as a registry mirror does.
+    pub proxy_port: u16,
     /// The TCP piece port (`storage.server.tcpPort`).
     pub piece_port: u16,
 }
@@ -149,6 +152,7 @@ impl Dfdaemon {
         let d = dir.path();
         let upload_port = free_port();
         let piece_port = free_port();
+        let proxy = free_port();
         let config = format!(
             r#"host:
   hostname: {hostname}
@@ -191,13 +195,14 @@ proxy:
   server:
     ip: 127.0.0.1
     port: {proxy}
+  rules:
+    - regex: 'blobs/sha256.*'
 "#,
             d = d.display(),
             quic = free_port(),
             health = free_port(),
             metrics = free_port(),
             stats = free_port(),
-            proxy = free_port(),
         );
         std::fs::write(d.join("dfdaemon.yaml"), config).unwrap();
         std::fs::write(
@@ -245,6 +250,7 @@ proxy:
             },
             upload_port,
             piece_port,
+            proxy_port: proxy,
             dir,
         };
         let socket = me.socket();

@@ -288,7 +288,7 @@ async fn harbor_and_dragonfly_clients_create_and_poll_jobs() {
     // The credentials are in no answer, no record and no log line.
     drop(sg);
     let b64 = secret.strip_prefix("Basic ").unwrap();
-    for path in walk(&dir.path().join("data"))
+    for path in files_under(&dir.path().join("data"))
         .into_iter()
         .chain([dir.path().join("seedgate.log")])
     {
@@ -302,22 +302,6 @@ async fn harbor_and_dragonfly_clients_create_and_poll_jobs() {
             path.display()
         );
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    files
 }
 
 /// `all_seed_peers` with the built-in scheduler: each object is also

@@ -80,6 +80,18 @@ fn stored_digests(job: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The registry sent each of `blobs` exactly once (in pieces or whole).
+fn fetched_once<'a>(registry: &Registry, blobs: impl IntoIterator<Item = &'a Blob>) {
+    for blob in blobs {
+        assert_eq!(
+            registry.blob_bytes_sent(&blob.digest()),
+            blob.bytes.len() as u64,
+            "{} fetched once",
+            blob.digest()
+        );
+    }
+}
+
 pub fn digests(image: &Image) -> Vec<String> {
     image.blobs().iter().map(|b| b.digest()).collect()
 }
@@ -117,14 +129,7 @@ async fn image_preheat_with_basic_auth_stores_each_platforms_blobs_once() {
         "the registry's origin was found"
     );
     check_stored(&sg, "team/app", &images.single).await;
-    for blob in images.single.blobs() {
-        assert_eq!(
-            registry.blob_bytes_sent(&blob.digest()),
-            blob.bytes.len() as u64,
-            "{} fetched once",
-            blob.digest()
-        );
-    }
+    fetched_once(&registry, images.single.blobs());
 
     // Both platforms of the index, one after the other: the shared layer
     // is one task and is fetched once.
@@ -142,20 +147,15 @@ async fn image_preheat_with_basic_auth_stores_each_platforms_blobs_once() {
     assert_eq!(stored_digests(&job), digests(&images.amd64));
     check_stored(&sg, "team/multi", &images.amd64).await;
     check_stored(&sg, "team/multi", &images.arm64).await;
-    let shared = images.amd64.layers[0].digest();
+    // Both images hold the shared layer: it too was sent once.
     assert_eq!(
-        registry.blob_bytes_sent(&shared),
-        images.amd64.layers[0].bytes.len() as u64,
-        "the shared layer was fetched once"
+        images.amd64.layers[0].digest(),
+        images.arm64.layers[0].digest()
     );
-    for blob in images.amd64.blobs().into_iter().chain(images.arm64.blobs()) {
-        assert_eq!(
-            registry.blob_bytes_sent(&blob.digest()),
-            blob.bytes.len() as u64,
-            "{}",
-            blob.digest()
-        );
-    }
+    fetched_once(
+        &registry,
+        images.amd64.blobs().into_iter().chain(images.arm64.blobs()),
+    );
 
     // `all`: every platform's blobs once in one job (already stored).
     let job = preheat(
@@ -334,7 +334,15 @@ async fn bearer_tokens_wrong_credentials_and_forwarded_credentials() {
     assert_eq!(job["request"]["headers"]["Authorization"], "[redacted]");
     drop(sg);
     // Neither in the store (sled's records, the job) nor in the debug log.
-    let leaked = grep_dir(dir3.path(), b64.as_bytes());
+    let leaked: Vec<_> = files_under(dir3.path())
+        .into_iter()
+        .filter(|f| {
+            std::fs::read(f)
+                .unwrap()
+                .windows(b64.len())
+                .any(|w| w == b64.as_bytes())
+        })
+        .collect();
     assert!(leaked.is_empty(), "the credential is on disk in {leaked:?}");
     let log = std::fs::read_to_string(dir3.path().join("seedgate.log")).unwrap();
     assert!(
@@ -400,25 +408,6 @@ async fn a_blob_that_does_not_match_its_digest_is_never_complete() {
             assert_eq!(o["state"], "done", "{o}");
         }
     }
-}
-
-/// Files under `dir` holding `needle`.
-fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path)
-                && bytes.windows(needle.len()).any(|w| w == needle)
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// A registry on object storage answers blob reads with a `307` to a
@@ -552,5 +541,70 @@ async fn tokens_that_expire_mid_download_are_renewed_with_the_plan() {
     assert!(
         tokens >= 8,
         "tokens were renewed during the download: {tokens} in {took:?}"
+    );
+}
+
+/// The task a real dfdaemon's proxy asks the scheduler for when a client
+/// pulls a blob through it is the task seedgate preheated: dfdaemon names
+/// blob tasks by digest (`enableTaskIDBasedBlobDigest`, on by default),
+/// and so does seedgate, so the pull is served from seedgate's seed peer
+/// and the registry sends the blob no second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blob_preheated_here_is_the_task_a_dfdaemon_proxy_pulls() {
+    let dir = tempfile::tempdir().unwrap();
+    // Anonymous: the third way a registry is reached.
+    let registry = Registry::start(&dir.path().join("registry"), Auth::Anonymous);
+    let images = Images::new();
+    images.push(&registry).await;
+    let scheduler_port = free_port();
+    let seed_peer = format!(
+        "[seed_peer]\nupload_listen = \"127.0.0.1:{}\"\npiece_listen = \"127.0.0.1:{}\"\nhostname = \"sg-oci\"\n[scheduler]\nlisten = \"127.0.0.1:{scheduler_port}\"\n",
+        free_port(),
+        free_port()
+    );
+    let sg = Seedgate::start(dir.path(), &config(&registry, None, &seed_peer));
+    let job = preheat(
+        &sg,
+        json!({"image": format!("{}/team/app:1.0", registry.host())}),
+    )
+    .await;
+    assert_eq!(stored_digests(&job), digests(&images.single));
+    let layer = &images.single.layers[0];
+    let sent = registry.blob_bytes_sent(&layer.digest());
+    assert_eq!(sent, layer.bytes.len() as u64);
+
+    let peer = crate::dfdaemon::Dfdaemon::start("oci-dfpeer", scheduler_port, false).await;
+    let proxied = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://127.0.0.1:{}", peer.proxy_port)).unwrap())
+        .build()
+        .unwrap();
+    let url = format!(
+        "http://{}/v2/team/app/blobs/{}",
+        registry.host(),
+        layer.digest()
+    );
+    let resp = proxied.get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    assert_eq!(
+        format!("sha256:{}", sha256(&bytes)),
+        layer.digest(),
+        "the bytes"
+    );
+    // (dfdaemon asks the origin for one byte to learn the length.)
+    let again = registry.blob_bytes_sent(&layer.digest()) - sent;
+    assert!(
+        again < 4096,
+        "the registry sent {again} more bytes: the proxy's task was not seedgate's"
+    );
+    let task =
+        json(get(&sg.url(&format!("/api/v1/cluster/tasks/{}", &layer.digest()[7..]))).await).await;
+    assert!(
+        task["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["host_id"] == peer.host_id.as_str() && p["state"] == "Succeeded"),
+        "the dfdaemon's peer of the digest task: {task:#}"
     );
 }

@@ -191,6 +191,8 @@ impl Drop for TokenIssuer {
 
 /// How the registry checks its clients.
 pub enum Auth<'a> {
+    /// Anyone may pull and push.
+    Anonymous,
     /// htpasswd: `USER`/`PASSWORD`.
     Basic,
     /// Tokens from this issuer.
@@ -248,6 +250,7 @@ impl Registry {
     fn spawn(root: &Path, auth: Auth<'_>, storage: Option<String>) -> Self {
         std::fs::create_dir_all(root).unwrap();
         let auth = match auth {
+            Auth::Anonymous => String::new(),
             Auth::Basic => {
                 let out = Command::new("htpasswd")
                     .args(["-Bbn", USER, PASSWORD])
@@ -256,14 +259,14 @@ impl Registry {
                 assert!(out.status.success());
                 std::fs::write(root.join("htpasswd"), out.stdout).unwrap();
                 format!(
-                    "  htpasswd:\n    realm: seedgate-test\n    path: {}\n",
+                    "auth:\n  htpasswd:\n    realm: seedgate-test\n    path: {}\n",
                     root.join("htpasswd").display()
                 )
             }
             Auth::Token(issuer) => {
                 std::fs::write(root.join("issuer.pem"), &issuer.cert_pem).unwrap();
                 format!(
-                    "  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                    "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
                     issuer.realm(),
                     root.join("issuer.pem").display()
                 )
@@ -277,7 +280,7 @@ impl Registry {
             )
         });
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n{auth}"
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}"
         );
         std::fs::write(root.join("config.yml"), config).unwrap();
         let mut child = Command::new("docker-registry")

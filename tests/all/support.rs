@@ -708,3 +708,89 @@ pub async fn raw_request(sg: &Seedgate, raw: &[u8]) -> (u16, String, String) {
         .unwrap_or_else(|| panic!("no status in {text:?}"));
     (status, head.to_string(), body.to_string())
 }
+
+/// Every file under `dir`, recursively.
+#[allow(dead_code)] // not every bench uses it
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Polls preheat job `id` until it leaves queued, listing and running.
+#[allow(dead_code)] // used by the benches
+pub async fn preheat_ended(sg: &Seedgate, id: &str) -> serde_json::Value {
+    let client = client();
+    loop {
+        let j: serde_json::Value = serde_json::from_slice(
+            &client
+                .get(sg.url(&format!("/api/v1/preheat/{id}")))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        if !matches!(j["state"].as_str(), Some("running" | "queued" | "listing")) {
+            return j;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `requests`, `concurrency` at a time, and writes each answer's
+/// body to a file under `dir`, as a pipeline of `curl -o` would; with
+/// `durable`, each file is synced once whole, as containerd's content
+/// store commits a pulled blob. Returns the bytes written.
+#[allow(dead_code)] // used by the benches
+pub async fn download_to_files(
+    requests: Vec<reqwest::RequestBuilder>,
+    dir: &Path,
+    concurrency: usize,
+    durable: bool,
+) -> u64 {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    std::fs::create_dir_all(dir).unwrap();
+    futures_util::stream::iter(requests.into_iter().enumerate())
+        .map(|(i, req)| {
+            let path = dir.join(format!("{i}.bin"));
+            async move {
+                let resp = req.send().await.unwrap();
+                assert!(
+                    resp.status().is_success(),
+                    "{}: {}",
+                    resp.url(),
+                    resp.status()
+                );
+                let mut file = tokio::fs::File::create(&path).await.unwrap();
+                let mut body = resp.bytes_stream();
+                let mut n = 0u64;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.unwrap();
+                    n += chunk.len() as u64;
+                    file.write_all(&chunk).await.unwrap();
+                }
+                file.flush().await.unwrap();
+                if durable {
+                    file.sync_all().await.unwrap();
+                }
+                n
+            }
+        })
+        .buffer_unordered(concurrency)
+        .fold(0, |a, n| async move { a + n })
+        .await
+}
