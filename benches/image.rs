@@ -3,7 +3,10 @@
 //! real registry (Debian's docker-registry, basic auth) against pulling the
 //! same blobs (config and layers) straight from the registry to files with
 //! the same concurrency, over a link of `SEEDGATE_BENCH_LINK_MBIT` (default
-//! 2000) shared by every connection to the registry, and on loopback.
+//! 2000) shared by every connection to the registry, and on loopback. As
+//! root, the link is a veth into a network namespace shaped by `tc tbf`
+//! (a second registry there serves the same storage); otherwise the
+//! userspace `Link` of the tests.
 //!
 //! seedgate records a piece only once its bytes are synced, so a preheat is
 //! bound by the disk's synced write rate. The pulls it is held against are
@@ -15,6 +18,9 @@
 //! `SEEDGATE_BENCH_IMAGE_MIB` (default 2048), `SEEDGATE_BENCH_IMAGE_LAYERS`
 //! (default 8), `SEEDGATE_BENCH_ROUNDS` (default 3; medians).
 
+#[allow(dead_code)]
+#[path = "support/netns.rs"]
+mod netns;
 #[allow(dead_code)]
 #[path = "../tests/all/registry.rs"]
 mod registry;
@@ -30,6 +36,7 @@ mod verdict;
 
 use std::time::Duration;
 
+use netns::{Net, Node};
 use registry::*;
 use support::*;
 use tokio::time::Instant;
@@ -99,6 +106,10 @@ async fn forget(sg: &Seedgate, digests: &[String]) {
     }
 }
 
+const BRIDGE_IP: &str = "10.204.0.1";
+const REGISTRY_NS: &str = "sgi-registry";
+const REGISTRY_IP: &str = "10.204.0.10";
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -140,12 +151,41 @@ async fn main() {
     let digests: Vec<String> = image.blobs().iter().map(|b| b.digest()).collect();
     let bytes: u64 = image.blobs().iter().map(|b| b.bytes.len() as u64).sum();
     drop(image);
-    let link = Link::start(registry.port, link_mbit as u64 * 1_000_000 / 8).await;
+    // The shaped link: as root, the same storage served by a second
+    // registry in a network namespace whose veth `tc tbf` shapes (the
+    // kernel shapes, nothing competes for the two cores); otherwise the
+    // userspace `Link` in this process.
+    let (_net, _far, _link, far) = if rustix::process::geteuid().is_root() {
+        let net = Net::up(
+            "sgi-",
+            BRIDGE_IP,
+            0,
+            &[Node {
+                ns: REGISTRY_NS.into(),
+                ip: REGISTRY_IP.into(),
+                mbit: link_mbit as u64,
+            }],
+        );
+        let far = Registry::start_in(
+            &dir.path().join("far"),
+            Auth::Basic,
+            REGISTRY_NS,
+            REGISTRY_IP,
+            &registry,
+        );
+        let host = far.host();
+        println!("link: tc tbf {link_mbit} Mbit/s on a veth to network namespace {REGISTRY_NS}");
+        (Some(net), Some(far), None, host)
+    } else {
+        let link = Link::start(registry.port, link_mbit as u64 * 1_000_000 / 8).await;
+        let host = format!("127.0.0.1:{}", link.port);
+        println!("link: a userspace proxy in this process (not root: no network namespace)");
+        (None, None, Some(link), host)
+    };
     let config = format!(
         "[origins.reg]\nplugin = \"oci\"\nbase_url = \"http://{}/v2/\"\n[origins.reg.config]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n\
-         [origins.reglink]\nplugin = \"oci\"\nbase_url = \"http://127.0.0.1:{}/v2/\"\n[origins.reglink.config]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
+         [origins.reglink]\nplugin = \"oci\"\nbase_url = \"http://{far}/v2/\"\nallowed_hosts = [\"10.0.0.0/8\"]\n[origins.reglink.config]\nusername = \"{USER}\"\npassword = \"{PASSWORD}\"\n",
         registry.host(),
-        link.port
     );
     // SEEDGATE_BENCH_IMAGE_DIGEST_IDS=0: name blobs by URL and skip the
     // digest check (to see what the check costs; one round only, as the
@@ -164,7 +204,7 @@ async fn main() {
     // Per round and side: preheat, pulls synced as containerd commits
     // blobs, pulls left in the page cache.
     let sides = [
-        ("link", link.base_url(), "reglink"),
+        ("link", format!("http://{far}/"), "reglink"),
         ("loopback", format!("http://{}/", registry.host()), "reg"),
     ];
     let mut times = [

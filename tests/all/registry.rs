@@ -20,7 +20,7 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::support::{free_port, sha256, stop, wait_for_port_within};
+use crate::support::{free_port, sha256, stop};
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "s3cret-registry-password";
@@ -201,14 +201,43 @@ pub enum Auth<'a> {
 
 pub struct Registry {
     child: Child,
+    /// The address it listens on (127.0.0.1, or its namespace's).
+    pub ip: String,
     pub port: u16,
     pub root: PathBuf,
+}
+
+/// Where a registry runs and what it serves, besides its auth.
+#[derive(Default)]
+struct Placement {
+    /// The `storage:` section (default: the filesystem under `root/data`).
+    storage: Option<String>,
+    /// A network namespace and its address to listen on.
+    netns: Option<(String, String)>,
 }
 
 impl Registry {
     /// Keeps its blobs on the filesystem under `root`.
     pub fn start(root: &Path, auth: Auth<'_>) -> Self {
-        Self::spawn(root, auth, None)
+        Self::spawn(root, auth, Placement::default())
+    }
+
+    /// Serves what `filled` stores (its filesystem, shared), from network
+    /// namespace `netns` on `ip`: a registry behind a shaped link.
+    #[allow(dead_code)] // used by benches/image.rs
+    pub fn start_in(root: &Path, auth: Auth<'_>, netns: &str, ip: &str, filled: &Registry) -> Self {
+        let storage = format!(
+            "  filesystem:\n    rootdirectory: {}\n",
+            filled.root.join("data").display()
+        );
+        Self::spawn(
+            root,
+            auth,
+            Placement {
+                storage: Some(storage),
+                netns: Some((netns.to_owned(), ip.to_owned())),
+            },
+        )
     }
 
     /// Keeps its blobs in `bucket` of an S3 server and answers blob reads
@@ -244,10 +273,21 @@ impl Registry {
             crate::s3_server::SECRET_KEY,
             s3.endpoint()
         );
-        Self::spawn(root, auth, Some(storage))
+        Self::spawn(
+            root,
+            auth,
+            Placement {
+                storage: Some(storage),
+                netns: None,
+            },
+        )
     }
 
-    fn spawn(root: &Path, auth: Auth<'_>, storage: Option<String>) -> Self {
+    fn spawn(root: &Path, auth: Auth<'_>, placement: Placement) -> Self {
+        let Placement { storage, netns } = placement;
+        let ip = netns
+            .as_ref()
+            .map_or("127.0.0.1".to_owned(), |(_, ip)| ip.clone());
         std::fs::create_dir_all(root).unwrap();
         let auth = match auth {
             Auth::Anonymous => String::new(),
@@ -280,10 +320,18 @@ impl Registry {
             )
         });
         let config = format!(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}"
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: false\nstorage:\n{storage}  delete:\n    enabled: true\nhttp:\n  addr: {ip}:{port}\n{auth}"
         );
         std::fs::write(root.join("config.yml"), config).unwrap();
-        let mut child = Command::new("docker-registry")
+        let mut command = match &netns {
+            Some((ns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "docker-registry"]);
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
+        let mut child = command
             // The s3 driver's AWS SDK fails to start with a custom CA
             // bundle in the environment (this machine sets one).
             .env_remove("AWS_CA_BUNDLE")
@@ -294,9 +342,16 @@ impl Registry {
             .stderr(std::fs::File::create(root.join("registry.log")).unwrap())
             .spawn()
             .expect("spawn docker-registry (scripts/setup installs it)");
-        wait_for_port_within(port, "docker-registry", &mut child, Duration::from_secs(30));
+        crate::support::wait_for_addr(
+            &ip,
+            port,
+            "docker-registry",
+            &mut child,
+            Duration::from_secs(30),
+        );
         Self {
             child,
+            ip,
             port,
             root: root.to_owned(),
         }
@@ -304,7 +359,7 @@ impl Registry {
 
     /// `127.0.0.1:PORT`, as an image reference names it.
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     /// Every request of the access log: (method, path, status, bytes).
