@@ -410,7 +410,7 @@ impl TaskManager {
             _lease: self.lease(&id),
         });
         if request.spec.content_digest(&request.url).is_some() {
-            *download.hashing.lock() = Some(tokio::spawn(hash_as_landed(
+            *download.hashing.lock() = Some(self.spawn(hash_as_landed(
                 download.progress.subscribe(),
                 download.file.clone(),
                 download.record.content_length,
