@@ -115,18 +115,11 @@ async fn preheat(
     keys: &[String],
     concurrency: usize,
 ) -> (Duration, u64) {
-    let t = Instant::now();
-    let (status, job) = create_preheat(
+    timed_preheat(
         sg,
         serde_json::json!({"origin": origin, "keys": keys, "concurrency": concurrency}),
-        None,
     )
-    .await;
-    assert_eq!(status, 201, "{job}");
-    let job = preheat_ended(sg, job["id"].as_str().unwrap()).await;
-    let took = t.elapsed();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    (took, job["progress"]["bytes_done"].as_u64().unwrap())
+    .await
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

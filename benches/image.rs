@@ -72,18 +72,11 @@ async fn preheat_image(
     image: &str,
     concurrency: usize,
 ) -> (Duration, u64) {
-    let t = Instant::now();
-    let (status, job) = create_preheat(
+    timed_preheat(
         sg,
         serde_json::json!({"image": image, "origin": origin, "concurrency": concurrency}),
-        None,
     )
-    .await;
-    assert_eq!(status, 201, "{job}");
-    let job = preheat_ended(sg, job["id"].as_str().unwrap()).await;
-    let took = t.elapsed();
-    assert_eq!(job["state"], "succeeded", "{job}");
-    (took, job["progress"]["bytes_done"].as_u64().unwrap())
+    .await
 }
 
 /// Deletes the blob tasks so the next round starts cold.

@@ -866,14 +866,19 @@ impl JobManager {
             }
         }
         tracing::info!(job = %id, image = %image, %platform, images = images.len(), blobs = job.items.lock().len(), "image resolved");
+        self.mark_expanded(job)
+    }
+
+    /// Records that a job's items are all known (its prefix listed, its
+    /// image resolved).
+    fn mark_expanded(&self, job: &Job) -> Result<()> {
         let record = {
             let mut r = job.record.lock();
             r.expanded = true;
             r.items = job.items.lock().len() as u32;
             r.clone()
         };
-        self.put_job(&record)?;
-        Ok(())
+        self.put_job(&record)
     }
 
     /// Adds the object at `url` to a job being expanded, unless it holds
@@ -937,14 +942,7 @@ impl JobManager {
                 _ => break,
             }
         }
-        let record = {
-            let mut r = job.record.lock();
-            r.expanded = true;
-            r.items = job.items.lock().len() as u32;
-            r.clone()
-        };
-        self.put_job(&record)?;
-        Ok(())
+        self.mark_expanded(job)
     }
 
     async fn run_item(&self, job: &Arc<Job>, i: usize, spec: &TaskSpec, headers: &HeaderMap) {

@@ -794,3 +794,16 @@ pub async fn download_to_files(
         .fold(0, |a, n| async move { a + n })
         .await
 }
+
+/// Creates a preheat job from `body` and waits for its end; how long it
+/// took and its bytes done. It must succeed.
+#[allow(dead_code)] // used by the benches
+pub async fn timed_preheat(sg: &Seedgate, body: serde_json::Value) -> (Duration, u64) {
+    let t = tokio::time::Instant::now();
+    let (status, job) = create_preheat(sg, body, None).await;
+    assert_eq!(status, 201, "{job}");
+    let job = preheat_ended(sg, job["id"].as_str().unwrap()).await;
+    let took = t.elapsed();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    (took, job["progress"]["bytes_done"].as_u64().unwrap())
+}
