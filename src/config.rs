@@ -544,6 +544,9 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DownloadConfig {
+    /// Ranged piece requests one download keeps in flight when it is alone
+    /// on its origin; with several downloads on one origin, each keeps its
+    /// share (this / downloads running, at least one).
     #[serde(default = "default_piece_concurrency")]
     pub piece_concurrency: usize,
     /// Fixed piece length; unset uses Dragonfly's rule (length / 500, next

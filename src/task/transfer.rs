@@ -24,6 +24,9 @@ const WRITE_CHUNKS: usize = 256;
 /// Landed pieces waiting for their sync and record, at most: bounds what a
 /// crash can cost (they are fetched again) and the dirty bytes in flight.
 const COMMIT_QUEUE: usize = 16;
+/// How often a piece worker past its download's share of the origin
+/// looks again whether the share has grown.
+const SHARE_RECHECK: std::time::Duration = std::time::Duration::from_millis(50);
 /// Bytes per `pwritev` call, at most. The kernel sizes the page-cache
 /// folios of a buffered write by the call's length; on a VM that hands
 /// free memory back to its host, large folios land in memory the host
@@ -227,11 +230,22 @@ impl TaskManager {
         let fetch = async move {
             let _slot = origin_slot;
             if plan.ranged() {
-                let workers = (0..self.config.piece_concurrency.max(1)).map(|_| {
+                let most = self.config.piece_concurrency.max(1);
+                let workers = (0..most).map(|worker| {
                     let tx = tx.clone();
                     async move {
-                        while let Some(n) = dl.next_piece() {
-                            let origin = &dl.request.origin;
+                        let origin = &dl.request.origin;
+                        loop {
+                            // Past this download's share of its origin, a
+                            // worker waits instead of adding a request.
+                            if worker >= origin.piece_workers(most) {
+                                if dl.queue.lock().is_empty() {
+                                    break;
+                                }
+                                tokio::time::sleep(SHARE_RECHECK).await;
+                                continue;
+                            }
+                            let Some(n) = dl.next_piece() else { break };
                             let piece = origin
                                 .guarded(&dl.request.url, "piece", || self.fetch_piece(dl, n))
                                 .await?;
