@@ -303,6 +303,35 @@ async fn bearer_tokens_wrong_credentials_and_forwarded_credentials() {
     );
     let asked = issuer.refused.load(std::sync::atomic::Ordering::SeqCst) - refused;
     assert_eq!(asked, 1, "a refusal is final: the issuer was asked once");
+    // The same credentials on a job of the image's blobs (no manifest to
+    // fail first): every item is 403 with the reason, and the issuer was
+    // asked once per blob, not again.
+    let refused = issuer.refused.load(std::sync::atomic::Ordering::SeqCst);
+    let blobs = digests(&images.single);
+    let keys: Vec<String> = blobs
+        .iter()
+        .map(|d| format!("team/app/blobs/{d}"))
+        .collect();
+    let job = preheat(&sg, json!({"origin": "reg", "keys": keys})).await;
+    assert_eq!(job["state"], "failed", "{job:#}");
+    let items = job["objects"].as_array().unwrap();
+    assert_eq!(items.len(), blobs.len(), "{job:#}");
+    for item in items {
+        assert_eq!(item["status"], 403, "{item:#}");
+        assert!(
+            item["error"]
+                .as_str()
+                .unwrap()
+                .contains("refused the credentials"),
+            "{item:#}"
+        );
+    }
+    let asked = issuer.refused.load(std::sync::atomic::Ordering::SeqCst) - refused;
+    assert_eq!(
+        asked,
+        blobs.len(),
+        "each blob's refusal is final: one request each"
+    );
     drop(sg);
 
     // Credentials forwarded by the job (as Harbor sends them), never
