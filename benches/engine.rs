@@ -5,7 +5,10 @@
 //!   nginx proxy_cache on a MISS (which also stores it) and against a
 //!   direct download from the same nginx origin — on loopback, and again
 //!   with a link of `SEEDGATE_BENCH_LINK_MBIT` (default 2000 Mbit/s) shared
-//!   by all connections to the origin, as a remote origin would be;
+//!   by all connections to the origin, as a remote origin would be (as
+//!   root: a second nginx in a network namespace behind a `tc tbf`-shaped
+//!   veth; otherwise a userspace proxy in this process). Each step that
+//!   stores the object starts from the same memory (`warm_memory`);
 //! - hot: the object from seedgate's disk against nginx proxy_cache
 //!   answering HIT;
 //! - many readers: 64 concurrent readers of a cold 256 MiB object, through
@@ -23,12 +26,16 @@ mod support;
 #[path = "support/verdict.rs"]
 mod verdict;
 
+#[path = "support/netns.rs"]
+mod netns;
+
 use std::time::Duration;
 
 use futures_util::StreamExt;
+use netns::{Net, Node};
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, rss_mib, verdict};
+use verdict::{Want, fresh_write_rate, rss_mib, verdict, warm_memory};
 
 const MIB: usize = 1024 * 1024;
 
@@ -55,6 +62,10 @@ async fn sha_of(url: &str) -> String {
     let resp = client().get(url).send().await.unwrap();
     sha256(&resp.bytes().await.unwrap())
 }
+
+const BRIDGE_IP: &str = "10.205.0.1";
+const FAR_NS: &str = "sge-origin";
+const FAR_IP: &str = "10.205.0.10";
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -110,12 +121,42 @@ async fn main() {
     drop(small);
     let proxy = Nginx::start_proxy_cache(&dir.path().join("proxy"), origin.port);
     let link_mbit = env_or("SEEDGATE_BENCH_LINK_MBIT", 2000);
-    let link = Link::start(origin.port, link_mbit as u64 * 1_000_000 / 8).await;
+    // The shaped link: as root, a second nginx with the same object in a
+    // network namespace behind a veth that `tc tbf` shapes (the kernel
+    // shapes; nothing in this process competes for the two cores with the
+    // store); otherwise the userspace `Link` in this process.
+    let (_net, _far, _link, link_url) = if rustix::process::geteuid().is_root() {
+        let net = Net::up(
+            "sge-",
+            BRIDGE_IP,
+            0,
+            &[Node {
+                ns: FAR_NS.into(),
+                ip: FAR_IP.into(),
+                mbit: link_mbit as u64,
+            }],
+        );
+        let far = Nginx::start_in(&dir.path().join("far"), FAR_NS, FAR_IP);
+        far.put("big.bin", &pseudo_random(size, 7));
+        let url = far.base_url();
+        println!("link: tc tbf {link_mbit} Mbit/s on a veth to network namespace {FAR_NS}");
+        (Some(net), Some(far), None, url)
+    } else {
+        let link = Link::start(origin.port, link_mbit as u64 * 1_000_000 / 8).await;
+        let url = link.base_url();
+        println!("link: a userspace proxy in this process (not root: no network namespace)");
+        (None, None, Some(link), url)
+    };
     let config = format!(
-        "{}\n[origins.link]\nplugin = \"http\"\nbase_url = \"{}\"\n",
+        "{}\n[origins.link]\nplugin = \"http\"\nbase_url = \"{link_url}\"\nallowed_hosts = [\"10.0.0.0/8\"]\n",
         http_origin_config(&origin.base_url()),
-        link.base_url()
     );
+    // SEEDGATE_BENCH_PIECES: ranged requests in flight per download
+    // (`download.piece_concurrency`; the default config's 4 when unset).
+    let config = match std::env::var("SEEDGATE_BENCH_PIECES") {
+        Ok(n) => format!("[download]\npiece_concurrency = {n}\n{config}"),
+        Err(_) => config,
+    };
 
     // Cold: direct vs seedgate with an empty data dir, alternating.
     let (mut direct, mut cold, mut cold_rss) = (Vec::new(), Vec::new(), 0f64);
@@ -129,6 +170,9 @@ async fn main() {
         // A new cache key each round (the key holds the query; the origin
         // ignores it): proxy_cache fetches and stores the whole object.
         let url = format!("{}big.bin?round={round}", proxy.base_url());
+        // Each step that stores the object starts from the same memory
+        // (see `warm_memory`).
+        warm_memory(size + (512 << 20));
         let (n, t, status) = fetch(&url, "x-cache-status").await;
         assert_eq!((n as usize, status.as_str()), (size, "MISS"));
         miss.push(t);
@@ -139,12 +183,14 @@ async fn main() {
             std::fs::remove_dir_all(data_dir).ok();
         }
         let sg = Seedgate::start(&sg_dir, &config);
+        warm_memory(size + (512 << 20));
         let (n, t, cache) = fetch(&sg.url("/o/www/big.bin"), "x-seedgate-cache").await;
         assert_eq!((n as usize, cache.as_str()), (size, "miss"));
         cold.push(t);
-        let (n, t, _) = fetch(&format!("{}big.bin", link.base_url()), "x").await;
+        let (n, t, _) = fetch(&format!("{link_url}big.bin"), "x").await;
         assert_eq!(n as usize, size);
         link_direct.push(t);
+        warm_memory(size + (512 << 20));
         let (n, t, cache) = fetch(&sg.url("/o/link/big.bin"), "x-seedgate-cache").await;
         assert_eq!((n as usize, cache.as_str()), (size, "miss"));
         link_cold.push(t);

@@ -40,7 +40,7 @@ use netns::{Net, Node};
 use registry::*;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, printed, synced_write_rate, verdict};
+use verdict::{Want, fresh_write_rate, printed, synced_write_rate, verdict, warm_memory};
 
 /// Pulls `digests` of `name` from the registry at `base` (`http://host/`)
 /// to files under `dir`, `concurrency` at a time, with basic credentials,
@@ -191,11 +191,19 @@ async fn main() {
     } else {
         config
     };
+    // SEEDGATE_BENCH_PIECES: ranged requests in flight per blob
+    // (`download.piece_concurrency`; the default config's 4 when unset).
+    let config = match std::env::var("SEEDGATE_BENCH_PIECES") {
+        Ok(n) => format!("[download]\npiece_concurrency = {n}\n{config}"),
+        Err(_) => config,
+    };
     let sg = Seedgate::start(dir.path(), &config);
     let image_ref = format!("{}/bench/img:1", registry.host());
 
     // Per round and side: preheat, pulls synced as containerd commits
     // blobs, pulls left in the page cache.
+    // Each step starts with as much backed memory as it writes, and some.
+    let warm = (bytes as usize) + (512 << 20);
     let sides = [
         ("link", format!("http://{far}/"), "reglink"),
         ("loopback", format!("http://{}/", registry.host()), "reg"),
@@ -209,6 +217,7 @@ async fn main() {
         let mut line = format!("round {}:", round + 1);
         for (side, (name, base, origin)) in sides.iter().enumerate() {
             for (k, durable) in [(1, true), (2, false)] {
+                warm_memory(warm);
                 let t = Instant::now();
                 let got = pull_to_files(
                     base,
@@ -223,6 +232,7 @@ async fn main() {
                 times[side][k].push(t.elapsed().as_secs_f64());
                 std::fs::remove_dir_all(files.join(format!("{name}-{k}"))).unwrap();
             }
+            warm_memory(warm);
             let (t, b) = preheat_image(&sg, origin, &image_ref, concurrency).await;
             assert_eq!(b, bytes);
             times[side][0].push(t.as_secs_f64());
