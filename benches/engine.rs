@@ -32,7 +32,7 @@ mod netns;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use netns::{Net, Node};
+use netns::Net;
 use support::*;
 use tokio::time::Instant;
 use verdict::{Want, fresh_write_rate, rss_mib, verdict, warm_memory};
@@ -126,16 +126,7 @@ async fn main() {
     // shapes; nothing in this process competes for the two cores with the
     // store); otherwise the userspace `Link` in this process.
     let (_net, _far, _link, link_url) = if rustix::process::geteuid().is_root() {
-        let net = Net::up(
-            "sge-",
-            BRIDGE_IP,
-            0,
-            &[Node {
-                ns: FAR_NS.into(),
-                ip: FAR_IP.into(),
-                mbit: link_mbit as u64,
-            }],
-        );
+        let net = Net::far("sge-", BRIDGE_IP, FAR_NS, FAR_IP, link_mbit as u64);
         let far = Nginx::start_in(&dir.path().join("far"), FAR_NS, FAR_IP);
         far.put("big.bin", &pseudo_random(size, 7));
         let url = far.base_url();

@@ -36,7 +36,7 @@ mod verdict;
 
 use std::time::Duration;
 
-use netns::{Net, Node};
+use netns::Net;
 use registry::*;
 use support::*;
 use tokio::time::Instant;
@@ -149,15 +149,12 @@ async fn main() {
     // kernel shapes, nothing competes for the two cores); otherwise the
     // userspace `Link` in this process.
     let (_net, _far, _link, far) = if rustix::process::geteuid().is_root() {
-        let net = Net::up(
+        let net = Net::far(
             "sgi-",
             BRIDGE_IP,
-            0,
-            &[Node {
-                ns: REGISTRY_NS.into(),
-                ip: REGISTRY_IP.into(),
-                mbit: link_mbit as u64,
-            }],
+            REGISTRY_NS,
+            REGISTRY_IP,
+            link_mbit as u64,
         );
         let far = Registry::start_in(
             &dir.path().join("far"),

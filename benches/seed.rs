@@ -56,7 +56,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dfdaemon::{Dfdaemon, Options};
-use netns::{Net, Node, run};
+use netns::{Net, run};
 use support::*;
 use tokio::time::Instant;
 use verdict::{Want, verdict};
@@ -270,16 +270,7 @@ async fn main() {
     let link = env_or("SEEDGATE_BENCH_LINK_MBIT", 2000) as u64;
     let rounds = env_or("SEEDGATE_BENCH_ROUNDS", 3);
     let len = mib * MIB;
-    let _net = Net::up(
-        "sgs-",
-        BRIDGE_IP,
-        0,
-        &[Node {
-            ns: ORIGIN_NS.into(),
-            ip: ORIGIN_IP.into(),
-            mbit: link,
-        }],
-    );
+    let _net = Net::far("sgs-", BRIDGE_IP, ORIGIN_NS, ORIGIN_IP, link);
     let dir = tempfile::tempdir().unwrap();
     let origin = Nginx::start_in(dir.path(), ORIGIN_NS, ORIGIN_IP);
     let key = "seed.bin";

@@ -48,6 +48,22 @@ pub struct Net {
 }
 
 impl Net {
+    /// One namespace `ns` at `ip` behind a veth whose sending side is
+    /// shaped to `mbit`: a remote server over a link of that rate.
+    #[allow(dead_code)] // not every bench that includes this uses it
+    pub fn far(prefix: &str, bridge_ip: &str, ns: &str, ip: &str, mbit: u64) -> Self {
+        Self::up(
+            prefix,
+            bridge_ip,
+            0,
+            &[Node {
+                ns: ns.into(),
+                ip: ip.into(),
+                mbit,
+            }],
+        )
+    }
+
     /// Bridge `{prefix}br` at `bridge_ip`/24 (the root namespace's
     /// address), what the root namespace sends onto it shaped to
     /// `bridge_mbit` (0: unshaped), and `nodes` on it.
