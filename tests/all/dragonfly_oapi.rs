@@ -246,6 +246,22 @@ async fn harbor_and_dragonfly_clients_create_and_poll_jobs() {
     .unwrap();
     assert_eq!(list.iter().map(|j| j.id).collect::<Vec<_>>(), [3, 2, 1]);
 
+    // `all_seed_peers` without the built-in scheduler: the job runs here,
+    // and reports this host alone.
+    let body = json!({"type": "preheat", "args": {"type": "file", "urls": [good], "scope": "all_seed_peers"}});
+    let (status, text) = post(&sg, Some(&bearer), &body.to_string()).await;
+    assert_eq!(status, 200, "{text}");
+    let created: Job = serde_json::from_str(&text).unwrap();
+    let (job, text) = poll(&sg, created.id).await;
+    assert_eq!(job.state, "SUCCESS", "{text}");
+    let (here, failed) = results(&job);
+    assert!(failed.is_empty(), "{text}");
+    assert_eq!(here.len(), 1, "{text}");
+    assert_eq!(
+        (here[0].url.as_str(), here[0].hostname.as_str()),
+        (good.as_str(), ok[0].hostname.as_str())
+    );
+
     // The token is checked; bad bodies are refused naming the field.
     let (status, _) = post(&sg, None, &harbor).await;
     assert_eq!(status, 401);
