@@ -40,7 +40,7 @@ use netns::Net;
 use registry::*;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, printed, synced_write_rate, verdict, warm_memory};
+use verdict::{Want, fresh_write_rate, median, printed, synced_write_rate, verdict, warm_memory};
 
 /// Pulls `digests` of `name` from the registry at `base` (`http://host/`)
 /// to files under `dir`, `concurrency` at a time, with basic credentials,
@@ -102,11 +102,6 @@ async fn forget(sg: &Seedgate, digests: &[String]) {
 const BRIDGE_IP: &str = "10.204.0.1";
 const REGISTRY_NS: &str = "sgi-registry";
 const REGISTRY_IP: &str = "10.204.0.10";
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

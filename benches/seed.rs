@@ -59,7 +59,7 @@ use dfdaemon::{Dfdaemon, Options};
 use netns::{Net, run};
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, verdict};
+use verdict::{Want, median, verdict};
 
 const CHILDREN: usize = 8;
 const BRIDGE_IP: &str = "10.203.0.1";
@@ -257,11 +257,6 @@ async fn round(side: Side, origin: &Nginx, url: &str, path: &str, sum: &str, len
         from_seed: from_seed as f64 / all.max(1) as f64,
         origin_copies,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -11,6 +11,12 @@ pub enum Want {
     AtMost,
 }
 
+/// The middle value of a figure's rounds (the upper one of an even count).
+pub fn median<T: PartialOrd>(mut v: Vec<T>) -> T {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("figures are comparable"));
+    v.swap_remove(v.len() / 2)
+}
+
 /// Prints the verdict line of `figure`: `value` against `target`, with
 /// `shown` as the measured text (the ratio and what it is made of).
 pub fn verdict(figure: &str, value: f64, want: Want, target: f64, shown: &str) -> bool {
@@ -41,18 +47,7 @@ pub fn printed(figure: &str, shown: &str) {
 /// side that stores nothing (a direct download) is not: read those
 /// figures with this rate beside them.
 pub fn fresh_write_rate(dir: &std::path::Path, bytes: usize) -> f64 {
-    use std::io::Write;
-    let path = dir.join("warm-memory.bin");
-    let t = tokio::time::Instant::now();
-    let mut f = std::fs::File::create(&path).unwrap();
-    let chunk = vec![0u8; 4 << 20];
-    for _ in 0..bytes.div_ceil(chunk.len()) {
-        f.write_all(&chunk).unwrap();
-    }
-    drop(f);
-    let rate = bytes as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
-    std::fs::remove_file(&path).unwrap();
-    rate
+    write_rate(dir, bytes, false)
 }
 
 /// Touches `bytes` of anonymous memory and frees it at once, so that the
@@ -97,15 +92,23 @@ pub fn rss_mib(field: &str, pid: u32) -> f64 {
 /// Writes `bytes` of zeros under `dir` and syncs them; returns the MiB/s.
 /// A store that records bytes only once they are durable is bound by it.
 pub fn synced_write_rate(dir: &std::path::Path, bytes: usize) -> f64 {
+    write_rate(dir, bytes, true)
+}
+
+/// Writes `bytes` of zeros in 4 MiB calls to a file under `dir` (synced
+/// once whole if `sync`), deletes it, and returns the MiB/s.
+fn write_rate(dir: &std::path::Path, bytes: usize, sync: bool) -> f64 {
     use std::io::Write;
-    let path = dir.join("synced-write.bin");
+    let path = dir.join("write-rate.bin");
     let t = tokio::time::Instant::now();
     let mut f = std::fs::File::create(&path).unwrap();
     let chunk = vec![0u8; 4 << 20];
     for _ in 0..bytes.div_ceil(chunk.len()) {
         f.write_all(&chunk).unwrap();
     }
-    f.sync_all().unwrap();
+    if sync {
+        f.sync_all().unwrap();
+    }
     drop(f);
     let rate = bytes as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
     std::fs::remove_file(&path).unwrap();

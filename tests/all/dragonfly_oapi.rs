@@ -232,16 +232,16 @@ async fn harbor_and_dragonfly_clients_create_and_poll_jobs() {
     assert!(!job.result.job_states[0].error.is_empty());
 
     // The list holds the three, newest first.
-    let list: Vec<Job> = serde_json::from_slice(
-        &client()
-            .get(sg.url("/oapi/v1/jobs"))
-            .header("authorization", &bearer)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap(),
+    let list: Vec<Job> = serde_json::from_value(
+        json(
+            client()
+                .get(sg.url("/oapi/v1/jobs"))
+                .header("authorization", &bearer)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
     )
     .unwrap();
     assert_eq!(list.iter().map(|j| j.id).collect::<Vec<_>>(), [3, 2, 1]);

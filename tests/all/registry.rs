@@ -20,7 +20,7 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::support::{free_port, sha256, stop};
+use crate::support::{free_port, json, sha256, stop};
 
 pub const USER: &str = "alice";
 pub const PASSWORD: &str = "s3cret-registry-password";
@@ -527,19 +527,15 @@ impl Pusher {
         url.query_pairs_mut()
             .append_pair("service", &param("service").unwrap_or_default())
             .append_pair("scope", &param("scope").unwrap_or_default());
-        let answer: serde_json::Value = serde_json::from_slice(
-            &self
-                .client
+        let answer = json(
+            self.client
                 .get(url)
                 .header("authorization", basic(USER, PASSWORD))
                 .send()
                 .await
-                .unwrap()
-                .bytes()
-                .await
                 .unwrap(),
         )
-        .unwrap();
+        .await;
         let token = format!("Bearer {}", answer["token"].as_str().unwrap());
         *self.token.lock() = Some(token.clone());
         make().header("authorization", token).send().await.unwrap()

@@ -732,17 +732,14 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
 pub async fn preheat_ended(sg: &Seedgate, id: &str) -> serde_json::Value {
     let client = client();
     loop {
-        let j: serde_json::Value = serde_json::from_slice(
-            &client
+        let j = json(
+            client
                 .get(sg.url(&format!("/api/v1/preheat/{id}")))
                 .send()
                 .await
-                .unwrap()
-                .bytes()
-                .await
                 .unwrap(),
         )
-        .unwrap();
+        .await;
         if !matches!(j["state"].as_str(), Some("running" | "queued" | "listing")) {
             return j;
         }
