@@ -88,7 +88,8 @@ async fn hash_as_landed(
     piece_length: u64,
 ) -> std::io::Result<String> {
     use sha2::Digest;
-    let mut hasher = sha2::Sha256::new();
+    // One read buffer for the whole blob, moved to each blocking call.
+    let mut state = (sha2::Sha256::new(), vec![0u8; HASH_READ]);
     let mut at = 0;
     loop {
         let (prefix, ended) = {
@@ -98,8 +99,9 @@ async fn hash_as_landed(
         };
         if prefix > at {
             let file = file.clone();
-            hasher = tokio::task::spawn_blocking(move || {
-                hash_range(&file, at, prefix, &mut hasher).map(|()| hasher)
+            state = tokio::task::spawn_blocking(move || {
+                let (mut hasher, mut buf) = state;
+                hash_range(&file, at, prefix, &mut hasher, &mut buf).map(|()| (hasher, buf))
             })
             .await
             .map_err(std::io::Error::other)??;
@@ -107,7 +109,7 @@ async fn hash_as_landed(
             continue;
         }
         if at >= length {
-            return Ok(hex::encode(hasher.finalize()));
+            return Ok(hex::encode(state.0.finalize()));
         }
         if ended {
             return Err(std::io::Error::other(
@@ -498,7 +500,8 @@ impl TaskManager {
                     let (file, length) = (dl.file.clone(), dl.record.content_length);
                     tokio::task::spawn_blocking(move || {
                         let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-                        hash_range(&file, 0, length, &mut hasher)
+                        let mut buf = vec![0u8; HASH_READ];
+                        hash_range(&file, 0, length, &mut hasher, &mut buf)
                             .map(|()| hex::encode(sha2::Digest::finalize(hasher)))
                     })
                     .await
@@ -538,16 +541,19 @@ impl TaskManager {
     }
 }
 
-/// Feeds bytes `from..to` of `file` to `hasher`.
+/// Bytes a blob's hash reads from its content file at once.
+const HASH_READ: usize = 1 << 20;
+
+/// Feeds bytes `from..to` of `file` to `hasher`, read through `buf`.
 fn hash_range(
     file: &std::fs::File,
     from: u64,
     to: u64,
     hasher: &mut sha2::Sha256,
+    buf: &mut [u8],
 ) -> std::io::Result<()> {
     use sha2::Digest;
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
     let mut at = from;
     while at < to {
         let want = buf.len().min((to - at) as usize);
