@@ -476,3 +476,66 @@ pub async fn status(remote: &Remote) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `seedgate drain`: what to wait for.
+#[derive(clap::Args)]
+pub struct DrainArgs {
+    /// How long to wait for uploads and downloads in flight to end; past
+    /// it, exits 1 saying what is still running.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Start the drain and return at once.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Drains a running server before maintenance: it stops taking new tasks
+/// and preheat jobs, leaves its schedulers, and this waits until no upload
+/// or download is in flight. True when the drain is done.
+pub async fn drain(remote: &Remote, args: &DrainArgs) -> anyhow::Result<bool> {
+    let client = remote.client()?;
+    let resp = client
+        .post(remote.url("/api/v1/drain"))
+        .send()
+        .await
+        .with_context(|| format!("asking {}", remote.server))?;
+    let mut view = answer(resp).await?;
+    eprintln!(
+        "{}: draining; no new tasks or preheat jobs, stored objects still served",
+        remote.server
+    );
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut said = String::new();
+    loop {
+        let line = format!(
+            "uploads in flight {}, downloads running {}, schedulers left: {}",
+            view["uploads_in_flight"],
+            view["downloads_running"],
+            match view["schedulers_left"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "not yet",
+                None => "none (no seed peer)",
+            }
+        );
+        if line != said {
+            eprintln!("{line}");
+            said = line;
+        }
+        if view["done"] == true {
+            println!("drained: safe to stop {}", remote.server);
+            return Ok(true);
+        }
+        if args.no_wait {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            eprintln!(
+                "not drained within {}: {said}",
+                humantime::format_duration(args.timeout)
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        view = remote.json(&client, "/api/v1/drain").await?;
+    }
+}

@@ -43,6 +43,60 @@ pub struct Config {
     /// Named origins: `/o/NAME/KEY` reads `KEY` from origin `NAME`.
     #[serde(default)]
     pub origins: BTreeMap<String, OriginConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: the log format and trace export.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` (default) or `json`: one JSON object per line with the
+    /// fields of every span it is in (request id, task id, origin, peer
+    /// id). `SEEDGATE_LOG_FORMAT` overrides it.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Where to export traces over OTLP/gRPC (`http://collector:4317`);
+    /// absent: no export.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// The fraction of requests whose traces are exported (0 to 1; a
+    /// child follows its parent's decision).
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// "seedgate".
+fn default_service_name() -> String {
+    "seedgate".into()
+}
+
+/// 1: every trace.
+fn default_sample_ratio() -> f64 {
+    1.0
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::default(),
+            otlp_endpoint: None,
+            service_name: default_service_name(),
+            sample_ratio: default_sample_ratio(),
+        }
+    }
 }
 
 /// `[preheat]`: preheat jobs.
@@ -1051,6 +1105,23 @@ impl Config {
     pub fn validate(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
         let mut bad = |key: String, message: String| problems.push(Problem { key, message });
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            bad(
+                "telemetry.sample_ratio".into(),
+                format!(
+                    "{} is not a fraction in [0, 1]",
+                    self.telemetry.sample_ratio
+                ),
+            );
+        }
+        if let Some(ep) = &self.telemetry.otlp_endpoint
+            && !matches!(Url::parse(ep), Ok(u) if matches!(u.scheme(), "http" | "https"))
+        {
+            bad(
+                "telemetry.otlp_endpoint".into(),
+                format!("'{ep}' is not an http:// or https:// URL"),
+            );
+        }
         if self.download.piece_concurrency == 0 {
             bad(
                 "download.piece_concurrency".into(),

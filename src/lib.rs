@@ -32,11 +32,13 @@ pub(crate) mod preheat;
 pub(crate) mod resilience;
 pub mod scheduler;
 pub mod server;
+pub mod service;
 #[cfg(feature = "bench-internals")]
 pub mod storage;
 #[cfg(not(feature = "bench-internals"))]
 pub(crate) mod storage;
 pub(crate) mod task;
+pub mod telemetry;
 pub(crate) mod zerocopy;
 
 pub use server::{Server, bind_unix};

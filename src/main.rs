@@ -78,6 +78,15 @@ enum Command {
         #[command(flatten)]
         remote: cli::Remote,
     },
+    /// Drain a running server before maintenance: it stops taking new
+    /// tasks and preheat jobs, leaves its schedulers and keeps serving what
+    /// it stores; this waits until no upload or download is in flight.
+    Drain {
+        #[command(flatten)]
+        args: cli::DrainArgs,
+        #[command(flatten)]
+        remote: cli::Remote,
+    },
 }
 
 #[derive(Subcommand)]
@@ -94,18 +103,9 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SEEDGATE_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour for a terminal only: escape codes in a log file or a
-        // journal are noise.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Serve { .. }) {
+        seedgate::telemetry::Telemetry::init_plain();
         // A command whose output goes into `| head` ends quietly when the
         // reader is gone, as command-line tools do, rather than panicking
         // in println!. (The server keeps SIGPIPE ignored: a peer closing
@@ -139,6 +139,9 @@ fn main() -> ExitCode {
         })),
         Command::Preheat { args, remote } => {
             client(Box::pin(async move { cli::preheat(&remote, &args).await }))
+        }
+        Command::Drain { args, remote } => {
+            client(Box::pin(async move { cli::drain(&remote, &args).await }))
         }
         Command::Status { remote } => client(Box::pin(async move {
             cli::status(&remote).await.map(|()| true)
@@ -186,7 +189,22 @@ fn main() -> ExitCode {
             data_dir,
             plugin_cache_dir,
         } => {
-            let mut cfg = match Config::load(&config) {
+            // The command line's overrides apply to every read of the file,
+            // the first and each reload's.
+            let load = move || {
+                let mut cfg = Config::load(&config)?;
+                if let Some(listen) = listen {
+                    cfg.server.listen = listen;
+                }
+                if let Some(dir) = &data_dir {
+                    cfg.storage.data_dir = dir.clone();
+                }
+                if let Some(dir) = &plugin_cache_dir {
+                    cfg.plugins.cache_dir = Some(dir.clone());
+                }
+                Ok::<_, ConfigError>(cfg)
+            };
+            let cfg = match load() {
                 Ok(c) => c,
                 Err(
                     e @ (ConfigError::Read { .. }
@@ -197,18 +215,22 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if let Some(listen) = listen {
-                cfg.server.listen = listen;
-            }
-            if let Some(dir) = data_dir {
-                cfg.storage.data_dir = dir;
-            }
-            if let Some(dir) = plugin_cache_dir {
-                cfg.plugins.cache_dir = Some(dir);
-            }
-            raise_descriptor_limit();
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(serve(cfg)) {
+            // Inside the runtime: the trace exporter's channel lives there.
+            let telemetry = {
+                let _in = rt.enter();
+                match seedgate::telemetry::Telemetry::init(&cfg.telemetry) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("seedgate: {e:#}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            };
+            raise_descriptor_limit();
+            let served = rt.block_on(serve(cfg, load));
+            drop(telemetry);
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("seedgate: {e:#}");
@@ -219,13 +241,72 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    load: impl Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
+) -> anyhow::Result<()> {
     let server = seedgate::Server::bind(&config).await?;
     let addr = server.local_addr()?;
     tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), origins = config.origins.len(), "seedgate serving");
     // A stable line on stdout for scripts and tests to wait on.
     println!("seedgate listening on http://{addr}");
+    let control = server.control();
+    let status = format!("serving on http://{addr}");
+    // READY=1 once /readyz would say so (storage writable, plugins
+    // loaded, a scheduler reached when that is required).
+    {
+        let (control, status) = (control.clone(), status.clone());
+        tokio::spawn(async move {
+            while !control.ready().await {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            tracing::info!("ready");
+            seedgate::service::ready(&status);
+        });
+    }
+    tokio::spawn(reload_on_hangup(control, load, status));
     server.run(shutdown_signal()).await
+}
+
+/// SIGHUP: the config file is read again and what can change live is
+/// applied ([`seedgate::server::Control::reload`]); a file that does not
+/// load is reported and the running config kept.
+async fn reload_on_hangup(
+    control: std::sync::Arc<seedgate::server::Control>,
+    load: impl Fn() -> Result<Config, ConfigError> + Send + Sync + 'static,
+    status: String,
+) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("no SIGHUP handler: reload is off");
+        return;
+    };
+    let load = std::sync::Arc::new(load);
+    while hangups.recv().await.is_some() {
+        seedgate::service::reloading();
+        let (control, load) = (control.clone(), load.clone());
+        let control_after = control.clone();
+        let done = tokio::task::spawn_blocking(move || match load() {
+            Ok(new) => {
+                let said = control.reload(&new);
+                for line in &said {
+                    tracing::info!("reload: {line}");
+                }
+                tracing::info!(changes = said.len(), "reloaded on SIGHUP");
+            }
+            Err(e) => {
+                tracing::error!("reload on SIGHUP refused; the running config stays: {e}")
+            }
+        })
+        .await;
+        if done.is_err() {
+            tracing::error!("the reload panicked; the running config stays");
+        }
+        // Before the first READY, the start's own notice ends the reload.
+        if control_after.ready().await {
+            seedgate::service::ready(&status);
+        }
+    }
 }
 
 async fn shutdown_signal() {

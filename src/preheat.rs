@@ -393,6 +393,12 @@ impl JobManager {
         idempotency_key: Option<String>,
         dragonfly_args: Option<serde_json::Value>,
     ) -> Result<(JobView, bool)> {
+        if self.tasks.draining() {
+            return Err(Error::new(
+                ErrorKind::Overloaded,
+                "this seed peer is draining for maintenance (seedgate drain): it takes no new preheat job",
+            ));
+        }
         let mut request = request;
         if let Some(image) = &request.image {
             let (origin, _, _) = self.image_origin(

@@ -23,6 +23,138 @@ pub struct Server {
     /// `server.connection_threads` resolved: 0 serves TCP on the main
     /// runtime.
     connection_threads: usize,
+    control: Arc<Control>,
+}
+
+/// What is done to a running server besides serving it: readiness for the
+/// service manager, reload (SIGHUP), and the drain the API starts.
+pub struct Control {
+    state: gateway::AppState,
+    /// The config the server started with.
+    started: Config,
+}
+
+impl Control {
+    /// Whether `/readyz` would say ready now.
+    pub async fn ready(&self) -> bool {
+        gateway::readiness(&self.state).await.0
+    }
+
+    /// Applies what can change while serving from `new`, a config just
+    /// read (with the command line's overrides applied), and says what
+    /// changed, one line each:
+    /// - plugin files replaced in `plugins.dir` are compiled and swapped in
+    ///   (a file that fails keeps the plugin it replaces, with its error in
+    ///   `/api/v1/plugins`);
+    /// - `server.api_token` takes its new value (a rotated `file:` or
+    ///   `env:` secret too), when the server started with a token.
+    ///
+    /// Every other change is reported as waiting for a restart. Compiling
+    /// is CPU work: call it off the async workers.
+    pub fn reload(&self, new: &Config) -> Vec<String> {
+        let mut said = Vec::new();
+        let before: std::collections::BTreeMap<String, String> = self
+            .state
+            .plugins
+            .summaries()
+            .into_iter()
+            .map(|p| (p.name, p.digest))
+            .collect();
+        self.state.plugins.reload_changed();
+        for p in self.state.plugins.summaries() {
+            if before.get(&p.name).is_some_and(|d| *d != p.digest) {
+                said.push(format!(
+                    "plugin '{}' reloaded ({})",
+                    p.name,
+                    &p.digest[..16]
+                ));
+            }
+        }
+        match (&self.state.token, new.server.resolved_api_token()) {
+            (Some(live), Some(token)) => {
+                if live.set(&token) {
+                    said.push("server.api_token replaced".into());
+                }
+            }
+            (None, None) => {}
+            _ => said.push(
+                "server.api_token: adding or removing the token takes effect at restart".into(),
+            ),
+        }
+        let masked = |c: &Config| {
+            let mut server = c.server.clone();
+            server.api_token = None;
+            server
+        };
+        let sections: [(&str, String, String); 12] = [
+            (
+                "server",
+                format!("{:?}", masked(&self.started)),
+                format!("{:?}", masked(new)),
+            ),
+            (
+                "storage",
+                format!("{:?}", self.started.storage),
+                format!("{:?}", new.storage),
+            ),
+            (
+                "download",
+                format!("{:?}", self.started.download),
+                format!("{:?}", new.download),
+            ),
+            (
+                "plugins",
+                format!("{:?}", self.started.plugins),
+                format!("{:?}", new.plugins),
+            ),
+            (
+                "negative_cache",
+                format!("{:?}", self.started.negative_cache),
+                format!("{:?}", new.negative_cache),
+            ),
+            (
+                "retry",
+                format!("{:?}", self.started.retry),
+                format!("{:?}", new.retry),
+            ),
+            (
+                "breaker",
+                format!("{:?}", self.started.breaker),
+                format!("{:?}", new.breaker),
+            ),
+            (
+                "preheat",
+                format!("{:?}", self.started.preheat),
+                format!("{:?}", new.preheat),
+            ),
+            (
+                "seed_peer",
+                format!("{:?}", self.started.seed_peer),
+                format!("{:?}", new.seed_peer),
+            ),
+            (
+                "scheduler",
+                format!("{:?}", self.started.scheduler),
+                format!("{:?}", new.scheduler),
+            ),
+            (
+                "origins",
+                format!("{:?}", self.started.origins),
+                format!("{:?}", new.origins),
+            ),
+            (
+                "telemetry",
+                format!("{:?}", self.started.telemetry),
+                format!("{:?}", new.telemetry),
+            ),
+        ];
+        for (name, was, now) in sections {
+            if was != now {
+                said.push(format!("[{name}] changed: takes effect at restart"));
+            }
+        }
+        said
+    }
 }
 
 /// Binds the unix socket at `path`. A socket file left by a process that
@@ -143,12 +275,15 @@ impl Server {
         if let Some(scheduler) = peer.as_ref().and_then(|p| p.scheduler.clone()) {
             jobs.set_fanout(scheduler);
         }
-        let app = gateway::router(gateway::AppState {
+        let state = gateway::AppState {
             tasks,
             origins,
             plugins,
             jobs,
-            token: config.server.resolved_api_token().map(Arc::from),
+            token: config
+                .server
+                .resolved_api_token()
+                .map(|t| Arc::new(gateway::ApiToken::new(&t))),
             token_for_reads: config.server.token_for_reads,
             expose_origin_urls: config.server.exposes_origin_urls(),
             schedulers: peer.as_ref().map(|p| p.announcer.clone()),
@@ -160,7 +295,12 @@ impl Server {
                     config.server.listen.ip().to_string(),
                 ),
             },
+        };
+        let control = Arc::new(Control {
+            state: state.clone(),
+            started: config.clone(),
         });
+        let app = gateway::router(state);
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
@@ -177,7 +317,12 @@ impl Server {
             connection_threads: config.server.connection_threads.unwrap_or_else(|| {
                 std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
             }),
+            control,
         })
+    }
+
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -217,7 +362,10 @@ impl Server {
         let mut threads = Vec::new();
         let mut workers = Vec::new();
         let mut serving = Vec::new();
+        let mut beats = Vec::new();
         for n in 0..self.connection_threads {
+            let beat = Arc::new(std::sync::atomic::AtomicU64::new(crate::clock::now_ms()));
+            beats.push(beat.clone());
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
             let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             workers.push(Worker {
@@ -235,6 +383,16 @@ impl Server {
                         .build()
                         .context("a connection thread's event loop")?;
                     rt.block_on(async move {
+                        // Proof this event loop runs, for the watchdog.
+                        tokio::spawn(async move {
+                            loop {
+                                beat.store(
+                                    crate::clock::now_ms(),
+                                    std::sync::atomic::Ordering::Relaxed,
+                                );
+                                tokio::time::sleep(HEARTBEAT).await;
+                            }
+                        });
                         while let Some(stream) = rx.recv().await {
                             let stream = tokio::net::TcpStream::from_std(stream);
                             let live = live.clone();
@@ -255,6 +413,10 @@ impl Server {
                 .context("starting a connection thread")?;
             threads.push(thread);
         }
+        let watchdog = crate::service::watchdog_interval().map(|every| {
+            tracing::info!(every = ?every, "pinging the service manager's watchdog");
+            tokio::spawn(watchdog(every, beats))
+        });
         let mut shutdown = std::pin::pin!(shutdown);
         let unix_path = self.unix.as_ref().map(|(_, p)| p.clone());
         let unix = self.unix.map(|(l, _)| l);
@@ -283,6 +445,10 @@ impl Server {
                 (accepted, _) => accepted,
             };
             conns.spawn(accepted, || {}).await;
+        }
+        crate::service::stopping();
+        if let Some(w) = watchdog {
+            w.abort();
         }
         // The connection threads take no more connections.
         drop(workers);
@@ -324,6 +490,35 @@ impl Server {
             }
         }
         Ok(())
+    }
+}
+
+/// How often each connection thread proves its event loop runs.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Pings the service manager twice per `every` (`WatchdogSec`), from the
+/// main runtime, while every connection thread's heartbeat is fresh: a
+/// wedged runtime or connection thread stops the pings, and systemd
+/// restarts the process.
+async fn watchdog(every: std::time::Duration, beats: Vec<Arc<std::sync::atomic::AtomicU64>>) {
+    let stale_after = (every / 2).max(HEARTBEAT * 4).as_millis() as u64;
+    let mut tick = tokio::time::interval(every / 2);
+    loop {
+        tick.tick().await;
+        let now = crate::clock::now_ms();
+        let stuck: Vec<usize> = beats
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| {
+                now.saturating_sub(b.load(std::sync::atomic::Ordering::Relaxed)) > stale_after
+            })
+            .map(|(n, _)| n)
+            .collect();
+        if stuck.is_empty() {
+            crate::service::watchdog();
+        } else {
+            tracing::error!(threads = ?stuck, "connection threads have not run for {stale_after} ms; withholding the watchdog ping");
+        }
     }
 }
 

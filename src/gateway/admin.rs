@@ -305,3 +305,51 @@ pub(super) async fn cluster_task(
         ))
     })
 }
+
+/// Where a drain stands: `done` once no upload or download is in flight
+/// and the schedulers were left.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct DrainView {
+    draining: bool,
+    /// Whether every scheduler was told this host left; null without a
+    /// seed peer.
+    schedulers_left: Option<bool>,
+    uploads_in_flight: u64,
+    downloads_running: usize,
+    done: bool,
+}
+
+async fn drain_view(state: &AppState) -> DrainView {
+    let draining = state.tasks.draining();
+    let schedulers_left = state.schedulers.as_ref().map(|a| a.left());
+    let uploads_in_flight = state
+        .schedulers
+        .as_ref()
+        .map_or(0, |a| a.uploads_in_flight());
+    let downloads_running = state.tasks.downloads().await.len();
+    DrainView {
+        draining,
+        schedulers_left,
+        uploads_in_flight,
+        downloads_running,
+        done: draining
+            && schedulers_left != Some(false)
+            && uploads_in_flight == 0
+            && downloads_running == 0,
+    }
+}
+
+/// `POST /api/v1/drain`: stop taking new tasks and preheat jobs, leave the
+/// schedulers, keep serving what is stored and what is in flight. Idempotent;
+/// only a restart undoes it.
+pub(super) async fn drain(State(state): State<AppState>) -> axum::Json<DrainView> {
+    state.tasks.drain();
+    if let Some(a) = &state.schedulers {
+        a.leave();
+    }
+    axum::Json(drain_view(&state).await)
+}
+
+pub(super) async fn drain_status(State(state): State<AppState>) -> axum::Json<DrainView> {
+    axum::Json(drain_view(&state).await)
+}

@@ -37,6 +37,19 @@ pub(super) async fn healthz() -> &'static str {
 
 /// Ready when content can be written and plugins are loaded.
 pub(super) async fn readyz(State(state): State<AppState>) -> Response {
+    let (ready, body) = readiness(&state).await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// What `/readyz` answers: whether content can be written, plugins are
+/// loaded, a scheduler accepted this host (when that is required) and no
+/// drain began; and the body saying each.
+pub async fn readiness(state: &AppState) -> (bool, serde_json::Value) {
     let plugins = state.plugins.names().count();
     let storage = match state.tasks.disk_full() {
         Some(full) => Err(crate::error::Error::new(
@@ -52,9 +65,11 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
         None => state.tasks.probe_storage().await,
     };
     let schedulers_ready = state.schedulers.as_ref().is_none_or(|a| a.ready());
-    let ready = storage.is_ok() && plugins > 0 && schedulers_ready;
+    let draining = state.tasks.draining();
+    let ready = storage.is_ok() && plugins > 0 && schedulers_ready && !draining;
     let mut body = serde_json::json!({
         "ready": ready,
+        "draining": draining,
         "storage": match &storage {
             Ok(()) => "writable".to_string(),
             Err(e) => e.to_string(),
@@ -65,10 +80,5 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     if let Some(a) = &state.schedulers {
         body["schedulers"] = serde_json::json!(a.status());
     }
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
+    (ready, body)
 }

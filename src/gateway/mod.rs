@@ -67,7 +67,9 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 
+pub use auth::ApiToken;
 pub use error::AppError;
+pub use health::readiness;
 pub use objects::redact_urls;
 pub use wire::ReasonedErrors;
 
@@ -84,7 +86,7 @@ pub struct AppState {
     pub plugins: Arc<Registry>,
     pub jobs: Arc<crate::preheat::JobManager>,
     /// The API's bearer token, if one is configured.
-    pub token: Option<Arc<str>>,
+    pub token: Option<Arc<auth::ApiToken>>,
     /// Object reads need the token too.
     pub token_for_reads: bool,
     /// Error bodies of object reads may show origin URLs
@@ -142,6 +144,7 @@ pub fn router(state: AppState) -> Router {
             )
             .route("/api/v1/negative-cache/{id}", delete(purge_negative_one))
             .route("/api/v1/plugins/{name}/reload", post(reload_plugin))
+            .route("/api/v1/drain", get(drain_status).post(drain))
             .route("/api/v1/cluster/hosts", get(cluster_hosts))
             .route("/api/v1/cluster/tasks", get(cluster_tasks))
             .route("/api/v1/cluster/tasks/{id}", get(cluster_task))
@@ -165,6 +168,35 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
+        // Outermost last: the id is set (taken from the client or made),
+        // then the request's span opens with it, and the answer carries it.
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                // Failures are logged where they are understood, with
+                // their reason, not again as a bare status here.
+                .on_failure(()),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            tower_http::request_id::MakeRequestUuid,
+        ))
+}
+
+/// The span of one gateway request: every log line and exported span of
+/// its work (the task it starts, plugin calls, piece fetches) is in it.
+fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }
 
 /// 404 for a path no route serves, with the reason.

@@ -142,6 +142,9 @@ pub struct Announcer {
     /// Tasks removed from the store, for `DeleteTask`.
     removed: mpsc::UnboundedSender<String>,
     removed_rx: parking_lot::Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    /// Cancelled by `seedgate drain`: the host leaves its schedulers
+    /// (DeleteHost) while it keeps serving uploads.
+    leaving: CancellationToken,
 }
 
 /// What `/readyz` shows of one scheduler.
@@ -189,6 +192,7 @@ impl Announcer {
             piece_concurrency,
             removed,
             removed_rx: parking_lot::Mutex::new(Some(removed_rx)),
+            leaving: CancellationToken::new(),
         })
     }
 
@@ -230,9 +234,42 @@ impl Announcer {
             || self.links.iter().any(|l| l.registered())
     }
 
-    /// Announces the host to every scheduler until `cancel`, then deletes
-    /// it from each.
+    /// Leaves every scheduler (DeleteHost) and stops announcing, so peers
+    /// are no longer sent here; uploads in flight go on.
+    pub fn leave(&self) {
+        self.leaving.cancel();
+    }
+
+    /// Pieces being sent to peers now.
+    pub fn uploads_in_flight(&self) -> u64 {
+        self.host
+            .uploads
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether [`Announcer::leave`] was called and no scheduler still
+    /// counts this host as registered.
+    pub fn left(&self) -> bool {
+        self.leaving.is_cancelled() && !self.links.iter().any(|l| l.registered())
+    }
+
+    /// Announces the host to every scheduler until `cancel` (or
+    /// [`Announcer::leave`]), then deletes it from each.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let stop = CancellationToken::new();
+        {
+            let (stop, leaving) = (stop.clone(), self.leaving.clone());
+            let cancel = cancel.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    () = leaving.cancelled() => {}
+                }
+                stop.cancel();
+            });
+        }
+        let cancel = stop;
         let loops = self.links.iter().map(|link| {
             let me = self.clone();
             let link = link.clone();

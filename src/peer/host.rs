@@ -84,6 +84,8 @@ fn route_to(url: &str) -> Option<IpAddr> {
 pub struct UploadStats {
     pub connections: AtomicU64,
     pub bytes: AtomicU64,
+    /// Pieces being sent to peers now (what `seedgate drain` waits for).
+    pub in_flight: AtomicU64,
 }
 
 /// Builds [`Host`] messages with live figures (CPU, memory, disk, upload

@@ -248,7 +248,12 @@ impl Connection {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "request body"))??;
             match request(tag, &value) {
-                Request::Piece(request) => self.download_piece(stream, request).await?,
+                Request::Piece(request) => {
+                    self.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                    let sent = self.download_piece(stream, request).await;
+                    self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    sent?
+                }
                 Request::Close => return Ok(()),
                 Request::Refuse(code, why) => send_error(stream, code, why).await?,
             }

@@ -16,6 +16,7 @@ use dragonfly_api::dfdaemon::v2::*;
 use futures_util::{Stream, StreamExt};
 use http::HeaderMap;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use super::convert::{piece_message, response_header, size_scope, timestamp};
 use super::host::HostProbe;
@@ -213,6 +214,9 @@ impl DfdaemonUpload for Upload {
             };
             let with_content = download.need_piece_content;
             let range = download.range;
+            let span = tracing::Span::current();
+            span.record("task_id", record.id.as_str());
+            span.record("peer_id", peer_id.as_str());
             tracing::info!(task = %record.id, url = %record.url, cached, "DownloadTask");
             let stream = async_stream::try_stream! {
                 let envelope = |response| DownloadTaskResponse {
@@ -241,6 +245,11 @@ impl DfdaemonUpload for Upload {
             };
             Ok(Response::new(Box::pin(stream) as Self::DownloadTaskStream))
         }
+        .instrument(tracing::info_span!(
+            "seed_download",
+            task_id = tracing::field::Empty,
+            peer_id = tracing::field::Empty,
+        ))
         .await;
         counted("DownloadTask", r)
     }

@@ -146,6 +146,16 @@ impl PluginSlot {
     async fn guarded<R>(
         &self,
         origin: &str,
+        op: &'static str,
+        call: impl AsyncFnOnce(Arc<Plugin>) -> Result<R>,
+    ) -> Result<R> {
+        let span = tracing::info_span!("plugin_call", plugin = %self.name, origin, op);
+        tracing::Instrument::instrument(self.guarded_inner(origin, call), span).await
+    }
+
+    async fn guarded_inner<R>(
+        &self,
+        origin: &str,
         call: impl AsyncFnOnce(Arc<Plugin>) -> Result<R>,
     ) -> Result<R> {
         let Ok(_permit) = self.permits.clone().try_acquire_owned() else {
@@ -185,7 +195,7 @@ impl PluginSlot {
     }
 
     pub async fn schemes(&self, env: &Arc<CallEnv>) -> Result<Vec<String>> {
-        self.guarded(&env.origin, async |p| p.schemes(env).await)
+        self.guarded(&env.origin, "schemes", async |p| p.schemes(env).await)
             .await
     }
 
@@ -194,7 +204,7 @@ impl PluginSlot {
         env: &Arc<CallEnv>,
         ctx: wit::RequestContext,
     ) -> Result<wit::ObjectMeta> {
-        self.guarded(&env.origin, async |p| p.stat(env, ctx).await)
+        self.guarded(&env.origin, "stat", async |p| p.stat(env, ctx).await)
             .await
     }
 
@@ -205,7 +215,7 @@ impl PluginSlot {
         meta: wit::ObjectMeta,
         range: Option<wit::ByteRange>,
     ) -> Result<Vec<wit::RequestPlan>> {
-        self.guarded(&env.origin, async |p| {
+        self.guarded(&env.origin, "plan_read", async |p| {
             p.plan_read(env, ctx, meta, range).await
         })
         .await
@@ -219,7 +229,7 @@ impl PluginSlot {
         page_token: Option<String>,
         max: u32,
     ) -> Result<wit::ListPage> {
-        self.guarded(&env.origin, async |p| {
+        self.guarded(&env.origin, "list_objects", async |p| {
             p.list_objects(env, ctx, prefix, page_token, max).await
         })
         .await

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 use tokio::sync::{OnceCell, watch};
+use tracing::Instrument;
 use url::Url;
 
 use super::index::Lease;
@@ -257,6 +258,14 @@ impl TaskManager {
         if let Some(e) = self.negative.get(&id) {
             return Err(e);
         }
+        if self.draining() && !self.slots.lock().await.contains_key(&id) {
+            let mut e = Error::new(
+                ErrorKind::Overloaded,
+                "this seed peer is draining for maintenance (seedgate drain): it starts no new task; objects it stores whole are still served",
+            );
+            e.retry_after = Some(std::time::Duration::from_secs(30));
+            return Err(e);
+        }
         let slot = self
             .slots
             .lock()
@@ -277,8 +286,18 @@ impl TaskManager {
                     return Err(e);
                 }
                 let watchdog = Arc::new(Watchdog::new(self.config.watchdog_timeout));
+                let span = tracing::info_span!(
+                    "task",
+                    task_id = %id,
+                    origin = %request.origin.name,
+                    url = %request.url,
+                );
+                let start = self
+                    .clone()
+                    .start(request.clone(), id.clone(), restarts, watchdog.clone())
+                    .instrument(span);
                 let r = tokio::select! {
-                    r = self.clone().start(request.clone(), id.clone(), restarts, watchdog.clone()) => r,
+                    r = start => r,
                     () = watchdog.expired() => Err(stalled(&request, &watchdog, "no answer from the origin")),
                 };
                 if let Err(e) = &r {
@@ -430,7 +449,9 @@ impl TaskManager {
         }
         let me = self.clone();
         let dl = download.clone();
-        self.spawn(async move {
+        // The download outlives the request that started it; its lines
+        // keep the task's span (and so the request that caused it).
+        self.spawn(tracing::Instrument::in_current_span(async move {
             // The origin's bulkhead counts downloads while they fetch
             // (`run` gives the slot back when fetching ends).
             let outcome = if work {
@@ -482,7 +503,7 @@ impl TaskManager {
                     tracing::warn!(task = %dl.record.id, error = %e, "restarting the task");
                 }
             }
-        });
+        }));
         Ok(download)
     }
 

@@ -125,6 +125,8 @@ pub struct TaskManager {
     /// The runtime this was made on (the server's main one), where work
     /// that outlives a request runs (see [`TaskManager::spawn`]).
     main: Option<tokio::runtime::Handle>,
+    /// Set by `seedgate drain`: no new task starts; stored ones are served.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// See [`TaskManager::on_back_to_source`].
@@ -210,6 +212,7 @@ impl TaskManager {
             open_files: open_files_allowed(gc.open_files),
             gc,
             main: tokio::runtime::Handle::try_current().ok(),
+            draining: Default::default(),
         });
         if !me.space_is_back() {
             let (reserve, _) = me.storage.reserve();
@@ -222,6 +225,22 @@ impl TaskManager {
             ));
         }
         Ok(me)
+    }
+
+    /// Stops taking new tasks (`seedgate drain`): an object not stored
+    /// whole is refused with 503 and the reason; stored ones, downloads
+    /// already running and uploads go on. Only a restart undoes it.
+    pub fn drain(&self) {
+        if !self
+            .draining
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            tracing::warn!("draining: no new tasks are taken; stored objects are still served");
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Runs `work` on the main runtime: downloads and jobs outlive the

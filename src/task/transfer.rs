@@ -7,6 +7,7 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tracing::Instrument;
 
 use super::TaskManager;
 use super::lifecycle::Download;
@@ -248,6 +249,7 @@ impl TaskManager {
                             let Some(n) = dl.next_piece() else { break };
                             let piece = origin
                                 .guarded(&dl.request.url, "piece", || self.fetch_piece(dl, n))
+                                .instrument(tracing::info_span!("piece", piece = n))
                                 .await?;
                             tx.send(piece)
                                 .await
@@ -264,6 +266,7 @@ impl TaskManager {
                     .guarded(&dl.request.url, "object", || {
                         self.fetch_sequential(dl, &plan, &tx)
                     })
+                    .instrument(tracing::info_span!("object"))
                     .await
             }
         };

@@ -27,6 +27,7 @@ mod hostile_origins;
 mod negative_cache;
 mod oci;
 mod openapi;
+mod operations;
 mod origin_example;
 mod origin_http;
 mod origin_lfs;

@@ -36,6 +36,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/api/v1/breakers"),
     ("get", "/api/v1/plugins"),
     ("post", "/api/v1/plugins/{name}/reload"),
+    ("get", "/api/v1/drain"),
+    ("post", "/api/v1/drain"),
     ("get", "/api/v1/cluster/hosts"),
     ("get", "/api/v1/cluster/tasks"),
     ("get", "/api/v1/cluster/tasks/{id}"),

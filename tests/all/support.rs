@@ -265,6 +265,17 @@ impl Drop for Nginx {
     }
 }
 
+/// What a test adds to how seedgate is started.
+#[derive(Default)]
+pub struct Launch {
+    /// `SEEDGATE_LOG`.
+    pub level: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// Started through a shell that sets `WATCHDOG_PID` to the server's
+    /// own pid, as systemd does.
+    pub watchdog_pid: bool,
+}
+
 /// The seedgate binary, serving with a given config and data directory.
 pub struct Seedgate {
     child: Child,
@@ -283,7 +294,21 @@ impl Seedgate {
     }
 
     pub fn start_with(config: &Path, data_dir: &Path) -> Self {
-        Self::spawn(config, data_dir, None)
+        Self::spawn(config, data_dir, None, &Launch::default())
+    }
+
+    /// [`Seedgate::start`] with what `launch` adds, its log (at the level
+    /// of `SEEDGATE_LOG`, default info) in `dir/seedgate.log`.
+    #[allow(dead_code)]
+    pub fn start_launched(dir: &Path, config: &str, launch: &Launch) -> Self {
+        let path = dir.join("seedgate.toml");
+        std::fs::write(&path, config).unwrap();
+        Self::spawn(
+            &path,
+            &dir.join("data"),
+            Some(&dir.join("seedgate.log")),
+            launch,
+        )
     }
 
     /// [`Seedgate::start`] logging at debug level into `dir/seedgate.log`
@@ -292,19 +317,42 @@ impl Seedgate {
     pub fn start_logged(dir: &Path, config: &str) -> Self {
         let path = dir.join("seedgate.toml");
         std::fs::write(&path, config).unwrap();
-        Self::spawn(&path, &dir.join("data"), Some(&dir.join("seedgate.log")))
+        Self::spawn(
+            &path,
+            &dir.join("data"),
+            Some(&dir.join("seedgate.log")),
+            &Launch {
+                level: Some("debug".into()),
+                ..Launch::default()
+            },
+        )
     }
 
-    fn spawn(config: &Path, data_dir: &Path, log: Option<&Path>) -> Self {
+    fn spawn(config: &Path, data_dir: &Path, log: Option<&Path>, launch: &Launch) -> Self {
         let stderr = match log {
             Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
             None => Stdio::inherit(),
         };
-        let level = match log {
-            Some(_) => "debug".to_owned(),
-            None => std::env::var("SEEDGATE_LOG").unwrap_or_else(|_| "warn".into()),
+        let level = match (&launch.level, log) {
+            (Some(level), _) => level.clone(),
+            (None, Some(_)) => "info".to_owned(),
+            (None, None) => std::env::var("SEEDGATE_LOG").unwrap_or_else(|_| "warn".into()),
         };
-        let mut child = Command::new(env!("CARGO_BIN_EXE_seedgate"))
+        let mut command = if launch.watchdog_pid {
+            // systemd names the pid it wants pings from; a shell that
+            // execs keeps its pid, so it can name it.
+            let mut c = Command::new("sh");
+            c.args([
+                "-c",
+                r#"WATCHDOG_PID=$$ exec "$0" "$@""#,
+                env!("CARGO_BIN_EXE_seedgate"),
+            ]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_seedgate"))
+        };
+        let mut child = command
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .arg("serve")
             .arg("--config")
             .arg(config)
