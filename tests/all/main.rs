@@ -32,6 +32,7 @@ mod origin_example;
 mod origin_http;
 mod origin_lfs;
 mod origin_s3;
+mod packaging;
 mod plugin_check;
 mod plugin_host;
 mod plugin_sandbox;
