@@ -327,3 +327,170 @@ async fn the_alert_rules_check_and_name_real_metrics() {
         );
     }
 }
+
+/// Where `scripts/setup` installs kubernetes-validate.
+fn k8s_validate() -> std::path::PathBuf {
+    let venv = std::env::var("SEEDGATE_K8S_VALIDATE_VENV").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/seedgate/k8s-validate-venv",
+            std::env::var("HOME").unwrap()
+        )
+    });
+    Path::new(&venv).join("bin")
+}
+
+/// Builds tests/fixtures/helm-render (Go's text/template with sprig,
+/// from Debian, in GOPATH mode: no module download).
+fn helm_render() -> std::path::PathBuf {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helm-render");
+    run(Command::new("go")
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg(".")
+        .current_dir(project().join("tests/fixtures/helm-render"))
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOFLAGS", ""));
+    out
+}
+
+fn render(renderer: &Path, chart: &Path, values: &[&Path]) -> Output {
+    let mut c = Command::new(renderer);
+    for v in values {
+        c.arg("-f").arg(v);
+    }
+    c.args(["--name", "prod"]).arg(chart).output().unwrap()
+}
+
+/// Each document's `data."seedgate.toml"`, read by PyYAML (from the
+/// validator's venv).
+fn configs_of(rendered: &Path) -> Vec<String> {
+    let out = run(Command::new(k8s_validate().join("python"))
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]\n\
+             print(json.dumps([d['data']['seedgate.toml'] for d in docs if d['kind'] == 'ConfigMap']))",
+        ])
+        .arg(rendered));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The chart renders (default values, and values using every option) to
+/// objects valid against the Kubernetes 1.30 schemas, strictly (no unknown
+/// field); the config it makes passes `seedgate config check`; and a
+/// broken chart fails: a template syntax error, a misspelled field, a
+/// value the templates do not have.
+#[test]
+fn the_helm_chart_renders_valid_objects_and_a_valid_config() {
+    let renderer = helm_render();
+    let chart = project().join("packaging/helm/seedgate");
+    let dir = tempfile::tempdir().unwrap();
+    let full = project().join("tests/fixtures/helm-values-full.yaml");
+    let validate = |file: &Path| {
+        Command::new(k8s_validate().join("kubernetes-validate"))
+            .args(["--strict", "-k", "1.30.0"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    for (name, values) in [("default", vec![]), ("full", vec![full.as_path()])] {
+        let out = render(&renderer, &chart, &values);
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&file, &out.stdout).unwrap();
+        let checked = validate(&file);
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        assert!(checked.status.success(), "{name}: {said}");
+        let rendered = text(&out);
+        let kinds: Vec<&str> = rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("kind: "))
+            .collect();
+        for kind in ["StatefulSet", "ConfigMap", "PodDisruptionBudget", "Service"] {
+            assert!(kinds.contains(&kind), "{name}: no {kind} in {kinds:?}");
+        }
+        let passed = said.matches("passed for resource").count();
+        println!("helm chart, {name} values: {kinds:?}; {passed} validated");
+        assert_eq!(passed, kinds.len() - usize::from(name == "full"), "{said}");
+        if name == "full" {
+            for must in [
+                "kind: Secret",
+                "kind: ServiceMonitor",
+                "volumeClaimTemplates:",
+                "path: /readyz",
+                "path: /healthz",
+                "name: prod-seedgate-scheduler",
+                "- drain",
+            ] {
+                assert!(rendered.contains(must), "full: no {must:?}");
+            }
+        }
+        // The config the pods read passes the binary's own check.
+        for config in configs_of(&file) {
+            let token = dir.path().join("token");
+            std::fs::write(&token, "a-token-of-32-characters-or-so!!").unwrap();
+            let path = dir.path().join(format!("{name}.toml"));
+            std::fs::write(
+                &path,
+                config.replace("/etc/seedgate/secret/api-token", token.to_str().unwrap()),
+            )
+            .unwrap();
+            let o = Command::new(env!("CARGO_BIN_EXE_seedgate"))
+                .args(["config", "check"])
+                .arg(&path)
+                .env("REGISTRY_USER", "someone")
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{name}: {config}\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+
+    // Broken charts fail, each where it should.
+    let broken = |file: &str, from: &str, to: &str| {
+        let copy = dir.path().join(format!(
+            "broken-{}",
+            to.replace(['/', ' ', '{', '}', ':'], "-")
+        ));
+        run(Command::new("cp").arg("-r").arg(&chart).arg(&copy));
+        let path = copy.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        copy
+    };
+    let syntax = broken("templates/pdb.yaml", "{{ .Values", "{{ .Values }");
+    let out = render(&renderer, &syntax, &[]);
+    assert!(!out.status.success(), "a template syntax error renders");
+    let missing = broken(
+        "templates/pdb.yaml",
+        ".Values.podDisruptionBudget",
+        ".Values.podDisruptionBudgett",
+    );
+    let out = render(&renderer, &missing, &[]);
+    assert!(!out.status.success(), "a value that does not exist renders");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("podDisruptionBudgett"));
+    let field = broken(
+        "templates/statefulset.yaml",
+        "terminationGracePeriodSeconds:",
+        "terminationGracePeriod:",
+    );
+    let out = render(&renderer, &field, &[]);
+    assert!(out.status.success());
+    let file = dir.path().join("misspelled.yaml");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let checked = validate(&file);
+    assert!(!checked.status.success(), "a misspelled field validates");
+}
