@@ -289,8 +289,8 @@ fn hangup(sg: &Seedgate) {
 
 /// Under a service manager: READY=1 only once /readyz says ready,
 /// WATCHDOG=1 twice per WATCHDOG_USEC, RELOADING=1 then READY=1 around a
-/// SIGHUP that swaps in a rotated API token (and reports a change that
-/// needs a restart), a config that does not load refused with the old one
+/// SIGHUP that swaps in a rotated API token and a replaced plugin file
+/// (and reports a change that needs a restart), a config that does not load refused with the old one
 /// kept, and STOPPING=1 at SIGTERM. (systemd is not PID 1 here: the test
 /// is the manager, as `systemd-run` would be.)
 #[tokio::test]
@@ -299,9 +299,15 @@ async fn the_notify_protocol_watchdog_and_sighup_reload() {
     let manager = Manager::open(dir.path());
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "first-token-0123456789\n").unwrap();
+    // A platform team's plugin, checked only on SIGHUP here.
+    let plugins = dir.path().join("plugins.d");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let plugin = plugins.join("extra.wasm");
+    std::fs::copy(seedgate::plugin::test_components::EXAMPLE_ARTIFACT, &plugin).unwrap();
     let config = format!(
-        "[server]\napi_token = \"file:{}\"\n{}",
+        "[server]\napi_token = \"file:{}\"\n[plugins]\ndir = \"{}\"\nreload_interval = \"0s\"\n{}",
         token_file.display(),
+        plugins.display(),
         http_origin_config(&nginx.base_url())
     );
     let mut sg = Seedgate::start_launched(
@@ -342,8 +348,24 @@ async fn the_notify_protocol_watchdog_and_sighup_reload() {
         }
     };
     assert_eq!(list("first-token-0123456789").await, 200);
-    // The secret is rotated, and a key that needs a restart changes too.
+    let digest = |plugins: &Value| {
+        plugins
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "extra")
+            .map(|p| p["digest"].as_str().unwrap().to_string())
+            .expect("the extra plugin is listed")
+    };
+    let plugins_now = |token: &'static str| {
+        let url = sg.url("/api/v1/plugins");
+        async move { json(client().get(url).bearer_auth(token).send().await.unwrap()).await }
+    };
+    let before = digest(&plugins_now("first-token-0123456789").await);
+    // The secret is rotated, the plugin file replaced, and a key that
+    // needs a restart changes too.
     std::fs::write(&token_file, "second-token-0123456789\n").unwrap();
+    std::fs::copy(seedgate::plugin::test_components::HOSTILE, &plugin).unwrap();
     std::fs::write(
         &sg.config,
         config.replace("[server]\n", "[server]\nheader_read_timeout = \"7s\"\n"),
@@ -354,6 +376,8 @@ async fn the_notify_protocol_watchdog_and_sighup_reload() {
     manager.until("READY=1", Duration::from_secs(30));
     assert_eq!(list("second-token-0123456789").await, 200);
     assert_eq!(list("first-token-0123456789").await, 401);
+    let after = digest(&plugins_now("second-token-0123456789").await);
+    assert_ne!(before, after, "SIGHUP swapped in the replaced plugin file");
 
     // A config that no longer loads: refused, the running one stays.
     std::fs::write(&sg.config, "[server\nbroken").unwrap();
@@ -372,6 +396,7 @@ async fn the_notify_protocol_watchdog_and_sighup_reload() {
         "{log}"
     );
     assert!(log.contains("reload on SIGHUP refused"), "{log}");
+    assert!(log.contains("plugin 'extra' reloaded"), "{log}");
     assert!(
         !log.contains("second-token-0123456789"),
         "the token is never logged"
