@@ -281,6 +281,37 @@ impl TaskManager {
         }
     }
 
+    /// Bytes `start..end` of a stored object when they lie in one small
+    /// piece (at most [`INLINE_READ`]) that is [trusted](Self::trusted):
+    /// the answer to a small object then goes out as one buffer, without
+    /// the stream of [`Self::read`]. `None` means "use [`Self::read`]",
+    /// which checks an untrusted piece and repairs one that fails.
+    pub fn read_small(&self, object: &Object, start: u64, end: u64) -> Option<Bytes> {
+        let Source::Local(pieces) = &object.source else {
+            return None;
+        };
+        let piece_length = object.record.piece_length;
+        let n = start / piece_length;
+        if start >= end || (end - 1) / piece_length != n {
+            return None;
+        }
+        let n = u32::try_from(n).ok()?;
+        let (offset, length) = piece_span(n, object.record.content_length, piece_length);
+        if length > INLINE_READ {
+            return None;
+        }
+        let landed = pieces.get(n as usize).copied()?;
+        // A piece not checked since the start takes the stream's path,
+        // which checks it and fetches it again if it rotted.
+        if !self.trusted(object, n, landed) {
+            return None;
+        }
+        let PieceRead::Done(Ok(Some(bytes))) = self.start_read(object, n, landed) else {
+            return None;
+        };
+        Some(bytes.slice((start - offset) as usize..(end - offset) as usize))
+    }
+
     /// Streams bytes `start..end` of an object, each piece as soon as it is
     /// readable and checked. A piece not yet [trusted](Self::trusted) is
     /// read and checked first (a corrupt one is fetched again before it is

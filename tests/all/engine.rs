@@ -330,6 +330,50 @@ async fn corrupt_piece_is_detected_and_refetched() {
     assert_eq!(nginx.gets("/c.bin"), 5);
 }
 
+/// A small object (one piece, answered from one read without the piece
+/// stream once its piece is trusted) keeps the rule of every other piece:
+/// a flipped byte is caught on its first read since it was stored, the
+/// piece is fetched again, and later hits and ranges get the right bytes.
+#[tokio::test]
+async fn small_object_flip_is_caught_before_its_one_read_answers() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(4096, 17);
+    let want = sha256(&data);
+    nginx.put("s.bin", &data);
+    let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
+    let url = sg.url("/o/www/s.bin");
+    let resp = get(&url).await;
+    let task = task_of(&resp);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    wait_stored(&url).await;
+    let file = sg.content_file(&task);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    for round in 0..3 {
+        let resp = get(&url).await;
+        assert_eq!(resp.status(), 200, "round {round}");
+        assert_eq!(sha256(&resp.bytes().await.unwrap()), want, "round {round}");
+    }
+    assert_eq!(
+        nginx.gets("/s.bin"),
+        2,
+        "the flipped piece is fetched once more"
+    );
+    wait_stored(&url).await;
+    let resp = client()
+        .get(&url)
+        .header("range", "bytes=100-1099")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+    assert_eq!(&resp.bytes().await.unwrap()[..], &data[100..1100]);
+    assert_eq!(nginx.gets("/s.bin"), 2);
+}
+
 /// Startup reconciles: a content file without a record is deleted; a
 /// record whose content file vanished is fetched again rather than served.
 #[tokio::test]
