@@ -54,6 +54,7 @@
 mod admin;
 mod answer;
 mod auth;
+mod context;
 mod error;
 mod health;
 mod oapi;
@@ -168,35 +169,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(state)
-        // Outermost last: the id is set (taken from the client or made),
-        // then the request's span opens with it, and the answer carries it.
-        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                // Failures are logged where they are understood, with
-                // their reason, not again as a bare status here.
-                .on_failure(()),
-        )
-        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
-            tower_http::request_id::MakeRequestUuid,
-        ))
-}
-
-/// The span of one gateway request: every log line and exported span of
-/// its work (the task it starts, plugin calls, piece fetches) is in it.
-fn request_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
-    let id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!(
-        "request",
-        request_id = %id,
-        method = %request.method(),
-        path = %request.uri().path(),
-    )
+        // The request's id and span, outermost: every layer and handler
+        // runs in the span.
+        .layer(context::RequestContextLayer)
 }
 
 /// 404 for a path no route serves, with the reason.
