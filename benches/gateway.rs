@@ -11,8 +11,13 @@
 //!   `SEEDGATE_BENCH_LINK_MBIT` (default 2000) shared by all connections to
 //!   the origin, and on loopback.
 //!
+//! Each wrk figure is the round with the median ratio of
+//! `SEEDGATE_BENCH_ROUNDS` (default 3) rounds that alternate which server
+//! goes first, with each server's CPU time per request (its own threads
+//! and workers, not wrk's) beside it.
+//!
 //! Run with `scripts/bench gateway` (see BENCHMARKS.md). Knobs:
-//! `SEEDGATE_BENCH_WRK_SECS` (default 10), `SEEDGATE_BENCH_PREHEAT_MIB`
+//! `SEEDGATE_BENCH_WRK_SECS` (default 5), `SEEDGATE_BENCH_PREHEAT_MIB`
 //! (default 2048), `SEEDGATE_BENCH_PREHEAT_OBJECTS` (default 200),
 //! `SEEDGATE_BENCH_CONNECTION_THREADS` (seedgate's `server.connection_threads`;
 //! unset: its default).
@@ -29,7 +34,7 @@ use std::time::Duration;
 
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, printed, rss_mib, verdict};
+use verdict::{Want, cpu_secs, fresh_write_rate, printed, rss_mib, verdict};
 
 /// What `wrk` measured.
 struct Wrk {
@@ -127,14 +132,15 @@ async fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let secs = env_or("SEEDGATE_BENCH_WRK_SECS", 10);
+    let secs = env_or("SEEDGATE_BENCH_WRK_SECS", 5);
+    let wrk_rounds = env_or("SEEDGATE_BENCH_ROUNDS", 3).max(1);
     let preheat_mib = env_or("SEEDGATE_BENCH_PREHEAT_MIB", 2048);
     let objects = env_or("SEEDGATE_BENCH_PREHEAT_OBJECTS", 200).max(1);
     let link_mbit = env_or("SEEDGATE_BENCH_LINK_MBIT", 2000);
     let concurrency = 8;
     let dir = tempfile::tempdir().unwrap();
     println!(
-        "seedgate gateway benchmark: wrk {secs} s per target, preheat {objects} objects / {preheat_mib} MiB, {} cores",
+        "seedgate gateway benchmark: wrk {secs} s per target, {wrk_rounds} alternating rounds, preheat {objects} objects / {preheat_mib} MiB, {} cores",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     // wrk and both servers need a descriptor per client connection.
@@ -188,11 +194,36 @@ async fn main() {
         for url in [&sg_url, &nginx_url, &nginx_url] {
             drain(&client, url).await; // stored / cached (nginx: MISS, then HIT)
         }
-        let s = wrk(&sg_url, secs, connections);
+        // Rounds alternate which server goes first, so that a change in
+        // what else the shared machine runs falls on both; the round with
+        // the median ratio is reported.
+        let mut rounds = Vec::new();
+        for round in 0..wrk_rounds {
+            let measure = |url: &str, pid: u32| {
+                let cpu = cpu_secs(pid);
+                let w = wrk(url, secs, connections);
+                let cpu_us = (cpu_secs(pid) - cpu) * 1e6 / (w.rps * secs as f64);
+                (w, cpu_us)
+            };
+            let (s, n) = if round % 2 == 0 {
+                let s = measure(&sg_url, sg.pid());
+                (s, measure(&nginx_url, proxy.pid()))
+            } else {
+                let n = measure(&nginx_url, proxy.pid());
+                (measure(&sg_url, sg.pid()), n)
+            };
+            rounds.push((s, n));
+        }
         let rss = rss_mib("VmHWM:", sg.pid());
-        let n = wrk(&nginx_url, secs, connections);
+        rounds.sort_by(|a, b| (a.0.0.rps / a.1.0.rps).total_cmp(&(b.0.0.rps / b.1.0.rps)));
+        let all = rounds
+            .iter()
+            .map(|(s, n)| format!("{:.2}", s.0.rps / n.0.rps))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let ((s, s_cpu), (n, n_cpu)) = rounds.swap_remove(rounds.len() / 2);
         println!(
-            "| {name} ({connections} connections) | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors | {:.2}x |",
+            "| {name} ({connections} connections) | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors, {s_cpu:.1} us CPU/req | {:.0} req/s, {:.0} MiB/s, p99 {:.2} ms, {} errors, {n_cpu:.1} us CPU/req | {:.2}x (rounds {all}) |",
             s.rps,
             s.mib_s,
             s.p99_ms,
@@ -203,7 +234,7 @@ async fn main() {
             n.errors,
             s.rps / n.rps
         );
-        runs.push((name, connections, s, n, rss));
+        runs.push((name, connections, s, n, rss, s_cpu / n_cpu));
     }
 
     // Preheat against downloads of the same objects to files, over the
@@ -248,8 +279,13 @@ async fn main() {
     );
 
     println!();
-    for (name, connections, s, n, rss) in &runs {
-        let ratio = format!("{:.2}x ({:.0} / {:.0} req/s)", s.rps / n.rps, s.rps, n.rps);
+    for (name, connections, s, n, rss, cpu) in &runs {
+        let ratio = format!(
+            "{:.2}x ({:.0} / {:.0} req/s; CPU per request {cpu:.2}x nginx's)",
+            s.rps / n.rps,
+            s.rps,
+            n.rps
+        );
         match (*name, *connections) {
             ("large.bin", c) => {
                 verdict(

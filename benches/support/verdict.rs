@@ -89,6 +89,24 @@ pub fn rss_mib(field: &str, pid: u32) -> f64 {
         / 1024.0
 }
 
+/// CPU time (user + system, seconds) used so far by process `pid`, its
+/// threads and its direct children (nginx's workers).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let ticks = |pid: &str| -> u64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return 0;
+        };
+        // Fields after the command, which is in parentheses.
+        let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+    };
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let hz = rustix::param::clock_ticks_per_second() as f64;
+    (ticks(&pid.to_string()) + children.split_whitespace().map(ticks).sum::<u64>()) as f64 / hz
+}
+
 /// Writes `bytes` of zeros under `dir` and syncs them; returns the MiB/s.
 /// A store that records bytes only once they are durable is bound by it.
 pub fn synced_write_rate(dir: &std::path::Path, bytes: usize) -> f64 {

@@ -158,6 +158,11 @@ impl Nginx {
         format!("http://{}:{}/", self.ip, self.port)
     }
 
+    /// The master process's pid (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The same files, throttled to 2 MB/s per connection.
     pub fn slow_base_url(&self) -> String {
         format!("{}slow/", self.base_url())
