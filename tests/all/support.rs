@@ -159,6 +159,7 @@ impl Nginx {
     }
 
     /// The master process's pid (its workers are its children).
+    #[allow(dead_code)] // used by benches/gateway.rs
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
