@@ -2,7 +2,7 @@
 //! request's headers alone: status, validators, `Range` (206, 416) and
 //! conditional requests (304). Pure, so every rule has a unit test.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppError;
@@ -31,13 +31,18 @@ pub(super) fn resolve_range(range: &RangeHeader, length: u64) -> Result<RangeAsk
 }
 
 pub(super) fn object_headers(info: &ObjectInfo) -> HeaderMap {
-    let mut h = HeaderMap::new();
+    // Sized for every header an answer may carry (with Content-Range and
+    // Content-Length), so none of them grows the map.
+    let mut h = HeaderMap::with_capacity(10);
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    let etag = info
-        .etag
-        .clone()
-        .unwrap_or_else(|| format!("\"{}\"", &info.task_id[..32.min(info.task_id.len())]));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
+    let etag = match &info.etag {
+        Some(etag) => HeaderValue::from_str(etag),
+        None => HeaderValue::from_str(&format!(
+            "\"{}\"",
+            &info.task_id[..32.min(info.task_id.len())]
+        )),
+    };
+    if let Ok(v) = etag {
         h.insert(header::ETAG, v);
     }
     if let Some(v) = info
@@ -54,14 +59,18 @@ pub(super) fn object_headers(info: &ObjectInfo) -> HeaderMap {
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     h.insert(header::CONTENT_TYPE, ctype);
     if let Ok(v) = HeaderValue::from_str(&info.task_id) {
-        h.insert("x-seedgate-task", v);
+        h.insert(X_SEEDGATE_TASK, v);
     }
     h.insert(
-        "x-seedgate-cache",
+        X_SEEDGATE_CACHE,
         HeaderValue::from_static(if info.cached { "hit" } else { "miss" }),
     );
     h
 }
+
+/// Names made once, not parsed on every answer.
+const X_SEEDGATE_TASK: HeaderName = HeaderName::from_static("x-seedgate-task");
+const X_SEEDGATE_CACHE: HeaderName = HeaderName::from_static("x-seedgate-cache");
 
 /// Status, headers and byte span `start..end` of the answer about `info`
 /// to a request for `range`.

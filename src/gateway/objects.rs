@@ -123,7 +123,7 @@ pub(super) async fn serve_get(
     source.requests.inc();
     if let Some(bytes) = state.tasks.read_small(&object, start, end) {
         source.served.inc_by(bytes.len() as u64);
-        return Ok((status, h, Body::from(bytes)).into_response());
+        return Ok(response(status, h, Body::from(bytes)));
     }
     let served = source.served.clone();
     // HTTP/1 connections send stored pieces with sendfile; HTTP/2 frames
@@ -135,7 +135,16 @@ pub(super) async fn serve_get(
             served.inc_by(bytes.len() as u64);
         }
     }));
-    Ok((status, h, body).into_response())
+    Ok(response(status, h, body))
+}
+
+/// An answer with these headers as they are (building it from a tuple
+/// inserts each header again).
+fn response(status: axum::http::StatusCode, headers: HeaderMap, body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// Error bodies of object reads with every URL replaced by `<origin URL>`
