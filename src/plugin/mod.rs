@@ -409,11 +409,19 @@ impl PluginHost {
             .total_memories(POOL_INSTANCES * 2)
             .total_tables(POOL_INSTANCES * 4)
             .max_memory_size(config.max_memory_limit().as_u64() as usize);
+        // SEEDGATE_PLUGIN_ALLOCATOR=on-demand: instances allocated one by
+        // one instead of from the pool, whose terabytes of reserved address
+        // space valgrind refuses; for profiling with callgrind
+        // (BENCHMARKS.md), not for serving.
+        let strategy = match std::env::var("SEEDGATE_PLUGIN_ALLOCATOR").as_deref() {
+            Ok("on-demand") => InstanceAllocationStrategy::OnDemand,
+            _ => InstanceAllocationStrategy::Pooling(pool),
+        };
         let mut wasm = wasmtime::Config::new();
         wasm.epoch_interruption(true)
             .wasm_component_model(true)
             .concurrency_support(false)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            .allocation_strategy(strategy);
         let engine = Engine::new(&wasm)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
