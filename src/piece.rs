@@ -84,7 +84,13 @@ fn hash_task(url: &str, p: &TaskIdParams<'_>) -> String {
         hasher.update(len.to_string().as_bytes());
     }
     hasher.update(b"STANDARD");
-    hex::encode(hasher.finalize())
+    // Through a table into a buffer: `hex::encode` builds its string one
+    // char at a time, and this runs on every hit.
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(hasher.finalize(), &mut out).expect("32 bytes are 64 hex digits");
+    std::str::from_utf8(&out)
+        .expect("hex digits are ASCII")
+        .to_owned()
 }
 
 /// The URL as Dragonfly hashes it. Without filters the URL is taken verbatim.

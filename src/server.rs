@@ -275,7 +275,7 @@ impl Server {
         if let Some(scheduler) = peer.as_ref().and_then(|p| p.scheduler.clone()) {
             jobs.set_fanout(scheduler);
         }
-        let state = gateway::AppState {
+        let state = gateway::AppState::new(gateway::Shared {
             tasks,
             origins,
             plugins,
@@ -295,7 +295,7 @@ impl Server {
                     config.server.listen.ip().to_string(),
                 ),
             },
-        };
+        });
         let control = Arc::new(Control {
             state: state.clone(),
             started: config.clone(),

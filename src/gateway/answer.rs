@@ -30,7 +30,7 @@ pub(super) fn resolve_range(range: &RangeHeader, length: u64) -> Result<RangeAsk
         .map_err(|_| AppError::unsatisfiable(range.text(), length))
 }
 
-pub(super) fn object_headers(info: &ObjectInfo) -> HeaderMap {
+pub(super) fn object_headers(info: &ObjectInfo<'_>) -> HeaderMap {
     // Sized for every header an answer may carry (with Content-Range and
     // Content-Length), so none of them grows the map.
     let mut h = HeaderMap::with_capacity(10);
@@ -76,10 +76,18 @@ const X_SEEDGATE_CACHE: HeaderName = HeaderName::from_static("x-seedgate-cache")
 /// to a request for `range`.
 pub(super) fn answer(
     range: Option<&RangeHeader>,
-    info: &ObjectInfo,
+    info: &ObjectInfo<'_>,
 ) -> Result<(StatusCode, HeaderMap, u64, u64), AppError> {
-    let length = info.content_length;
-    let mut h = object_headers(info);
+    answer_with(range, info.content_length, object_headers(info))
+}
+
+/// [`answer`] with the object's headers already made (`h`, from
+/// [`object_headers`]) for an object of `length` bytes.
+pub(super) fn answer_with(
+    range: Option<&RangeHeader>,
+    length: u64,
+    mut h: HeaderMap,
+) -> Result<(StatusCode, HeaderMap, u64, u64), AppError> {
     let ask = match range {
         Some(r) => resolve_range(r, length)?,
         None => RangeAsk::Whole,
@@ -101,7 +109,7 @@ pub(super) fn answer(
 
 /// Whether the client's copy (`If-None-Match`, else `If-Modified-Since`)
 /// is the object's current version, so the answer is 304.
-pub(super) fn not_modified(headers: &HeaderMap, info: &ObjectInfo) -> bool {
+pub(super) fn not_modified(headers: &HeaderMap, info: &ObjectInfo<'_>) -> bool {
     if let Some(inm) = headers.get(header::IF_NONE_MATCH) {
         let Ok(inm) = inm.to_str() else {
             return false;
@@ -130,7 +138,7 @@ pub(super) fn is_conditional(headers: &HeaderMap) -> bool {
 }
 
 /// 304 with the object's validators.
-pub(super) fn not_modified_answer(info: &ObjectInfo) -> Response {
+pub(super) fn not_modified_answer(info: &ObjectInfo<'_>) -> Response {
     let mut h = HeaderMap::new();
     for (k, v) in object_headers(info).iter() {
         if k == header::ETAG || k == header::LAST_MODIFIED || k.as_str().starts_with("x-seedgate") {
@@ -144,12 +152,12 @@ pub(super) fn not_modified_answer(info: &ObjectInfo) -> Response {
 mod tests {
     use super::*;
 
-    fn info(etag: Option<&str>, last_modified: Option<&str>) -> ObjectInfo {
+    fn info<'a>(etag: Option<&'a str>, last_modified: Option<&'a str>) -> ObjectInfo<'a> {
         ObjectInfo {
             task_id: "0123456789abcdef0123456789abcdef0123456789abcdef".into(),
             content_length: 100,
-            etag: etag.map(str::to_string),
-            last_modified: last_modified.map(str::to_string),
+            etag: etag.map(Into::into),
+            last_modified: last_modified.map(Into::into),
             content_type: None,
             cached: true,
         }

@@ -79,9 +79,28 @@ use crate::origin::OriginRouter;
 use crate::plugin::Registry;
 use crate::task::TaskManager;
 
-/// Shared state of the handlers.
+/// Shared state of the handlers: one reference count, as axum clones it
+/// several times for every request.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct Shared {
     pub tasks: Arc<TaskManager>,
     pub origins: Arc<OriginRouter>,
     pub plugins: Arc<Registry>,

@@ -7,7 +7,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
-use super::answer::{answer, is_conditional, not_modified, not_modified_answer, range_header};
+use super::answer::{
+    answer, answer_with, is_conditional, not_modified, not_modified_answer, object_headers,
+    range_header,
+};
 use super::range::RangeHeader;
 use super::{AppError, AppState};
 use crate::error::Error;
@@ -24,15 +27,17 @@ pub(super) async fn head_object(
     serve_head(&state, &origin, &url, &headers).await
 }
 
+/// The request itself rather than a `HeaderMap` extractor, which clones
+/// the headers: this runs for every hit.
 pub(super) async fn get_object(
     State(state): State<AppState>,
     Path((origin, key)): Path<(String, String)>,
-    version: axum::http::Version,
-    headers: HeaderMap,
+    request: axum::extract::Request,
 ) -> Result<Response, AppError> {
     let origin = state.origins.get(&origin)?;
     let url = origin.object_url(&key)?;
-    serve_get(&state, &origin, &url, version, &headers).await
+    let (parts, _) = request.into_parts();
+    serve_get(&state, &origin, &url, parts.version, &parts.headers).await
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -112,9 +117,13 @@ pub(super) async fn serve_get(
     }
     let first_byte = range.as_ref().map_or(0, RangeHeader::first_byte);
     let object = state.tasks.open(origin, url, headers, first_byte).await?;
-    let mut info = ObjectInfo::from(&object.record);
-    info.cached = object.cached();
-    let (status, h, start, end) = answer(range.as_ref(), &info)?;
+    let length = object.record.content_length;
+    let h = object.answer_headers(|| {
+        let mut info = ObjectInfo::from(&*object.record);
+        info.cached = object.cached();
+        object_headers(&info)
+    });
+    let (status, h, start, end) = answer_with(range.as_ref(), length, h)?;
     if start < end {
         state.tasks.ready(&object, start).await?;
     }

@@ -13,7 +13,10 @@ use crate::clock::now_ms;
 /// access per task, and who holds it.
 #[derive(Debug, Default)]
 pub(super) struct Index {
-    pub(super) tasks: HashMap<String, Usage>,
+    /// Keyed by task id with foldhash (per-process random seed): a hit
+    /// looks its task up three times, and SipHash over a 64-digit id was
+    /// most of the cost.
+    pub(super) tasks: HashMap<String, Usage, foldhash::fast::RandomState>,
     /// Hot copies in the order they were made, each with its number: the
     /// oldest is dropped (closing its content file) when more than
     /// `storage.open_files` would be kept. An entry whose task has since
@@ -121,14 +124,28 @@ impl Drop for Lease {
 
 impl TaskManager {
     pub(super) fn lease(&self, id: &str) -> Lease {
+        self.lease_hot(id).0
+    }
+
+    /// Leases `id` and, under the same lock, takes its hot copy if it has
+    /// one and is not finishing: a hit takes the index lock once here.
+    pub(super) fn lease_hot(&self, id: &str) -> (Lease, Option<Arc<Hot>>) {
         let mut index = self.index.lock();
-        let u = index.tasks.entry(id.to_string()).or_default();
+        let finishing = !index.finishing.is_empty() && index.finishing.contains(id);
+        // Looked up before inserting: a stored task's key is not copied.
+        if !index.tasks.contains_key(id) {
+            index.tasks.insert(id.to_string(), Usage::default());
+        }
+        let u = index.tasks.get_mut(id).expect("inserted above");
         u.leases += 1;
         u.accessed_ms = now_ms();
-        Lease {
+        let hot = if finishing { None } else { u.hot.clone() };
+        drop(index);
+        let lease = Lease {
             index: self.index.clone(),
             id: id.to_string(),
-        }
+        };
+        (lease, hot)
     }
 }
 
@@ -139,7 +156,7 @@ mod tests {
     /// A complete one-byte task's hot copy.
     fn hot(id: &str) -> Arc<Hot> {
         Arc::new(Hot {
-            record: crate::storage::TaskRecord {
+            record: Arc::new(crate::storage::TaskRecord {
                 id: id.into(),
                 url: format!("http://o/{id}"),
                 content_length: 1,
@@ -150,10 +167,11 @@ mod tests {
                 state: crate::storage::TaskState::Succeeded,
                 created_at_ms: 0,
                 accessed_at_ms: 0,
-            },
+            }),
             pieces: Arc::new(Vec::new()),
             file: Arc::new(tempfile::tempfile().unwrap()),
             checked: Arc::new(crate::task::object::Checked::new(0)),
+            headers: Default::default(),
         })
     }
 

@@ -229,12 +229,17 @@ impl TaskManager {
     ) -> Result<Object> {
         let id = self.task_id_of(&request.url, &request.spec)?;
         // Leased before looking, so the collector cannot delete what we find.
-        let lease = Arc::new(self.lease(&id));
-        if let Some(hot) = self.complete(&id)? {
+        let (lease, hot) = self.lease_hot(&id);
+        let lease = Arc::new(lease);
+        let hot = match hot {
+            Some(hot) => Some(hot),
+            None => self.complete(&id)?,
+        };
+        if let Some(hot) = hot {
             let mut record = hot.record.clone();
             let now = now_ms();
             if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
-                record.accessed_at_ms = now;
+                Arc::make_mut(&mut record).accessed_at_ms = now;
                 // Only for eviction order: a hit is served even when the
                 // metadata store cannot take the write (a full disk).
                 if let Err(e) = self.storage.put_task(&record) {
@@ -245,6 +250,7 @@ impl TaskManager {
                     pieces: hot.pieces.clone(),
                     file: hot.file.clone(),
                     checked: hot.checked.clone(),
+                    headers: hot.headers.clone(),
                 });
                 if let Some(u) = self.index.lock().tasks.get_mut(&id)
                     && u.hot.as_ref().is_some_and(|h| Arc::ptr_eq(h, &hot))

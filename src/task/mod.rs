@@ -308,7 +308,7 @@ impl TaskManager {
         origin: &Origin,
         url: &Url,
         headers: &HeaderMap,
-    ) -> Result<ObjectInfo> {
+    ) -> Result<ObjectInfo<'static>> {
         let id = self.task_id(origin, url)?;
         let finishing = self.index.lock().finishing.contains(&id);
         if let Some(record) = self
@@ -316,11 +316,11 @@ impl TaskManager {
             .task(&id)?
             .filter(|r| r.state == TaskState::Succeeded && !finishing)
         {
-            return Ok(ObjectInfo::from(&record));
+            return Ok(ObjectInfo::from(&record).into_owned());
         }
         let slot = self.slots.lock().await.get(&id).cloned();
         if let Some(download) = slot.as_ref().and_then(|s| s.download.get()) {
-            return Ok(ObjectInfo::from(&download.record));
+            return Ok(ObjectInfo::from(&download.record).into_owned());
         }
         if let Some(e) = self.negative.get(&id) {
             return Err(e);
@@ -332,11 +332,11 @@ impl TaskManager {
             .await
             .inspect_err(|e| self.negative.record(&id, &origin.name, url.as_str(), e))?;
         Ok(ObjectInfo {
-            task_id: id,
+            task_id: id.into(),
             content_length: meta.content_length,
-            etag: meta.etag,
-            last_modified: meta.last_modified,
-            content_type: meta.content_type,
+            etag: meta.etag.map(Into::into),
+            last_modified: meta.last_modified.map(Into::into),
+            content_type: meta.content_type.map(Into::into),
             cached: false,
         })
     }

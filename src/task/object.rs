@@ -3,9 +3,10 @@
 //! file. While a handle lives the task is not evicted.
 
 use std::fs::File;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures_util::Stream;
+use http::HeaderMap;
 
 use super::index::Lease;
 use super::lifecycle::{Download, Request};
@@ -26,13 +27,17 @@ pub(super) fn parse_digest(digest: &str) -> Option<u32> {
 /// task goes (closing the file, so eviction frees space at once).
 #[derive(Debug)]
 pub(super) struct Hot {
-    pub(super) record: TaskRecord,
+    /// Shared with every handle opened on it: a hit copies no string.
+    pub(super) record: Arc<TaskRecord>,
     pub(super) pieces: Arc<Vec<Landed>>,
     pub(super) file: Arc<File>,
     /// Pieces whose bytes this process has checked against their digest
     /// since it started (or since they landed): served from then on
     /// without reading them first. The scrubber re-checks them all.
     pub(super) checked: Arc<Checked>,
+    /// The headers every answer about it carries, made on its first read
+    /// and cloned for later ones (no header value copied per hit).
+    pub(super) headers: Arc<OnceLock<HeaderMap>>,
 }
 
 /// One bit per piece: checked since this process found it on disk.
@@ -144,7 +149,7 @@ pub(super) fn piece_info(record: &TaskRecord, n: u32, landed: Landed) -> PieceIn
 /// asked for it. While a handle lives, its task is not evicted.
 #[derive(Debug, Clone)]
 pub struct Object {
-    pub record: TaskRecord,
+    pub record: Arc<TaskRecord>,
     /// Tag, application and piece length it was opened with (the default
     /// for a task found stored by id).
     pub spec: TaskSpec,
@@ -152,6 +157,8 @@ pub struct Object {
     pub(super) file: Arc<File>,
     /// Which stored pieces were checked (`None` while downloading).
     pub(super) checked: Option<Arc<Checked>>,
+    /// Its hot copy's answer headers (`None` while downloading).
+    pub(super) headers: Option<Arc<OnceLock<HeaderMap>>>,
     /// How to fetch it again (a piece that fails its digest is repaired
     /// from the origin); `None` for a handle found by id.
     pub(super) request: Option<Arc<Request>>,
@@ -161,7 +168,7 @@ pub struct Object {
 impl Object {
     /// A handle on a task stored whole, as `record` says it now.
     pub(super) fn stored(
-        record: TaskRecord,
+        record: Arc<TaskRecord>,
         hot: &Hot,
         spec: TaskSpec,
         request: Option<Arc<Request>>,
@@ -173,6 +180,7 @@ impl Object {
             source: Source::Local(hot.pieces.clone()),
             file: hot.file.clone(),
             checked: Some(hot.checked.clone()),
+            headers: Some(hot.headers.clone()),
             request,
             _lease: lease,
         }
@@ -181,13 +189,24 @@ impl Object {
     /// A handle on a task while `dl` downloads it.
     pub(super) fn downloading(dl: &Arc<Download>, lease: Arc<Lease>) -> Self {
         Self {
-            record: dl.record.clone(),
+            record: Arc::new(dl.record.clone()),
             spec: dl.request.spec.clone(),
             source: Source::Download(dl.clone()),
             file: dl.file.clone(),
             checked: None,
+            headers: None,
             request: Some(dl.request.clone()),
             _lease: lease,
+        }
+    }
+
+    /// The headers every answer about this object carries: made by `make`
+    /// on the first read of a stored object's hot copy and cloned from
+    /// then on; made each time while it downloads.
+    pub fn answer_headers(&self, make: impl FnOnce() -> HeaderMap) -> HeaderMap {
+        match &self.headers {
+            Some(cell) => cell.get_or_init(make).clone(),
+            None => make(),
         }
     }
 

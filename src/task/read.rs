@@ -91,9 +91,10 @@ impl TaskManager {
         };
         let hot = Arc::new(Hot {
             checked: Arc::new(Checked::new(pieces.len())),
+            headers: Default::default(),
             pieces: Arc::new(pieces),
             file: Arc::new(self.storage.open_content(id)?),
-            record,
+            record: Arc::new(record),
         });
         // Kept only while the index agrees the task is whole (a repair or
         // eviction in between has changed it).
@@ -245,8 +246,9 @@ impl TaskManager {
         let file = object.file.clone();
         let verify = !self.trusted(object, n, landed);
         let checked = object.checked.clone();
-        let id = r.id.clone();
+        let record = object.record.clone();
         let read = move || {
+            let id = &record.id;
             let buf = read_at(&file, offset, length as usize)
                 .map_err(|e| Error::internal(format!("reading piece {n} of task {id}: {e}")))?;
             if verify {

@@ -1,5 +1,6 @@
 //! What the API shows of tasks and downloads.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -49,26 +50,42 @@ pub struct TaskView {
     pub accessed_at_ms: u64,
 }
 
-/// Metadata of an object, for `HEAD`.
+/// Metadata of an object, for `HEAD` and an answer's headers; borrowed
+/// from the task's record on a read (a hit copies no string), owned when
+/// it came from the origin's `stat`.
 #[derive(Debug, Clone)]
-pub struct ObjectInfo {
-    pub task_id: String,
+pub struct ObjectInfo<'a> {
+    pub task_id: Cow<'a, str>,
     pub content_length: u64,
-    pub etag: Option<String>,
-    pub last_modified: Option<String>,
-    pub content_type: Option<String>,
+    pub etag: Option<Cow<'a, str>>,
+    pub last_modified: Option<Cow<'a, str>>,
+    pub content_type: Option<Cow<'a, str>>,
     pub cached: bool,
 }
 
-impl From<&TaskRecord> for ObjectInfo {
-    fn from(r: &TaskRecord) -> Self {
+impl<'a> From<&'a TaskRecord> for ObjectInfo<'a> {
+    fn from(r: &'a TaskRecord) -> Self {
         Self {
-            task_id: r.id.clone(),
+            task_id: Cow::Borrowed(&r.id),
             content_length: r.content_length,
-            etag: r.etag.clone(),
-            last_modified: r.last_modified.clone(),
-            content_type: r.content_type.clone(),
+            etag: r.etag.as_deref().map(Cow::Borrowed),
+            last_modified: r.last_modified.as_deref().map(Cow::Borrowed),
+            content_type: r.content_type.as_deref().map(Cow::Borrowed),
             cached: r.state == TaskState::Succeeded,
+        }
+    }
+}
+
+impl ObjectInfo<'_> {
+    /// The same metadata, owning its strings.
+    pub fn into_owned(self) -> ObjectInfo<'static> {
+        ObjectInfo {
+            task_id: Cow::Owned(self.task_id.into_owned()),
+            content_length: self.content_length,
+            etag: self.etag.map(|v| Cow::Owned(v.into_owned())),
+            last_modified: self.last_modified.map(|v| Cow::Owned(v.into_owned())),
+            content_type: self.content_type.map(|v| Cow::Owned(v.into_owned())),
+            cached: self.cached,
         }
     }
 }
