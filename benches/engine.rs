@@ -7,8 +7,12 @@
 //!   with a link of `SEEDGATE_BENCH_LINK_MBIT` (default 2000 Mbit/s) shared
 //!   by all connections to the origin, as a remote origin would be (as
 //!   root: a second nginx in a network namespace behind a `tc tbf`-shaped
-//!   veth; otherwise a userspace proxy in this process). Each step that
-//!   stores the object starts from the same memory (`warm_memory`);
+//!   veth; otherwise a userspace proxy in this process), and against the
+//!   same direct download into a file (what storing costs on this machine
+//!   at that moment). Each timed step starts with nothing left dirty by
+//!   earlier steps (`settle_disk`) and from the same memory
+//!   (`warm_memory`); `SEEDGATE_BENCH_TRACE=1` prints the MiB received at
+//!   every 250 ms of each download;
 //! - hot: the object from seedgate's disk against nginx proxy_cache
 //!   answering HIT;
 //! - many readers: 64 concurrent readers of a cold 256 MiB object, through
@@ -35,7 +39,7 @@ use futures_util::StreamExt;
 use netns::Net;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, rss_mib, verdict, warm_memory};
+use verdict::{Want, fresh_write_rate, rss_mib, settle_disk, verdict, warm_memory};
 
 const MIB: usize = 1024 * 1024;
 
@@ -52,10 +56,37 @@ async fn fetch(url: &str, header: &str) -> (u64, Duration, String) {
         .to_string();
     let mut body = resp.bytes_stream();
     let mut n = 0u64;
+    let trace = std::env::var_os("SEEDGATE_BENCH_TRACE").is_some();
+    let (mut marks, mut next) = (Vec::new(), Duration::from_millis(250));
     while let Some(chunk) = body.next().await {
         n += chunk.unwrap().len() as u64;
+        if trace && t.elapsed() >= next {
+            marks.push(n / MIB as u64);
+            next += Duration::from_millis(250);
+        }
+    }
+    if trace {
+        println!("  {url}: MiB at each 250 ms: {marks:?}");
     }
     (n, t.elapsed(), tag)
+}
+
+/// GETs `url` into a new file at `path` as a plain download would (buffered
+/// writes, no sync), returns the time; the file is removed.
+async fn fetch_to_file(url: &str, path: &std::path::Path) -> Duration {
+    use std::io::Write;
+    let t = Instant::now();
+    let resp = client().get(url).send().await.unwrap();
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    let mut file = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        file.write_all(&chunk.unwrap()).unwrap();
+    }
+    file.flush().unwrap();
+    let t = t.elapsed();
+    std::fs::remove_file(path).unwrap();
+    t
 }
 
 async fn sha_of(url: &str) -> String {
@@ -153,17 +184,34 @@ async fn main() {
     let (mut direct, mut cold, mut cold_rss) = (Vec::new(), Vec::new(), 0f64);
     let mut miss = Vec::new();
     let (mut link_direct, mut link_cold) = (Vec::new(), Vec::new());
+    let mut link_file = Vec::new();
     let mut last = None;
+    // Before every timed step: what earlier steps left dirty is written
+    // back, and the memory the next one stores into is warmed (see
+    // `settle_disk` and `warm_memory`). SEEDGATE_BENCH_SETTLE=0 skips the
+    // writeback, to see what it costs.
+    let settle = std::env::var("SEEDGATE_BENCH_SETTLE").map_or(true, |v| v != "0");
+    let prepare = |what: &str| {
+        let dirty = if settle {
+            settle_disk()
+        } else {
+            verdict::dirty_mib()
+        };
+        warm_memory(size + (512 << 20));
+        if dirty >= 64.0 {
+            let done = if settle { "written back" } else { "left" };
+            println!("  before {what}: {dirty:.0} MiB dirty page cache {done}");
+        }
+    };
     for round in 0..rounds {
+        prepare("direct");
         let (n, t, _) = fetch(&format!("{}big.bin", origin.base_url()), "x").await;
         assert_eq!(n as usize, size);
         direct.push(t);
         // A new cache key each round (the key holds the query; the origin
         // ignores it): proxy_cache fetches and stores the whole object.
         let url = format!("{}big.bin?round={round}", proxy.base_url());
-        // Each step that stores the object starts from the same memory
-        // (see `warm_memory`).
-        warm_memory(size + (512 << 20));
+        prepare("proxy_cache MISS");
         let (n, t, status) = fetch(&url, "x-cache-status").await;
         assert_eq!((n as usize, status.as_str()), (size, "MISS"));
         miss.push(t);
@@ -174,28 +222,51 @@ async fn main() {
             std::fs::remove_dir_all(data_dir).ok();
         }
         let sg = Seedgate::start(&sg_dir, &config);
-        warm_memory(size + (512 << 20));
+        prepare("seedgate cold");
         let (n, t, cache) = fetch(&sg.url("/o/www/big.bin"), "x-seedgate-cache").await;
         assert_eq!((n as usize, cache.as_str()), (size, "miss"));
         cold.push(t);
+        prepare("direct over the link");
         let (n, t, _) = fetch(&format!("{link_url}big.bin"), "x").await;
         assert_eq!(n as usize, size);
         link_direct.push(t);
-        warm_memory(size + (512 << 20));
+        // What storing costs on this machine now: the same download into a
+        // file (buffered, unsynced), as `curl -o` would store it.
+        prepare("direct over the link, to a file");
+        link_file.push(
+            fetch_to_file(
+                &format!("{link_url}big.bin"),
+                &dir.path().join("direct.bin"),
+            )
+            .await,
+        );
+        prepare("seedgate over the link");
         let (n, t, cache) = fetch(&sg.url("/o/link/big.bin"), "x-seedgate-cache").await;
         assert_eq!((n as usize, cache.as_str()), (size, "miss"));
         link_cold.push(t);
+        println!(
+            "round {}: loopback seedgate {:.2} s, MISS {:.2} s, direct {:.2} s; link seedgate {:.2} s, direct {:.2} s, direct to a file {:.2} s",
+            round + 1,
+            cold[round].as_secs_f64(),
+            miss[round].as_secs_f64(),
+            direct[round].as_secs_f64(),
+            link_cold[round].as_secs_f64(),
+            link_direct[round].as_secs_f64(),
+            link_file[round].as_secs_f64()
+        );
         cold_rss = cold_rss.max(rss_mib("VmHWM:", sg.pid()));
         last = Some(sg);
     }
     let (direct, cold, miss) = (median(direct), median(cold), median(miss));
     let (link_direct, link_cold) = (median(link_direct), median(link_cold));
+    let link_file = median(link_file);
 
     // Hot: a fresh process on the stored data (its own peak RSS) against
     // proxy_cache on HIT.
     let sg = last.take().unwrap();
     let (config_path, data_dir) = sg.kill();
     let sg = Seedgate::start_with(&config_path, &data_dir);
+    settle_disk();
     let proxy_url = format!("{}big.bin", proxy.base_url());
     let (_, _, status) = fetch(&proxy_url, "x-cache-status").await;
     assert_eq!(status, "MISS");
@@ -218,6 +289,7 @@ async fn main() {
     drop(sg);
 
     // Many readers of one cold object.
+    settle_disk();
     let sg_dir = dir.path().join("sg-many");
     std::fs::create_dir_all(&sg_dir).unwrap();
     let sg = Seedgate::start(&sg_dir, &config);
@@ -245,9 +317,10 @@ async fn main() {
         mbps(size, direct),
     );
     println!(
-        "cold {gib} over a {link_mbit} Mbit/s link: seedgate {:.2} s, direct {:.2} s",
+        "cold {gib} over a {link_mbit} Mbit/s link: seedgate {:.2} s, direct {:.2} s, direct to a file {:.2} s",
         link_cold.as_secs_f64(),
-        link_direct.as_secs_f64()
+        link_direct.as_secs_f64(),
+        link_file.as_secs_f64()
     );
     println!(
         "hot {gib}: seedgate {:.0} MiB/s, nginx proxy_cache HIT {:.0} MiB/s",
@@ -293,7 +366,11 @@ async fn main() {
         r(link_cold, link_direct),
         Want::AtMost,
         1.02,
-        &format!("{:.3}x", r(link_cold, link_direct)),
+        &format!(
+            "{:.3}x (vs direct to a file {:.3}x)",
+            r(link_cold, link_direct),
+            r(link_cold, link_file)
+        ),
     );
     verdict(
         &format!(

@@ -77,6 +77,36 @@ pub fn warm_memory(bytes: usize) {
     drop(v);
 }
 
+/// Page cache not yet on disk (`Dirty:` + `Writeback:` of /proc/meminfo),
+/// in MiB.
+pub fn dirty_mib() -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kib = |field: &str| {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("Dirty:") + kib("Writeback:")) / 1024.0
+}
+
+/// Writes back what earlier steps left dirty (`sync(2)`), so that the
+/// measured step that follows does not share the disk with their
+/// writeback; returns how many MiB were dirty.
+///
+/// Why: nginx writes its proxy_cache files without syncing; in the engine
+/// bench the whole 1 GiB of its MISS was still dirty when seedgate's cold
+/// step began, and seedgate syncs what it stores before recording it, so
+/// its `fdatasync` calls could wait behind nginx's gigabyte (a direct
+/// download, which stores nothing, never does). Outside the timed part,
+/// before every step of a comparison alike.
+pub fn settle_disk() -> f64 {
+    let dirty = dirty_mib();
+    rustix::fs::sync();
+    dirty
+}
+
 /// A resident-set figure of a process from `/proc` (`VmHWM:` its peak,
 /// `VmRSS:` now), in MiB.
 pub fn rss_mib(field: &str, pid: u32) -> f64 {
