@@ -222,6 +222,76 @@ impl TaskManager {
         Box::pin(async move { me.open_request_inner(request, restarts).await })
     }
 
+    /// A handle on `url` if it is stored whole and its hot copy is in the
+    /// index, for an origin that forwards no client header; `None` sends
+    /// the caller the whole way ([`TaskManager::open_request`]).
+    ///
+    /// The `Request` a repair would use (an `Arc`, the URL and the
+    /// request's headers copied) is then not made for every hit: with no
+    /// header to forward, a repair makes it from the origin, the record's
+    /// URL and the spec.
+    pub(super) fn open_hit(
+        self: &Arc<Self>,
+        origin: &Arc<Origin>,
+        url: &Url,
+        spec: &TaskSpec,
+    ) -> Result<Option<Object>> {
+        if origin.forwards_headers() {
+            return Ok(None);
+        }
+        let id = self.task_id_of(url, spec)?;
+        let (lease, hot) = self.lease_hot(&id);
+        let Some(hot) = hot else {
+            return Ok(None);
+        };
+        let origin = Some(origin.clone());
+        let lease = Arc::new(lease);
+        Ok(Some(self.open_stored(
+            &id,
+            &hot,
+            spec.clone(),
+            None,
+            origin,
+            lease,
+        )))
+    }
+
+    /// A handle on a stored object from its hot copy; records the access
+    /// (for eviction order) at most once per `ACCESS_PERSIST_MS`.
+    fn open_stored(
+        &self,
+        id: &str,
+        hot: &Arc<Hot>,
+        spec: TaskSpec,
+        request: Option<Arc<Request>>,
+        origin: Option<Arc<Origin>>,
+        lease: Arc<Lease>,
+    ) -> Object {
+        let mut record = hot.record.clone();
+        let now = now_ms();
+        if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
+            Arc::make_mut(&mut record).accessed_at_ms = now;
+            // Only for eviction order: a hit is served even when the
+            // metadata store cannot take the write (a full disk).
+            if let Err(e) = self.storage.put_task(&record) {
+                tracing::debug!(task = %id, error = %e, "access time not persisted");
+            }
+            let fresh = Arc::new(Hot {
+                record: record.clone(),
+                pieces: hot.pieces.clone(),
+                file: hot.file.clone(),
+                checked: hot.checked.clone(),
+                headers: hot.headers.clone(),
+            });
+            if let Some(u) = self.index.lock().tasks.get_mut(id)
+                && u.hot.as_ref().is_some_and(|h| Arc::ptr_eq(h, hot))
+            {
+                u.hot = Some(fresh);
+            }
+        }
+        Object::stored(record, hot, spec, request, origin, lease)
+    }
+
     pub(super) async fn open_request_inner(
         self: &Arc<Self>,
         request: Arc<Request>,
@@ -236,30 +306,8 @@ impl TaskManager {
             None => self.complete(&id)?,
         };
         if let Some(hot) = hot {
-            let mut record = hot.record.clone();
-            let now = now_ms();
-            if now.saturating_sub(record.accessed_at_ms) > ACCESS_PERSIST_MS {
-                Arc::make_mut(&mut record).accessed_at_ms = now;
-                // Only for eviction order: a hit is served even when the
-                // metadata store cannot take the write (a full disk).
-                if let Err(e) = self.storage.put_task(&record) {
-                    tracing::debug!(task = %id, error = %e, "access time not persisted");
-                }
-                let fresh = Arc::new(Hot {
-                    record: record.clone(),
-                    pieces: hot.pieces.clone(),
-                    file: hot.file.clone(),
-                    checked: hot.checked.clone(),
-                    headers: hot.headers.clone(),
-                });
-                if let Some(u) = self.index.lock().tasks.get_mut(&id)
-                    && u.hot.as_ref().is_some_and(|h| Arc::ptr_eq(h, &hot))
-                {
-                    u.hot = Some(fresh);
-                }
-            }
             let spec = request.spec.clone();
-            return Ok(Object::stored(record, &hot, spec, Some(request), lease));
+            return Ok(self.open_stored(&id, &hot, spec, Some(request), None, lease));
         }
         if let Some(e) = self.negative.get(&id) {
             return Err(e);

@@ -363,12 +363,16 @@ impl TaskManager {
         first_byte: u64,
         spec: TaskSpec,
     ) -> Result<Object> {
+        let spec = spec.of(origin);
+        if let Some(object) = self.open_hit(origin, url, &spec)? {
+            return Ok(object);
+        }
         let request = Arc::new(Request {
             origin: origin.clone(),
             url: url.clone(),
             headers: headers.clone(),
             first_byte,
-            spec: spec.of(origin),
+            spec,
         });
         self.open_request(request, 0).await
     }

@@ -13,6 +13,7 @@ use super::lifecycle::{Download, Request};
 use super::state::State;
 use super::{TaskManager, TaskSpec};
 use crate::error::{Error, Result};
+use crate::origin::Origin;
 use crate::piece::{crc32_digest, piece_count, piece_span};
 use crate::storage::{PieceRecord, TaskRecord};
 
@@ -160,8 +161,13 @@ pub struct Object {
     /// Its hot copy's answer headers (`None` while downloading).
     pub(super) headers: Option<Arc<OnceLock<HeaderMap>>>,
     /// How to fetch it again (a piece that fails its digest is repaired
-    /// from the origin); `None` for a handle found by id.
+    /// from the origin); `None` for a handle found by id, or for one
+    /// opened with `origin` alone (see below).
     pub(super) request: Option<Arc<Request>>,
+    /// For a hit on an origin that forwards no client header: the request
+    /// a repair needs is made from this, the record's URL and `spec` when
+    /// a repair happens, not on every hit.
+    pub(super) origin: Option<Arc<Origin>>,
     pub(super) _lease: Arc<Lease>,
 }
 
@@ -172,6 +178,7 @@ impl Object {
         hot: &Hot,
         spec: TaskSpec,
         request: Option<Arc<Request>>,
+        origin: Option<Arc<Origin>>,
         lease: Arc<Lease>,
     ) -> Self {
         Self {
@@ -182,6 +189,7 @@ impl Object {
             checked: Some(hot.checked.clone()),
             headers: Some(hot.headers.clone()),
             request,
+            origin,
             _lease: lease,
         }
     }
@@ -196,6 +204,7 @@ impl Object {
             checked: None,
             headers: None,
             request: Some(dl.request.clone()),
+            origin: None,
             _lease: lease,
         }
     }
@@ -338,6 +347,7 @@ impl TaskManager {
                 hot.record.clone(),
                 &hot,
                 TaskSpec::default(),
+                None,
                 None,
                 lease,
             )));

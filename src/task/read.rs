@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::TaskManager;
-use super::lifecycle::same_version;
+use super::lifecycle::{Request, same_version};
 use super::object::{Checked, Hot, Landed, Object, Source};
 use super::state::Phase;
 use crate::error::{Error, ErrorKind, Result};
@@ -182,10 +182,24 @@ impl TaskManager {
         let id = object.record.id.clone();
         let (_, length) = piece_span(n, object.record.content_length, object.record.piece_length);
         self.forget_corrupt_piece(&id, n, length)?;
-        let Some(request) = object.request.clone() else {
-            return Err(Error::internal(format!(
-                "task {id}: piece {n} failed its digest and this handle cannot fetch it again"
-            )));
+        let request = match (&object.request, &object.origin) {
+            (Some(request), _) => request.clone(),
+            // A hit on an origin that forwards no header: the request is
+            // made now, as the open that found it stored would have.
+            (None, Some(origin)) => Arc::new(Request {
+                origin: origin.clone(),
+                url: url::Url::parse(&object.record.url).map_err(|e| {
+                    Error::internal(format!("task {id}: stored URL does not parse: {e}"))
+                })?,
+                headers: http::HeaderMap::new(),
+                first_byte: 0,
+                spec: object.spec.clone(),
+            }),
+            (None, None) => {
+                return Err(Error::internal(format!(
+                    "task {id}: piece {n} failed its digest and this handle cannot fetch it again"
+                )));
+            }
         };
         let fresh = self.open_request(request, 0).await?;
         if !same_version(&fresh.record, &object.record) {

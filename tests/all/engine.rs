@@ -330,6 +330,56 @@ async fn corrupt_piece_is_detected_and_refetched() {
     assert_eq!(nginx.gets("/c.bin"), 5);
 }
 
+/// A hit that finds the object in memory takes a shorter way (no copy of
+/// the request for a repair it may never need, on an origin that forwards
+/// no header): a piece that fails its digest there is still fetched again.
+/// A ranged read of piece 0 puts the object in memory with only piece 0
+/// checked; then piece 2 is flipped and the whole object read.
+#[tokio::test]
+async fn a_hit_in_memory_still_repairs_a_corrupt_piece() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(16 * MIB, 16);
+    let want = sha256(&data);
+    nginx.put("m.bin", &data);
+    let sg = Seedgate::start(dir.path(), &http_origin_config(&nginx.base_url()));
+    let url = sg.url("/o/www/m.bin");
+    let resp = get(&url).await;
+    let task = task_of(&resp);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    wait_stored(&url).await;
+    assert_eq!(nginx.gets("/m.bin"), 4);
+
+    let resp = client()
+        .get(&url)
+        .header("range", "bytes=0-99")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+    assert_eq!(&resp.bytes().await.unwrap()[..], &data[..100]);
+
+    let file = sg.content_file(&task);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2 * 4 * MIB + 777] ^= 0xff;
+    std::fs::write(&file, &bytes).unwrap();
+
+    let resp = get(&url).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(
+        nginx.gets("/m.bin"),
+        5,
+        "exactly the corrupt piece is refetched"
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), data, "repaired on disk");
+    wait_stored(&url).await;
+    let resp = get(&url).await;
+    assert_eq!(resp.headers()["x-seedgate-cache"], "hit");
+    assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
+    assert_eq!(nginx.gets("/m.bin"), 5);
+}
+
 /// A small object (one piece, answered from one read without the piece
 /// stream once its piece is trusted) keeps the rule of every other piece:
 /// a flipped byte is caught on its first read since it was stored, the
