@@ -323,6 +323,19 @@ impl Origin {
         !self.forward_headers.is_empty()
     }
 
+    /// The client headers this origin passes on to its plugin, copied:
+    /// all a task's request needs to keep of them (an empty map, which
+    /// allocates nothing, for an origin that forwards none).
+    pub fn forwarded(&self, headers: &HeaderMap) -> HeaderMap {
+        let mut kept = HeaderMap::new();
+        for name in &self.forward_headers {
+            for value in headers.get_all(name) {
+                kept.append(name.clone(), value.clone());
+            }
+        }
+        kept
+    }
+
     pub fn object_url(&self, key: &str) -> Result<Url> {
         key::object_url(&self.base_url, key).map_err(|e| {
             Error::new(

@@ -50,6 +50,8 @@ const ACCESS_PERSIST_MS: u64 = 60_000;
 pub(super) struct Request {
     pub(super) origin: Arc<Origin>,
     pub(super) url: Url,
+    /// The client headers the origin forwards to its plugin, and only
+    /// those (`Origin::forwarded`): nothing else of them is ever read.
     pub(super) headers: HeaderMap,
     /// The first byte the opener will read: its piece is fetched first.
     pub(super) first_byte: u64,

@@ -370,7 +370,7 @@ impl TaskManager {
         let request = Arc::new(Request {
             origin: origin.clone(),
             url: url.clone(),
-            headers: headers.clone(),
+            headers: origin.forwarded(headers),
             first_byte,
             spec,
         });
