@@ -188,19 +188,12 @@ async fn main() {
     let mut last = None;
     // Before every timed step: what earlier steps left dirty is written
     // back, and the memory the next one stores into is warmed (see
-    // `settle_disk` and `warm_memory`). SEEDGATE_BENCH_SETTLE=0 skips the
-    // writeback, to see what it costs.
-    let settle = std::env::var("SEEDGATE_BENCH_SETTLE").map_or(true, |v| v != "0");
+    // `settle_disk` and `warm_memory`).
     let prepare = |what: &str| {
-        let dirty = if settle {
-            settle_disk()
-        } else {
-            verdict::dirty_mib()
-        };
+        let dirty = settle_disk();
         warm_memory(size + (512 << 20));
         if dirty >= 64.0 {
-            let done = if settle { "written back" } else { "left" };
-            println!("  before {what}: {dirty:.0} MiB dirty page cache {done}");
+            println!("  before {what}: {dirty:.0} MiB dirty page cache written back");
         }
     };
     for round in 0..rounds {

@@ -77,18 +77,13 @@ pub fn warm_memory(bytes: usize) {
     drop(v);
 }
 
-/// Page cache not yet on disk (`Dirty:` + `Writeback:` of /proc/meminfo),
-/// in MiB.
-pub fn dirty_mib() -> f64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib = |field: &str| {
-        meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("Dirty:") + kib("Writeback:")) / 1024.0
+/// A `Name:   N kB` figure of a /proc text (`/proc/meminfo`,
+/// `/proc/PID/status`), in KiB; 0 when absent.
+fn kib_of(text: &str, field: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
 }
 
 /// Writes back what earlier steps left dirty (`sync(2)`), so that the
@@ -102,7 +97,8 @@ pub fn dirty_mib() -> f64 {
 /// download, which stores nothing, never does). Outside the timed part,
 /// before every step of a comparison alike.
 pub fn settle_disk() -> f64 {
-    let dirty = dirty_mib();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let dirty = (kib_of(&meminfo, "Dirty:") + kib_of(&meminfo, "Writeback:")) / 1024.0;
     rustix::fs::sync();
     dirty
 }
@@ -111,12 +107,7 @@ pub fn settle_disk() -> f64 {
 /// `VmRSS:` now), in MiB.
 pub fn rss_mib(field: &str, pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    kib_of(&status, field) / 1024.0
 }
 
 /// CPU time (user + system, seconds) used so far by process `pid`, its

@@ -314,9 +314,6 @@ impl Origin {
             .await
     }
 
-    /// The object URL of `key`. Keys are paths relative to `base_url`,
-    /// checked as the origin will decode them ([`key`]): no segment may
-    /// climb out of the base path, plainly or percent-encoded.
     /// Whether this origin passes any client header on to its plugin
     /// (`origins.NAME.forward_headers`).
     pub fn forwards_headers(&self) -> bool {
@@ -336,6 +333,9 @@ impl Origin {
         kept
     }
 
+    /// The object URL of `key`. Keys are paths relative to `base_url`,
+    /// checked as the origin will decode them ([`key`]): no segment may
+    /// climb out of the base path, plainly or percent-encoded.
     pub fn object_url(&self, key: &str) -> Result<Url> {
         key::object_url(&self.base_url, key).map_err(|e| {
             Error::new(

@@ -309,9 +309,7 @@ async fn corrupt_piece_is_detected_and_refetched() {
 
     // Flip one byte in piece 2.
     let file = sg.content_file(&task);
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[2 * 4 * MIB + 12345] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
+    flip_byte(&file, 2 * 4 * MIB + 12345);
 
     let resp = get(&sg.url("/o/www/c.bin")).await;
     assert_eq!(resp.status(), 200);
@@ -360,9 +358,7 @@ async fn a_hit_in_memory_still_repairs_a_corrupt_piece() {
     assert_eq!(&resp.bytes().await.unwrap()[..], &data[..100]);
 
     let file = sg.content_file(&task);
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[2 * 4 * MIB + 777] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
+    flip_byte(&file, 2 * 4 * MIB + 777);
 
     let resp = get(&url).await;
     assert_eq!(resp.status(), 200);
@@ -397,9 +393,7 @@ async fn small_object_flip_is_caught_before_its_one_read_answers() {
     assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
     wait_stored(&url).await;
     let file = sg.content_file(&task);
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes[1000] ^= 0xff;
-    std::fs::write(&file, &bytes).unwrap();
+    flip_byte(&file, 1000);
 
     for round in 0..3 {
         let resp = get(&url).await;

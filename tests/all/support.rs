@@ -583,6 +583,14 @@ base_url = "{base_url}"
     )
 }
 
+/// Flips every bit of byte `at` of `file` in place (rot on disk: same
+/// length, other bytes).
+pub fn flip_byte(file: &Path, at: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(file, &bytes).unwrap();
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
