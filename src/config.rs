@@ -429,6 +429,46 @@ pub struct ServerConfig {
     /// the main runtime's workers serve them.
     #[serde(default)]
     pub connection_threads: Option<usize>,
+    /// How stored pieces of large objects leave for a client: see
+    /// [`SendStored`].
+    #[serde(default)]
+    pub sendfile: SendStored,
+}
+
+/// `server.sendfile`: how a stored, checked piece is written to a client's
+/// connection. Either way its bytes are never read into seedgate's memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SendStored {
+    /// `sendfile(2)` to clients on other hosts; a copy from a mapping of
+    /// the content file (`write(2)`) to clients on this host (a loopback
+    /// address or the unix socket). With `sendfile` the kernel hands the
+    /// page cache's pages to the socket, so a remote client's network card
+    /// reads them and no core copies them; but a client on the same host
+    /// then copies pages no core has touched (cold in the cache), which
+    /// cost wrk twice the CPU per byte (BENCHMARKS.md). Copying on the
+    /// server's core leaves the local client a warm copy, and costs the
+    /// host less CPU in all.
+    #[default]
+    Auto,
+    /// `sendfile(2)` to every client.
+    Always,
+    /// A copy from the mapping to every client (for clients on this host
+    /// that `auto` cannot tell from remote ones, such as containers behind
+    /// a bridge).
+    Never,
+}
+
+impl SendStored {
+    /// Whether stored bytes go to a client at `peer` (`None`: the unix
+    /// socket) with `sendfile`.
+    pub fn sendfile_to(self, peer: Option<std::net::IpAddr>) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => peer.is_some_and(|ip| !ip.to_canonical().is_loopback()),
+        }
+    }
 }
 
 /// 10 seconds to send a request head.
@@ -472,6 +512,7 @@ impl Default for ServerConfig {
             unix_socket: None,
             expose_origin_urls: None,
             connection_threads: None,
+            sendfile: SendStored::Auto,
         }
     }
 }
@@ -1499,6 +1540,23 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/seedgate.toml");
         let config = Config::load(&path).unwrap();
         assert!(config.origins.contains_key("demo"));
+    }
+
+    /// `auto` sends with `sendfile` to other hosts only; a v4-mapped
+    /// loopback address (a dual-stack listener) is this host too.
+    #[test]
+    fn sendfile_goes_to_other_hosts_unless_told() {
+        let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+        let auto = SendStored::default();
+        assert_eq!(auto, SendStored::Auto);
+        assert!(auto.sendfile_to(ip("10.1.2.3")));
+        assert!(auto.sendfile_to(ip("2001:db8::1")));
+        for local in ["127.0.0.1", "127.5.0.1", "::1", "::ffff:127.0.0.1"] {
+            assert!(!auto.sendfile_to(ip(local)), "{local}");
+        }
+        assert!(!auto.sendfile_to(None), "the unix socket");
+        assert!(SendStored::Always.sendfile_to(None));
+        assert!(!SendStored::Never.sendfile_to(ip("10.1.2.3")));
     }
 
     #[test]

@@ -203,6 +203,7 @@ enum Accepted {
 struct ServerLimits {
     header_read_timeout: std::time::Duration,
     max_header_bytes: usize,
+    sendfile: crate::config::SendStored,
 }
 
 impl Server {
@@ -307,6 +308,7 @@ impl Server {
         let limits = ServerLimits {
             header_read_timeout: config.server.header_read_timeout,
             max_header_bytes: config.server.max_header_bytes.as_u64() as usize,
+            sendfile: config.server.sendfile,
         };
         Ok(Self {
             listener,
@@ -565,9 +567,13 @@ impl Connections {
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "TCP_NODELAY");
                 }
-                self.serve(stream)
+                let peer = stream.peer_addr().ok().map(|a| a.ip());
+                let sendfile = self.limits.sendfile.sendfile_to(peer);
+                self.serve(stream, sendfile)
             }
-            Ok(Accepted::Unix(stream)) => self.serve(stream),
+            Ok(Accepted::Unix(stream)) => {
+                self.serve(stream, self.limits.sendfile.sendfile_to(None))
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -583,10 +589,12 @@ impl Connections {
     }
 
     /// One connection's HTTP (1 or 2, by what the client speaks), watched
-    /// for graceful shutdown, its refusals answered with their reasons.
+    /// for graceful shutdown, its refusals answered with their reasons,
+    /// its stored bytes sent with `sendfile` or not.
     fn serve<S>(
         &self,
         stream: S,
+        sendfile: bool,
     ) -> futures_util::future::BoxFuture<
         'static,
         Result<(), Box<dyn std::error::Error + Send + Sync>>,
@@ -602,7 +610,7 @@ impl Connections {
         use futures_util::FutureExt;
         use hyper_util::rt::TokioIo;
         use hyper_util::service::TowerToHyperService;
-        let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes);
+        let io = gateway::ReasonedErrors::new(stream, self.limits.max_header_bytes, sendfile);
         let service = TowerToHyperService::new(self.app.clone());
         self.graceful
             .watch(

@@ -12,7 +12,10 @@
 //! - the gateway's connection stream ([`crate::gateway::ReasonedErrors`])
 //!   looks up each slice it is asked to write; a slice inside a registered
 //!   mapping is sent from the file with `sendfile` instead of being copied
-//!   from the mapping.
+//!   from the mapping. To a client on this host (`server.sendfile =
+//!   "auto"`), the slice is written as it is instead: the kernel copies it
+//!   from the mapping, so the client's own copy out of its socket reads
+//!   bytes a core has just written rather than cold page cache.
 //!
 //! The mapping holds the true bytes, so anything that does read it (an
 //! HTTP/2 stream copying into frames, a slice written by another path) gets
@@ -22,7 +25,10 @@
 //! SIGBUS. seedgate never truncates a live content file (a new version
 //! gets a new file, eviction unlinks), HTTP/2 answers are read into memory
 //! instead, and `sendfile` on a file that shrank returns short, which ends
-//! that one answer with an error.
+//! that one answer with an error. A `write` from the mapping is the
+//! kernel's copy, not seedgate's: a page past the end of a shrunk file
+//! fails that write with `EFAULT` (no signal), which ends that one answer
+//! the same way.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -136,6 +142,10 @@ pub fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
     (at + slice.len() <= r.end).then(|| (r.file.clone(), r.offset + (at - start) as u64))
 }
 
+/// Why an answer from a content file ended early.
+pub const SHRUNK: &str =
+    "a content file is shorter than its record says (changed on disk by another process?)";
+
 /// A socket the bytes of a file can be sent to with `sendfile`.
 pub trait SendFile {
     /// Sends up to `len` bytes of `file` from `offset`; the count sent.
@@ -162,13 +172,14 @@ macro_rules! send_file_for {
                     std::task::ready!(self.poll_write_ready(cx))?;
                     let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
                         let mut at = offset;
-                        rustix::fs::sendfile(self, file, Some(&mut at), len).map_err(io::Error::from)
+                        rustix::fs::sendfile(self, file, Some(&mut at), len)
+                            .map_err(io::Error::from)
                     });
                     match sent {
                         Ok(0) => {
                             return Poll::Ready(Err(io::Error::new(
                                 io::ErrorKind::UnexpectedEof,
-                                "a content file is shorter than its record says (changed on disk by another process?)",
+                                SHRUNK,
                             )));
                         }
                         Ok(n) => return Poll::Ready(Ok(n)),

@@ -16,7 +16,10 @@
 //!
 //! It is also where stored bytes leave by `sendfile`: a body slice that
 //! lies in a registered mapping of a content file ([`crate::zerocopy`]) is
-//! sent from the file, never copied through user space.
+//! sent from the file, never copied through user space. On a connection
+//! that `server.sendfile` says is not for `sendfile` (a client on this
+//! host), the slice is written as it is: the kernel copies it from the
+//! mapping into the socket, and seedgate still never reads it.
 
 use std::io;
 use std::pin::Pin;
@@ -35,16 +38,31 @@ pub struct ReasonedErrors<S> {
     /// The replacement answer, and how much of it went out.
     pending: Option<(Vec<u8>, usize)>,
     max_header_bytes: usize,
+    /// Stored bytes are sent with `sendfile`; otherwise copied from their
+    /// mapping by `write`.
+    sendfile: bool,
 }
 
 impl<S> ReasonedErrors<S> {
-    pub fn new(inner: S, max_header_bytes: usize) -> Self {
+    pub fn new(inner: S, max_header_bytes: usize, sendfile: bool) -> Self {
         Self {
             inner,
             looked: false,
             pending: None,
             max_header_bytes,
+            sendfile,
         }
+    }
+}
+
+/// A write that copied from a content file's mapping and found the file
+/// shorter than its mapping (changed by another process) fails with
+/// `EFAULT` rather than a signal: that one answer ends with the reason.
+fn shrunk(e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::EFAULT) {
+        io::Error::new(io::ErrorKind::UnexpectedEof, zerocopy::SHRUNK)
+    } else {
+        e
     }
 }
 
@@ -152,6 +170,9 @@ impl<S: AsyncWrite + SendFile + Unpin> ReasonedErrors<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Option<Poll<io::Result<usize>>> {
+        if !self.sendfile {
+            return None;
+        }
         let (i, (file, offset)) = bufs
             .iter()
             .enumerate()
@@ -180,7 +201,9 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for ReasonedErrors<S> {
         if let Some(r) = self.send_regions(cx, &bufs) {
             return r;
         }
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        Pin::new(&mut self.inner)
+            .poll_write(cx, buf)
+            .map_err(shrunk)
     }
 
     fn poll_write_vectored(
@@ -197,7 +220,9 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for ReasonedErrors<S> {
         if let Some(r) = self.send_regions(cx, bufs) {
             return r;
         }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.inner)
+            .poll_write_vectored(cx, bufs)
+            .map_err(shrunk)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -218,6 +243,46 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for ReasonedErrors<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Both ways out send a content file's mapping byte for byte; when the
+    /// file shrinks under a live mapping, both end that answer with the
+    /// reason (a copy from the mapping gets `EFAULT`, not a SIGBUS).
+    #[tokio::test]
+    async fn both_ways_out_send_the_files_bytes_and_survive_a_shrunk_file() {
+        let page = rustix::param::page_size();
+        let data: Vec<u8> = (0..8 * page as u32).map(|i| (i * 13) as u8).collect();
+        for sendfile in [true, false] {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(&data).unwrap();
+            let f = Arc::new(f);
+            let (a, mut b) = tokio::net::UnixStream::pair().unwrap();
+            let mut out = ReasonedErrors::new(a, 65536, sendfile);
+            out.looked = true; // a body, not a first answer head
+            let region = zerocopy::region(&f, page as u64, 6 * page).unwrap();
+            let reader = tokio::spawn(async move {
+                let mut got = vec![0; 6 * page];
+                b.read_exact(&mut got).await.unwrap();
+                (b, got)
+            });
+            out.write_all(&region).await.unwrap();
+            let (mut b, got) = reader.await.unwrap();
+            assert_eq!(got, data[page..7 * page], "sendfile: {sendfile}");
+
+            f.set_len(2 * page as u64).unwrap();
+            let err = out.write_all(&region[2 * page..]).await.unwrap_err();
+            assert_eq!(err.to_string(), zerocopy::SHRUNK, "sendfile: {sendfile}");
+            drop(out);
+            let mut rest = Vec::new();
+            b.read_to_end(&mut rest).await.unwrap();
+            assert!(
+                rest.is_empty(),
+                "sendfile: {sendfile}: nothing past the end"
+            );
+        }
+    }
 
     #[test]
     fn bare_errors_get_a_reason() {

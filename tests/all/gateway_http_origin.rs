@@ -358,6 +358,54 @@ async fn custom_plugins_load_from_a_directory() {
     );
 }
 
+/// Every `server.sendfile` setting sends stored pieces byte for byte, over
+/// TCP (loopback: `auto` copies, `always` uses sendfile) and over the unix
+/// socket: a miss, a hit, a range across three pieces, and the origin saw
+/// one copy.
+#[tokio::test]
+async fn every_sendfile_setting_sends_the_stored_bytes() {
+    let (dir, nginx) = origin();
+    let data = pseudo_random(10 * MIB, 78);
+    let want = sha256(&data);
+    for setting in ["auto", "always", "never"] {
+        let key = format!("sendfile-{setting}.bin");
+        nginx.put(&key, &data);
+        let home = dir.path().join(format!("sg-{setting}"));
+        std::fs::create_dir_all(&home).unwrap();
+        let socket = home.join("seedgate.sock");
+        let config = format!(
+            "[server]\nsendfile = \"{setting}\"\nunix_socket = \"{}\"\n{}",
+            socket.display(),
+            http_origin_config(&nginx.base_url())
+        );
+        let sg = Seedgate::start(&home, &config);
+        let url = sg.url(&format!("/o/www/{key}"));
+        let c = client();
+        for read in ["miss", "hit"] {
+            let body = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+            assert_eq!(sha256(&body), want, "{setting}: {read}");
+        }
+        let (from, to) = (3 * MIB - 7, 9 * MIB + 5);
+        let r = c
+            .get(&url)
+            .header("range", format!("bytes={from}-{to}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 206, "{setting}");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(&body[..], &data[from..=to], "{setting}: range");
+        let (status, body) = crate::unix_socket::get_unix(&socket, &format!("/o/www/{key}")).await;
+        assert_eq!(status, 200, "{setting}");
+        assert_eq!(sha256(&body), want, "{setting}: unix socket");
+        assert_eq!(
+            nginx.bytes_sent(&format!("/{key}")),
+            data.len() as u64,
+            "{setting}: one copy"
+        );
+    }
+}
+
 /// Every `server.connection_threads` setting serves: none (the main runtime's
 /// workers), one, and more than the cores. 64 concurrent clients on
 /// kept-alive connections each read a cold and then a stored object

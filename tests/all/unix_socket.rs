@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::support::*;
 
 /// A GET over the unix socket: (status, body).
-async fn get_unix(socket: &Path, path: &str) -> (u16, Vec<u8>) {
+pub async fn get_unix(socket: &Path, path: &str) -> (u16, Vec<u8>) {
     let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
     s.write_all(
         format!("GET {path} HTTP/1.1\r\nHost: local\r\nConnection: close\r\n\r\n").as_bytes(),
