@@ -164,23 +164,29 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReasonedErrors<S> {
 
 impl<S: AsyncWrite + SendFile + Unpin> ReasonedErrors<S> {
     /// Writes `bufs` up to the first slice of a content file's mapping,
-    /// or sends that slice from its file; `None` when there is none.
+    /// or sends that slice from its file (`sendfile`) or a chunk of it
+    /// from the mapping (a copy by the kernel, whose faulted-in pages are
+    /// released once written); `None` when there is none.
     fn send_regions(
         &mut self,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Option<Poll<io::Result<usize>>> {
-        if !self.sendfile {
-            return None;
-        }
         let (i, (file, offset)) = bufs
             .iter()
             .enumerate()
             .find_map(|(i, b)| Some((i, zerocopy::lookup(b)?)))?;
         Some(if i > 0 {
             Pin::new(&mut self.inner).poll_write_vectored(cx, &bufs[..i])
-        } else {
+        } else if self.sendfile {
             self.inner.poll_send_file(cx, &file, offset, bufs[0].len())
+        } else {
+            let chunk = &bufs[0][..bufs[0].len().min(zerocopy::COPY_CHUNK)];
+            let written = Pin::new(&mut self.inner).poll_write(cx, chunk);
+            if let Poll::Ready(Ok(n)) = written {
+                zerocopy::release(&chunk[..n]);
+            }
+            written.map_err(shrunk)
         })
     }
 }
@@ -201,9 +207,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for ReasonedErrors<S> {
         if let Some(r) = self.send_regions(cx, &bufs) {
             return r;
         }
-        Pin::new(&mut self.inner)
-            .poll_write(cx, buf)
-            .map_err(shrunk)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -220,9 +224,7 @@ impl<S: AsyncWrite + SendFile + Unpin> AsyncWrite for ReasonedErrors<S> {
         if let Some(r) = self.send_regions(cx, bufs) {
             return r;
         }
-        Pin::new(&mut self.inner)
-            .poll_write_vectored(cx, bufs)
-            .map_err(shrunk)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
