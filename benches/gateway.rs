@@ -14,7 +14,8 @@
 //! Each wrk figure is the round with the median ratio of
 //! `SEEDGATE_BENCH_ROUNDS` (default 3) rounds that alternate which server
 //! goes first, with each server's CPU time per request (its own threads
-//! and workers, not wrk's) beside it.
+//! and workers, not wrk's) beside it. The p99 verdicts compare each
+//! server's median p99 over the rounds, every round's printed beside it.
 //!
 //! Run with `scripts/bench gateway` (see BENCHMARKS.md). Knobs:
 //! `SEEDGATE_BENCH_WRK_SECS` (default 5), `SEEDGATE_BENCH_PREHEAT_MIB`
@@ -215,6 +216,22 @@ async fn main() {
             rounds.push((s, n));
         }
         let rss = rss_mib("VmHWM:", sg.pid());
+        // p99 is judged on each server's median over the rounds: one
+        // round's p99 at 16 connections is bimodal on two shared cores
+        // (about 0.4 or 2 ms for either server, by how the threads land).
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let p99 = (
+            median(rounds.iter().map(|r| r.0.0.p99_ms).collect()),
+            median(rounds.iter().map(|r| r.1.0.p99_ms).collect()),
+            rounds
+                .iter()
+                .map(|(s, n)| format!("{:.2}/{:.2}", s.0.p99_ms, n.0.p99_ms))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
         rounds.sort_by(|a, b| (a.0.0.rps / a.1.0.rps).total_cmp(&(b.0.0.rps / b.1.0.rps)));
         let all = rounds
             .iter()
@@ -234,7 +251,7 @@ async fn main() {
             n.errors,
             s.rps / n.rps
         );
-        runs.push((name, connections, s, n, rss, s_cpu / n_cpu));
+        runs.push((name, connections, s, n, rss, s_cpu / n_cpu, p99));
     }
 
     // Preheat against downloads of the same objects to files, over the
@@ -279,7 +296,7 @@ async fn main() {
     );
 
     println!();
-    for (name, connections, s, n, rss, cpu) in &runs {
+    for (name, connections, s, n, rss, cpu, p99) in &runs {
         let ratio = format!(
             "{:.2}x ({:.0} / {:.0} req/s; CPU per request {cpu:.2}x nginx's)",
             s.rps / n.rps,
@@ -328,11 +345,16 @@ async fn main() {
                     &ratio,
                 );
                 verdict(
-                    &format!("4 KiB stored, p99 vs nginx's, {c} connections (ms)"),
-                    s.p99_ms / n.p99_ms,
+                    &format!(
+                        "4 KiB stored, p99 vs nginx's, {c} connections (medians over rounds, ms)"
+                    ),
+                    p99.0 / p99.1,
                     Want::AtMost,
                     1.0,
-                    &format!("{:.2} ms vs {:.2} ms", s.p99_ms, n.p99_ms),
+                    &format!(
+                        "{:.2} ms vs {:.2} ms (rounds seedgate/nginx: {})",
+                        p99.0, p99.1, p99.2
+                    ),
                 );
             }
         }
