@@ -53,12 +53,17 @@ mod dfdaemon;
 #[path = "support/netns.rs"]
 mod netns;
 
+#[allow(dead_code)]
+#[path = "support/verdict.rs"]
+mod verdict;
+
 use std::time::Duration;
 
 use dfdaemon::{Dfdaemon, Options};
 use netns::{Net, Node};
 use support::*;
 use tokio::time::Instant;
+use verdict::median;
 
 const HOSTS: usize = 4;
 const BRIDGE_IP: &str = "10.201.0.1";
@@ -188,11 +193,6 @@ async fn p2p(origin: &Nginx, key: &str, sum: &str, seed_children: usize) -> P2p 
         from_hosts,
         received,
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 #[tokio::main]

@@ -39,7 +39,7 @@ use futures_util::StreamExt;
 use netns::Net;
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, fresh_write_rate, rss_mib, settle_disk, verdict, warm_memory};
+use verdict::{Want, fresh_write_rate, median, rss_mib, settle_disk, verdict, warm_memory};
 
 const MIB: usize = 1024 * 1024;
 
@@ -97,11 +97,6 @@ async fn sha_of(url: &str) -> String {
 const BRIDGE_IP: &str = "10.205.0.1";
 const FAR_NS: &str = "sge-origin";
 const FAR_IP: &str = "10.205.0.10";
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
 
 fn mbps(bytes: usize, d: Duration) -> f64 {
     bytes as f64 / MIB as f64 / d.as_secs_f64()

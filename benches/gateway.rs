@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use support::*;
 use tokio::time::Instant;
-use verdict::{Want, cpu_secs, fresh_write_rate, printed, rss_mib, verdict};
+use verdict::{Want, cpu_secs, fresh_write_rate, median, printed, rss_mib, verdict};
 
 /// What `wrk` measured.
 struct Wrk {
@@ -219,10 +219,6 @@ async fn main() {
         // p99 is judged on each server's median over the rounds: one
         // round's p99 at 16 connections is bimodal on two shared cores
         // (about 0.4 or 2 ms for either server, by how the threads land).
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         let p99 = (
             median(rounds.iter().map(|r| r.0.0.p99_ms).collect()),
             median(rounds.iter().map(|r| r.1.0.p99_ms).collect()),
