@@ -5,7 +5,7 @@
 //! Every call gets a fresh instance in a fresh store (~10 µs with the
 //! pooling allocator), so a trap or a leak never outlives its call, with:
 //! - an epoch deadline (a ticker thread bumps the engine's epoch every
-//!   [`EPOCH_TICK`]) that bounds guest CPU — the guest yields to the tokio
+//!   [`EPOCH_TICK`] while a call runs, [`epoch`]) that bounds guest CPU — the guest yields to the tokio
 //!   runtime at every tick, so even a spinning plugin never holds a worker
 //!   thread — and a tokio timeout around the whole call, because epochs do
 //!   not interrupt host calls;
@@ -16,6 +16,7 @@
 
 mod cache;
 pub mod check;
+mod epoch;
 mod imports;
 mod registry;
 pub mod scheduler;
@@ -76,13 +77,18 @@ const POOL_INSTANCES: u32 = 256;
 /// deadline kill of the plugin.
 fn guarded_store<T>(
     engine: &Engine,
+    ticker: &Arc<epoch::Ticker>,
     state: T,
     timeout: Duration,
     wait: Option<Arc<CallTrace>>,
 ) -> Store<T> {
     let mut store = Store::new(engine, state);
     let deadline = tokio::time::Instant::now() + timeout;
+    // The epoch advances while this store lives (the callback is dropped
+    // with it).
+    let ticking = ticker.hold();
     store.epoch_deadline_callback(move |_| {
+        let _ = &ticking;
         let waited = wait.as_ref().map_or(Duration::ZERO, |w| w.waited());
         Ok(if tokio::time::Instant::now() >= deadline + waited {
             UpdateDeadline::Interrupt
@@ -377,6 +383,7 @@ pub struct Plugin {
     pub info: Arc<PluginInfo>,
     pre: OriginPluginPre<HostState>,
     engine: Engine,
+    ticker: Arc<epoch::Ticker>,
     pub memory_limit: usize,
     pub call_timeout: Duration,
 }
@@ -392,6 +399,7 @@ impl std::fmt::Debug for Plugin {
 /// The engine and linker shared by all plugins.
 pub struct PluginHost {
     engine: Engine,
+    ticker: Arc<epoch::Ticker>,
     linker: Linker<HostState>,
     sched_linker: Linker<scheduler::SchedState>,
     config: PluginsConfig,
@@ -427,16 +435,7 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         OriginPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
-        let weak = engine.weak();
-        std::thread::Builder::new()
-            .name("seedgate-epoch".into())
-            .spawn(move || {
-                while let Some(engine) = weak.upgrade() {
-                    engine.increment_epoch();
-                    drop(engine);
-                    std::thread::sleep(EPOCH_TICK);
-                }
-            })?;
+        let ticker = epoch::Ticker::start(engine.weak())?;
         let cache = match cache_dir {
             Some(dir) => Some(cache::ArtifactCache::open(dir, &engine)?),
             None => None,
@@ -444,6 +443,7 @@ impl PluginHost {
         Ok(Self {
             sched_linker: scheduler::linker(&engine)?,
             engine,
+            ticker,
             linker,
             config,
             cache,
@@ -505,6 +505,7 @@ impl PluginHost {
             }),
             pre,
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             memory_limit: limits.memory_limit.as_u64() as usize,
             call_timeout: limits.call_timeout,
         })
@@ -563,7 +564,13 @@ impl Plugin {
             wait: trace.clone(),
         };
         let wait = trace.clone();
-        let mut store = guarded_store(&self.engine, state, self.call_timeout, Some(wait.clone()));
+        let mut store = guarded_store(
+            &self.engine,
+            &self.ticker,
+            state,
+            self.call_timeout,
+            Some(wait.clone()),
+        );
         store.limiter(|s| &mut s.limits);
 
         let pre = self.pre.clone();

@@ -84,6 +84,7 @@ pub struct SchedulerPolicy {
     pub digest: String,
     pre: SchedulerPluginPre<SchedState>,
     engine: wasmtime::Engine,
+    ticker: std::sync::Arc<super::epoch::Ticker>,
     memory_limit: usize,
     call_timeout: Duration,
 }
@@ -121,6 +122,7 @@ impl PluginHost {
             digest,
             pre,
             engine: self.engine.clone(),
+            ticker: self.ticker.clone(),
             memory_limit: limits.memory_limit.as_u64() as usize,
             call_timeout: limits.call_timeout,
         })
@@ -163,7 +165,8 @@ impl SchedulerPolicy {
             table: ResourceTable::new(),
             limits: super::memory_cap(self.memory_limit),
         };
-        let mut store = super::guarded_store(&self.engine, state, self.call_timeout, None);
+        let mut store =
+            super::guarded_store(&self.engine, &self.ticker, state, self.call_timeout, None);
         store.limiter(|s| &mut s.limits);
         let pre = self.pre.clone();
         let run = async move {
