@@ -8,7 +8,8 @@
 //!   seedgate's peak RSS, p99 beside nginx's;
 //! - the 16-connection line again with seedgate on one connection thread
 //!   (printed): what wrk sharing both cores with two server threads does to
-//!   that p99;
+//!   that p99; and as if wrk ran on another host (printed): wrk on core 1,
+//!   seedgate on one connection thread and nginx with one worker on core 0;
 //! - a preheat job of 200 objects (2 GiB in all) against downloading the
 //!   same objects to files with the same concurrency: over a link of
 //!   `SEEDGATE_BENCH_LINK_MBIT` (default 2000) shared by all connections to
@@ -49,9 +50,18 @@ struct Wrk {
     errors: u64,
 }
 
-/// Runs `wrk` against `url` with `connections` over 2 threads.
-fn wrk(url: &str, secs: usize, connections: usize) -> Wrk {
-    let out = Command::new("wrk")
+/// Runs `wrk` against `url` with `connections` over 2 threads, on core
+/// `cpu` only if one is given.
+fn wrk(url: &str, secs: usize, connections: usize, cpu: Option<usize>) -> Wrk {
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpu.to_string(), "wrk"]);
+            c
+        }
+        None => Command::new("wrk"),
+    };
+    let out = command
         .args([
             "-t2",
             &format!("-c{connections}"),
@@ -116,23 +126,47 @@ fn wrk(url: &str, secs: usize, connections: usize) -> Wrk {
     }
 }
 
+/// Keeps `pid`, its threads and its children (nginx's workers) on core
+/// `cpu`.
+fn pin(pid: u32, cpu: usize) {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for p in std::iter::once(pid.to_string()).chain(children.split_whitespace().map(str::to_owned))
+    {
+        let out = Command::new("taskset")
+            .args(["-a", "-p", "-c", &cpu.to_string(), &p])
+            .output()
+            .expect("taskset (util-linux) is not installed");
+        assert!(out.status.success(), "taskset {p}: {out:?}");
+    }
+}
+
 /// One round's measure of a server: what wrk saw, and the server's own CPU
 /// time per request (its threads and workers, not wrk's).
 type Measured = (Wrk, f64);
 
-/// `rounds` rounds of wrk against seedgate (`sg`: url and pid) and nginx,
-/// alternating which goes first, so that a change in what else the shared
-/// machine runs falls on both.
-fn alternate(
-    sg: (&str, u32),
-    nginx: (&str, u32),
+/// How wrk loads a server: seconds, connections, rounds, and the core wrk
+/// is kept on (`None`: wherever the kernel puts it).
+struct Load {
     secs: usize,
     connections: usize,
     rounds: usize,
-) -> Vec<(Measured, Measured)> {
+    wrk_cpu: Option<usize>,
+}
+
+/// `load.rounds` rounds of wrk against seedgate (`sg`: url and pid) and
+/// nginx, alternating which goes first, so that a change in what else the
+/// shared machine runs falls on both.
+fn alternate(sg: (&str, u32), nginx: (&str, u32), load: &Load) -> Vec<(Measured, Measured)> {
+    let Load {
+        secs,
+        connections,
+        rounds,
+        wrk_cpu,
+    } = *load;
     let measure = |(url, pid): (&str, u32)| {
         let cpu = cpu_secs(pid);
-        let w = wrk(url, secs, connections);
+        let w = wrk(url, secs, connections, wrk_cpu);
         let cpu_us = (cpu_secs(pid) - cpu) * 1e6 / (w.rps * secs as f64);
         (w, cpu_us)
     };
@@ -247,9 +281,12 @@ async fn main() {
         let mut rounds = alternate(
             (&sg_url, sg.pid()),
             (&nginx_url, proxy.pid()),
-            secs,
-            connections,
-            wrk_rounds,
+            &Load {
+                secs,
+                connections,
+                rounds: wrk_rounds,
+                wrk_cpu: None,
+            },
         );
         let rss = rss_mib("VmHWM:", sg.pid());
         // p99 is judged on each server's median over the rounds: one
@@ -293,19 +330,48 @@ async fn main() {
     );
     let one_url = one.url("/o/www/small.bin");
     drain(&client, &one_url).await;
+    let mut load = Load {
+        secs,
+        connections: 16,
+        rounds: wrk_rounds,
+        wrk_cpu: None,
+    };
     let one_rounds = alternate(
         (&one_url, one.pid()),
         (
             &format!("http://127.0.0.1:{}/small.bin", proxy.port),
             proxy.pid(),
         ),
-        secs,
-        16,
-        wrk_rounds,
+        &load,
     );
-    drop(one);
-    let one_p99 = p99_medians(&one_rounds);
-    let one_rps = median(one_rounds.iter().map(|(s, n)| s.0.rps / n.0.rps).collect());
+    // And as if wrk ran on another host: seedgate (one connection thread)
+    // and nginx (one worker) on core 0, wrk on core 1.
+    let apart = (std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2).then(|| {
+        let proxy_one =
+            Nginx::start_proxy_cache_workers(&dir.path().join("proxy-one-worker"), origin.port, 1);
+        let url = format!("http://127.0.0.1:{}/small.bin", proxy_one.port);
+        pin(one.pid(), 0);
+        pin(proxy_one.pid(), 0);
+        load.wrk_cpu = Some(1);
+        (url, proxy_one)
+    });
+    let apart_rounds = match &apart {
+        Some((url, proxy_one)) => {
+            for _ in 0..2 {
+                drain(&client, url).await; // MISS, then HIT
+            }
+            alternate((&one_url, one.pid()), (url, proxy_one.pid()), &load)
+        }
+        None => Vec::new(),
+    };
+    drop((one, apart));
+    let one_line = |rounds: &[(Measured, Measured)]| {
+        let (s, n, each) = p99_medians(rounds);
+        let rps = median(rounds.iter().map(|(s, n)| s.0.rps / n.0.rps).collect());
+        format!(
+            "req/s {rps:.2}x nginx's; p99 {s:.2} ms vs {n:.2} ms (rounds seedgate/nginx: {each})"
+        )
+    };
 
     // Preheat against downloads of the same objects to files, over the
     // link and on loopback.
@@ -414,11 +480,14 @@ async fn main() {
     }
     printed(
         "4 KiB stored, 16 connections, seedgate on one connection thread (medians over rounds)",
-        &format!(
-            "req/s {one_rps:.2}x nginx's; p99 {:.2} ms vs {:.2} ms (rounds seedgate/nginx: {})",
-            one_p99.0, one_p99.1, one_p99.2
-        ),
+        &one_line(&one_rounds),
     );
+    if !apart_rounds.is_empty() {
+        printed(
+            "4 KiB stored, 16 connections, wrk on its own core, one connection thread / one nginx worker on the other (medians over rounds)",
+            &one_line(&apart_rounds),
+        );
+    }
     let r = link_pre_t.as_secs_f64() / link_direct_t.as_secs_f64();
     verdict(
         &format!(

@@ -98,9 +98,18 @@ impl Nginx {
     /// origin on `upstream`: what users would run instead of seedgate.
     #[allow(dead_code)] // used by benches/engine.rs
     pub fn start_proxy_cache(root: &Path, upstream: u16) -> Self {
+        Self::start_proxy_cache_workers(root, upstream, 2)
+    }
+
+    /// [`Nginx::start_proxy_cache`] with `workers` worker processes (the
+    /// fixture's 2 otherwise).
+    pub fn start_proxy_cache_workers(root: &Path, upstream: u16, workers: usize) -> Self {
         Self::spawn(
             root,
-            include_str!("../fixtures/nginx-proxy-cache.conf"),
+            &include_str!("../fixtures/nginx-proxy-cache.conf").replace(
+                "worker_processes 2;",
+                &format!("worker_processes {workers};"),
+            ),
             &[("__UPSTREAM__", upstream.to_string())],
             None,
         )
