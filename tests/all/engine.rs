@@ -236,6 +236,10 @@ async fn the_scrubber_finds_a_piece_that_rotted_after_its_check() {
         assert_eq!(sha256(&resp.bytes().await.unwrap()), want);
     }
     assert_eq!(nginx.gets("/s.bin"), 4);
+    // Right after a pass ends (one of 16 MiB takes ~60 ms, one starts every
+    // second), so that the next pass reads every piece after the flip.
+    let passes = metric(&sg, "seedgate_scrub_passes_total").await;
+    let passes = wait_metric(&sg, "seedgate_scrub_passes_total", passes + 1.0).await;
     let scrubbed = metric(&sg, "seedgate_scrub_pieces_total").await;
 
     // One byte of piece 1 flips in place (the file keeps its length).
@@ -257,6 +261,8 @@ async fn the_scrubber_finds_a_piece_that_rotted_after_its_check() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The pass that found it read all four pieces once it ended.
+    wait_metric(&sg, "seedgate_scrub_passes_total", passes + 1.0).await;
     assert!(metric(&sg, "seedgate_scrub_pieces_total").await >= scrubbed + 4.0);
     assert_eq!(
         metric(&sg, "seedgate_scrub_corrupt_pieces_total").await,
@@ -723,4 +729,20 @@ expiring-length = "{len}"
         plans.len() >= 2,
         "a 6 s download under 1.5 s plans used only {plans:?}"
     );
+}
+
+/// Waits (up to 30 s) until metric `name` reaches `at_least`; its value.
+async fn wait_metric(sg: &Seedgate, name: &str, at_least: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = metric(sg, name).await;
+        if v >= at_least {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} stayed at {v} (< {at_least})"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
