@@ -115,7 +115,7 @@ impl PluginHost {
                 "core WebAssembly module, {} bytes, sha256 {digest}",
                 bytes.len()
             );
-            if let Ok(module) = wasmtime::Module::new(&self.engine, bytes) {
+            if let Ok(module) = wasmtime::Module::new(self.engine(), bytes) {
                 r.imports = module
                     .imports()
                     .map(|i| format!("{}::{}", i.module(), i.name()))
@@ -131,7 +131,7 @@ impl PluginHost {
         if let Some(v) = super::component_version(bytes) {
             r.kind.push_str(&format!(", version {v}"));
         }
-        let component = match Component::new(&self.engine, bytes) {
+        let component = match Component::new(self.engine(), bytes) {
             Ok(c) => c,
             Err(e) => {
                 r.problems.push(format!(
@@ -141,7 +141,7 @@ impl PluginHost {
                 return r;
             }
         };
-        let engine = &self.engine;
+        let engine = self.engine();
         let ty = component.component_type();
         r.imports = ty
             .imports(engine)

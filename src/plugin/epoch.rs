@@ -19,6 +19,21 @@ use super::EPOCH_TICK;
 /// gone (the host dropped): its only wake-up while no plugin runs.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// An engine and its ticker: what a guarded store is made from.
+#[derive(Clone, Debug)]
+pub struct Clocked {
+    pub engine: wasmtime::Engine,
+    pub ticker: Arc<Ticker>,
+}
+
+impl Clocked {
+    /// `engine`, with its ticker thread started.
+    pub fn start(engine: wasmtime::Engine) -> std::io::Result<Self> {
+        let ticker = Ticker::start(engine.weak())?;
+        Ok(Self { engine, ticker })
+    }
+}
+
 /// The count of live guarded stores, and the ticker's wake-up.
 #[derive(Debug, Default)]
 pub struct Ticker {

@@ -5,8 +5,8 @@
 //! Every call gets a fresh instance in a fresh store (~10 µs with the
 //! pooling allocator), so a trap or a leak never outlives its call, with:
 //! - an epoch deadline (a ticker thread bumps the engine's epoch every
-//!   [`EPOCH_TICK`] while a call runs, [`epoch`]) that bounds guest CPU — the guest yields to the tokio
-//!   runtime at every tick, so even a spinning plugin never holds a worker
+//!   [`EPOCH_TICK`] while a call runs, [`epoch`]) that bounds guest CPU —
+//!   the guest yields to the tokio runtime at every tick, so even a spinning plugin never holds a worker
 //!   thread — and a tokio timeout around the whole call, because epochs do
 //!   not interrupt host calls;
 //! - a memory cap (`StoreLimits`, growth beyond it traps);
@@ -76,17 +76,16 @@ const POOL_INSTANCES: u32 = 256;
 /// is `timeout` of its own running time, so a slow origin is never a
 /// deadline kill of the plugin.
 fn guarded_store<T>(
-    engine: &Engine,
-    ticker: &Arc<epoch::Ticker>,
+    clocked: &epoch::Clocked,
     state: T,
     timeout: Duration,
     wait: Option<Arc<CallTrace>>,
 ) -> Store<T> {
-    let mut store = Store::new(engine, state);
+    let mut store = Store::new(&clocked.engine, state);
     let deadline = tokio::time::Instant::now() + timeout;
     // The epoch advances while this store lives (the callback is dropped
     // with it).
-    let ticking = ticker.hold();
+    let ticking = clocked.ticker.hold();
     store.epoch_deadline_callback(move |_| {
         let _ = &ticking;
         let waited = wait.as_ref().map_or(Duration::ZERO, |w| w.waited());
@@ -382,8 +381,7 @@ pub fn component_version(bytes: &[u8]) -> Option<String> {
 pub struct Plugin {
     pub info: Arc<PluginInfo>,
     pre: OriginPluginPre<HostState>,
-    engine: Engine,
-    ticker: Arc<epoch::Ticker>,
+    clocked: epoch::Clocked,
     pub memory_limit: usize,
     pub call_timeout: Duration,
 }
@@ -398,8 +396,7 @@ impl std::fmt::Debug for Plugin {
 
 /// The engine and linker shared by all plugins.
 pub struct PluginHost {
-    engine: Engine,
-    ticker: Arc<epoch::Ticker>,
+    clocked: epoch::Clocked,
     linker: Linker<HostState>,
     sched_linker: Linker<scheduler::SchedState>,
     config: PluginsConfig,
@@ -435,15 +432,13 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         OriginPlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)?;
 
-        let ticker = epoch::Ticker::start(engine.weak())?;
         let cache = match cache_dir {
             Some(dir) => Some(cache::ArtifactCache::open(dir, &engine)?),
             None => None,
         };
         Ok(Self {
             sched_linker: scheduler::linker(&engine)?,
-            engine,
-            ticker,
+            clocked: epoch::Clocked::start(engine)?,
             linker,
             config,
             cache,
@@ -451,7 +446,7 @@ impl PluginHost {
     }
 
     pub fn engine(&self) -> &Engine {
-        &self.engine
+        &self.clocked.engine
     }
 
     /// The component in `bytes`, from the artifact cache when it holds it.
@@ -465,11 +460,11 @@ impl PluginHost {
             return Err(format!("plugin '{name}' is not a WebAssembly component"));
         }
         if let Some(cache) = &self.cache
-            && let Some(component) = cache.get(&self.engine, digest)
+            && let Some(component) = cache.get(&self.clocked.engine, digest)
         {
             return Ok(component);
         }
-        let component = Component::new(&self.engine, bytes)
+        let component = Component::new(&self.clocked.engine, bytes)
             .map_err(|e| format!("plugin '{name}' does not compile: {e:#}"))?;
         if let Some(cache) = &self.cache {
             cache.put(digest, &component);
@@ -504,8 +499,7 @@ impl PluginHost {
                 log,
             }),
             pre,
-            engine: self.engine.clone(),
-            ticker: self.ticker.clone(),
+            clocked: self.clocked.clone(),
             memory_limit: limits.memory_limit.as_u64() as usize,
             call_timeout: limits.call_timeout,
         })
@@ -564,13 +558,7 @@ impl Plugin {
             wait: trace.clone(),
         };
         let wait = trace.clone();
-        let mut store = guarded_store(
-            &self.engine,
-            &self.ticker,
-            state,
-            self.call_timeout,
-            Some(wait.clone()),
-        );
+        let mut store = guarded_store(&self.clocked, state, self.call_timeout, Some(wait.clone()));
         store.limiter(|s| &mut s.limits);
 
         let pre = self.pre.clone();

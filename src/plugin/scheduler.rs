@@ -83,8 +83,7 @@ pub struct SchedulerPolicy {
     pub name: String,
     pub digest: String,
     pre: SchedulerPluginPre<SchedState>,
-    engine: wasmtime::Engine,
-    ticker: std::sync::Arc<super::epoch::Ticker>,
+    clocked: super::epoch::Clocked,
     memory_limit: usize,
     call_timeout: Duration,
 }
@@ -121,8 +120,7 @@ impl PluginHost {
             name: name.to_string(),
             digest,
             pre,
-            engine: self.engine.clone(),
-            ticker: self.ticker.clone(),
+            clocked: self.clocked.clone(),
             memory_limit: limits.memory_limit.as_u64() as usize,
             call_timeout: limits.call_timeout,
         })
@@ -165,8 +163,7 @@ impl SchedulerPolicy {
             table: ResourceTable::new(),
             limits: super::memory_cap(self.memory_limit),
         };
-        let mut store =
-            super::guarded_store(&self.engine, &self.ticker, state, self.call_timeout, None);
+        let mut store = super::guarded_store(&self.clocked, state, self.call_timeout, None);
         store.limiter(|s| &mut s.limits);
         let pre = self.pre.clone();
         let run = async move {
