@@ -10,6 +10,9 @@
 //!   (printed): what wrk sharing both cores with two server threads does to
 //!   that p99; and as if wrk ran on another host (printed): wrk on core 1,
 //!   seedgate on one connection thread and nginx with one worker on core 0;
+//!   and those two again in an open loop at half nginx's req/s (printed):
+//!   `oha` on core 1 sends at a fixed rate and counts each latency from
+//!   when its request was due, so a faster server is not simply sent more;
 //! - a preheat job of 200 objects (2 GiB in all) against downloading the
 //!   same objects to files with the same concurrency: over a link of
 //!   `SEEDGATE_BENCH_LINK_MBIT` (default 2000) shared by all connections to
@@ -126,6 +129,61 @@ fn wrk(url: &str, secs: usize, connections: usize, cpu: Option<usize>) -> Wrk {
     }
 }
 
+/// Runs `oha` against `url` in an open loop: `rate` requests per second
+/// over `connections`, whatever the answers' pace, each latency counted
+/// from when its request was due (`--latency-correction`), on core `cpu`.
+fn oha(url: &str, secs: usize, connections: usize, rate: u64, cpu: Option<usize>) -> Wrk {
+    let oha = std::env::var("SEEDGATE_OHA")
+        .expect("SEEDGATE_OHA is not set: run scripts/bench (it builds oha)");
+    let mut command = Command::new("taskset");
+    command.args(["-c", &cpu.map_or("0-1023".into(), |c| c.to_string()), &oha]);
+    let out = command
+        .args([
+            "-z",
+            &format!("{secs}s"),
+            "-c",
+            &connections.to_string(),
+            "-q",
+            &rate.to_string(),
+            "--latency-correction",
+            // Requests in flight at the end are answered and counted, not
+            // reported as errors ("aborted due to deadline").
+            "--wait-ongoing-requests-after-deadline",
+            "--no-tui",
+            "--output-format",
+            "json",
+            url,
+        ])
+        .output()
+        .expect("oha could not be started");
+    assert!(out.status.success(), "oha: {out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "oha's output: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let number = |path: &str| {
+        v.pointer(path)
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or_else(|| panic!("no {path} in oha's output: {v}"))
+    };
+    let count = |key: &str, skip: &str| -> u64 {
+        v[key].as_object().map_or(0, |m| {
+            m.iter()
+                .filter(|(k, _)| *k != skip)
+                .filter_map(|(_, n)| n.as_u64())
+                .sum()
+        })
+    };
+    Wrk {
+        rps: number("/summary/requestsPerSec"),
+        mib_s: number("/summary/sizePerSec") / (1 << 20) as f64,
+        p99_ms: number("/latencyPercentiles/p99") * 1e3,
+        errors: count("statusCodeDistribution", "200") + count("errorDistribution", ""),
+    }
+}
+
 /// Keeps `pid`, its threads and its children (nginx's workers) on core
 /// `cpu`.
 fn pin(pid: u32, cpu: usize) {
@@ -145,13 +203,17 @@ fn pin(pid: u32, cpu: usize) {
 /// time per request (its threads and workers, not wrk's).
 type Measured = (Wrk, f64);
 
-/// How wrk loads a server: seconds, connections, rounds, and the core wrk
-/// is kept on (`None`: wherever the kernel puts it).
+/// How a server is loaded: seconds, connections, rounds, the core the
+/// client is kept on (`None`: wherever the kernel puts it), and the open
+/// loop's rate (`Some`: oha sends that many requests per second; `None`:
+/// wrk's closed loop, each connection's next request as soon as its
+/// answer is in).
 struct Load {
     secs: usize,
     connections: usize,
     rounds: usize,
-    wrk_cpu: Option<usize>,
+    client_cpu: Option<usize>,
+    rate: Option<u64>,
 }
 
 /// `load.rounds` rounds of wrk against seedgate (`sg`: url and pid) and
@@ -162,11 +224,15 @@ fn alternate(sg: (&str, u32), nginx: (&str, u32), load: &Load) -> Vec<(Measured,
         secs,
         connections,
         rounds,
-        wrk_cpu,
+        client_cpu,
+        rate,
     } = *load;
     let measure = |(url, pid): (&str, u32)| {
         let cpu = cpu_secs(pid);
-        let w = wrk(url, secs, connections, wrk_cpu);
+        let w = match rate {
+            Some(rate) => oha(url, secs, connections, rate, client_cpu),
+            None => wrk(url, secs, connections, client_cpu),
+        };
         let cpu_us = (cpu_secs(pid) - cpu) * 1e6 / (w.rps * secs as f64);
         (w, cpu_us)
     };
@@ -285,7 +351,8 @@ async fn main() {
                 secs,
                 connections,
                 rounds: wrk_rounds,
-                wrk_cpu: None,
+                client_cpu: None,
+                rate: None,
             },
         );
         let rss = rss_mib("VmHWM:", sg.pid());
@@ -334,7 +401,8 @@ async fn main() {
         secs,
         connections: 16,
         rounds: wrk_rounds,
-        wrk_cpu: None,
+        client_cpu: None,
+        rate: None,
     };
     let one_rounds = alternate(
         (&one_url, one.pid()),
@@ -352,7 +420,7 @@ async fn main() {
         let url = format!("http://127.0.0.1:{}/small.bin", proxy_one.port);
         pin(one.pid(), 0);
         pin(proxy_one.pid(), 0);
-        load.wrk_cpu = Some(1);
+        load.client_cpu = Some(1);
         (url, proxy_one)
     });
     let apart_rounds = match &apart {
@@ -364,6 +432,16 @@ async fn main() {
         }
         None => Vec::new(),
     };
+    // And at equal offered load, the latency a server adds rather than how
+    // far a closed loop pushes it: the same two on core 0, oha on core 1
+    // sending half of nginx's closed-loop req/s above in an open loop.
+    let open = apart.as_ref().map(|(url, proxy_one)| {
+        let nginx_rps = median(apart_rounds.iter().map(|r| r.1.0.rps).collect());
+        let rate = ((nginx_rps / 2.0) as u64 / 1000).max(1) * 1000;
+        load.rate = Some(rate);
+        let rounds = alternate((&one_url, one.pid()), (url, proxy_one.pid()), &load);
+        (rate, rounds)
+    });
     drop((one, apart));
     let one_line = |rounds: &[(Measured, Measured)]| {
         let (s, n, each) = p99_medians(rounds);
@@ -486,6 +564,24 @@ async fn main() {
         printed(
             "4 KiB stored, 16 connections, wrk on its own core, one connection thread / one nginx worker on the other (medians over rounds)",
             &one_line(&apart_rounds),
+        );
+    }
+    if let Some((rate, rounds)) = &open {
+        let (s, n, each) = p99_medians(rounds);
+        let served =
+            |pick: fn(&(Measured, Measured)) -> f64| median(rounds.iter().map(pick).collect());
+        let errors = |pick: fn(&(Measured, Measured)) -> u64| rounds.iter().map(pick).sum::<u64>();
+        printed(
+            &format!(
+                "4 KiB stored, 16 connections, open loop at {rate} req/s (half nginx's), oha on its own core, one connection thread / one nginx worker on the other (medians over rounds)"
+            ),
+            &format!(
+                "p99 {s:.2} ms vs {n:.2} ms (rounds seedgate/nginx: {each}); served {:.0} / {:.0} req/s, errors {} / {}",
+                served(|r| r.0.0.rps),
+                served(|r| r.1.0.rps),
+                errors(|r| r.0.0.errors),
+                errors(|r| r.1.0.errors),
+            ),
         );
     }
     let r = link_pre_t.as_secs_f64() / link_direct_t.as_secs_f64();
