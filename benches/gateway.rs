@@ -44,8 +44,8 @@ use support::*;
 use tokio::time::Instant;
 use verdict::{Want, cpu_secs, fresh_write_rate, median, printed, rss_mib, verdict};
 
-/// What `wrk` measured.
-struct Wrk {
+/// What the load client (`wrk`, or `oha` in an open loop) measured.
+struct Seen {
     rps: f64,
     mib_s: f64,
     p99_ms: f64,
@@ -53,18 +53,22 @@ struct Wrk {
     errors: u64,
 }
 
-/// Runs `wrk` against `url` with `connections` over 2 threads, on core
-/// `cpu` only if one is given.
-fn wrk(url: &str, secs: usize, connections: usize, cpu: Option<usize>) -> Wrk {
-    let mut command = match cpu {
+/// `program`, kept on core `cpu` if one is given.
+fn on_cpu(program: &str, cpu: Option<usize>) -> Command {
+    match cpu {
         Some(cpu) => {
             let mut c = Command::new("taskset");
-            c.args(["-c", &cpu.to_string(), "wrk"]);
+            c.args(["-c", &cpu.to_string(), program]);
             c
         }
-        None => Command::new("wrk"),
-    };
-    let out = command
+        None => Command::new(program),
+    }
+}
+
+/// Runs `wrk` against `url` with `connections` over 2 threads, on core
+/// `cpu` only if one is given.
+fn wrk(url: &str, secs: usize, connections: usize, cpu: Option<usize>) -> Seen {
+    let out = on_cpu("wrk", cpu)
         .args([
             "-t2",
             &format!("-c{connections}"),
@@ -121,7 +125,7 @@ fn wrk(url: &str, secs: usize, connections: usize, cpu: Option<usize>) -> Wrk {
             errors += rest.trim().parse::<u64>().unwrap_or(0);
         }
     }
-    Wrk {
+    Seen {
         rps: last("Requests/sec:").parse().unwrap(),
         mib_s: mib(&last("Transfer/sec:")),
         p99_ms: ms(&last("99%")),
@@ -132,12 +136,10 @@ fn wrk(url: &str, secs: usize, connections: usize, cpu: Option<usize>) -> Wrk {
 /// Runs `oha` against `url` in an open loop: `rate` requests per second
 /// over `connections`, whatever the answers' pace, each latency counted
 /// from when its request was due (`--latency-correction`), on core `cpu`.
-fn oha(url: &str, secs: usize, connections: usize, rate: u64, cpu: Option<usize>) -> Wrk {
+fn oha(url: &str, secs: usize, connections: usize, rate: u64, cpu: Option<usize>) -> Seen {
     let oha = std::env::var("SEEDGATE_OHA")
         .expect("SEEDGATE_OHA is not set: run scripts/bench (it builds oha)");
-    let mut command = Command::new("taskset");
-    command.args(["-c", &cpu.map_or("0-1023".into(), |c| c.to_string()), &oha]);
-    let out = command
+    let out = on_cpu(&oha, cpu)
         .args([
             "-z",
             &format!("{secs}s"),
@@ -168,19 +170,22 @@ fn oha(url: &str, secs: usize, connections: usize, rate: u64, cpu: Option<usize>
             .and_then(serde_json::Value::as_f64)
             .unwrap_or_else(|| panic!("no {path} in oha's output: {v}"))
     };
-    let count = |key: &str, skip: &str| -> u64 {
+    // As wrk counts them: failed requests, and answers other than 2xx/3xx.
+    let count = |key: &str, counts: fn(&str) -> bool| -> u64 {
         v[key].as_object().map_or(0, |m| {
             m.iter()
-                .filter(|(k, _)| *k != skip)
+                .filter(|(k, _)| counts(k))
                 .filter_map(|(_, n)| n.as_u64())
                 .sum()
         })
     };
-    Wrk {
+    Seen {
         rps: number("/summary/requestsPerSec"),
         mib_s: number("/summary/sizePerSec") / (1 << 20) as f64,
         p99_ms: number("/latencyPercentiles/p99") * 1e3,
-        errors: count("statusCodeDistribution", "200") + count("errorDistribution", ""),
+        errors: count("statusCodeDistribution", |code| {
+            !code.starts_with(['2', '3'])
+        }) + count("errorDistribution", |_| true),
     }
 }
 
@@ -201,7 +206,7 @@ fn pin(pid: u32, cpu: usize) {
 
 /// One round's measure of a server: what wrk saw, and the server's own CPU
 /// time per request (its threads and workers, not wrk's).
-type Measured = (Wrk, f64);
+type Measured = (Seen, f64);
 
 /// How a server is loaded: seconds, connections, rounds, the core the
 /// client is kept on (`None`: wherever the kernel puts it), and the open

@@ -8,6 +8,7 @@
 //! thread for ~20 µs (`/proc/<pid>/task/*/schedstat`, BENCHMARKS.md).
 
 use std::sync::Arc;
+#[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ pub struct Ticker {
     live: parking_lot::Mutex<usize>,
     start: parking_lot::Condvar,
     /// Epochs advanced, for tests.
+    #[cfg(test)]
     ticks: AtomicU64,
 }
 
@@ -95,6 +97,7 @@ impl Ticker {
                 Some(engine) => engine.increment_epoch(),
                 None => return,
             }
+            #[cfg(test)]
             self.ticks.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -6,9 +6,9 @@
 //! pooling allocator), so a trap or a leak never outlives its call, with:
 //! - an epoch deadline (a ticker thread bumps the engine's epoch every
 //!   [`EPOCH_TICK`] while a call runs, [`epoch`]) that bounds guest CPU —
-//!   the guest yields to the tokio runtime at every tick, so even a spinning plugin never holds a worker
-//!   thread — and a tokio timeout around the whole call, because epochs do
-//!   not interrupt host calls;
+//!   the guest yields to the tokio runtime at every tick, so even a
+//!   spinning plugin never holds a worker thread — and a tokio timeout
+//!   around the whole call, because epochs do not interrupt host calls;
 //! - a memory cap (`StoreLimits`, growth beyond it traps);
 //! - a WASI context that grants nothing: no files, sockets, environment,
 //!   arguments or stdio. The guest reaches the world only through the
@@ -460,11 +460,11 @@ impl PluginHost {
             return Err(format!("plugin '{name}' is not a WebAssembly component"));
         }
         if let Some(cache) = &self.cache
-            && let Some(component) = cache.get(&self.clocked.engine, digest)
+            && let Some(component) = cache.get(self.engine(), digest)
         {
             return Ok(component);
         }
-        let component = Component::new(&self.clocked.engine, bytes)
+        let component = Component::new(self.engine(), bytes)
             .map_err(|e| format!("plugin '{name}' does not compile: {e:#}"))?;
         if let Some(cache) = &self.cache {
             cache.put(digest, &component);

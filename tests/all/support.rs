@@ -106,11 +106,11 @@ impl Nginx {
     pub fn start_proxy_cache_workers(root: &Path, upstream: u16, workers: usize) -> Self {
         Self::spawn(
             root,
-            &include_str!("../fixtures/nginx-proxy-cache.conf").replace(
-                "worker_processes 2;",
-                &format!("worker_processes {workers};"),
-            ),
-            &[("__UPSTREAM__", upstream.to_string())],
+            include_str!("../fixtures/nginx-proxy-cache.conf"),
+            &[
+                ("__UPSTREAM__", upstream.to_string()),
+                ("__WORKERS__", workers.to_string()),
+            ],
             None,
         )
     }
