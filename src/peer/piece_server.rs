@@ -10,13 +10,12 @@
 //! cache to the socket with `sendfile`, never through user space.
 
 use std::io;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use vortex_protocol::tlv::download_piece::DownloadPiece;
@@ -30,6 +29,7 @@ use super::host::UploadStats;
 use crate::metrics::{CodeLabels, METRICS};
 use crate::task::PieceInfo;
 use crate::task::TaskManager;
+use crate::zerocopy::SendFile;
 
 /// A request value is a task id and a piece number; anything much longer
 /// is not a request this server serves (and is not read into memory).
@@ -376,7 +376,9 @@ async fn send_error(stream: &mut TcpStream, code: Code, message: String) -> io::
     stream.write_all(&buf).await
 }
 
-/// Sends `length` bytes of `file` from `offset` with sendfile(2).
+/// Sends `length` bytes of `file` from `offset` with sendfile(2), the
+/// gateway's own send ([`SendFile`]); a peer that takes no bytes for
+/// `idle` ends it.
 async fn send_file(
     stream: &mut TcpStream,
     file: &std::fs::File,
@@ -387,23 +389,11 @@ async fn send_file(
     let end = offset + length;
     let mut at = offset;
     while at < end {
-        tokio::time::timeout(idle, stream.writable())
-            .await
-            .map_err(|_| stalled(idle))??;
         let want = (end - at).min(1 << 30) as usize;
-        match stream.try_io(Interest::WRITABLE, || {
-            rustix::fs::sendfile(stream.as_fd(), file, Some(&mut at), want).map_err(io::Error::from)
-        }) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    format!("content file ends before byte {at}"),
-                ));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+        let sent = std::future::poll_fn(|cx| stream.poll_send_file(cx, file, at, want));
+        at += tokio::time::timeout(idle, sent)
+            .await
+            .map_err(|_| stalled(idle))?? as u64;
     }
     Ok(())
 }
