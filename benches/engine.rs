@@ -262,8 +262,9 @@ async fn main() {
     // Alternating which goes first, as the cold rounds do: a slow spell of
     // the shared machine falls on both.
     for round in 0..rounds {
-        for first in [round % 2 == 0, round % 2 == 1] {
-            if first {
+        let nginx_first = round % 2 == 0;
+        for nginx in [nginx_first, !nginx_first] {
+            if nginx {
                 let (n, t, status) = fetch(&proxy_url, "x-cache-status").await;
                 assert_eq!((n as usize, status.as_str()), (size, "HIT"));
                 nginx_hot.push(t);

@@ -347,11 +347,11 @@ async fn main() {
     println!("| object | seedgate | nginx proxy_cache HIT | ratio (seedgate / nginx) |");
     println!("|---|---|---|---|");
     let mut runs = Vec::new();
-    for (name, connections) in [
-        ("small.bin", 16),
-        ("small.bin", 256),
-        ("large.bin", 8),
-        ("small.bin", 1000),
+    for (name, connections, round_count) in [
+        ("small.bin", 16, p99_rounds),
+        ("small.bin", 256, p99_rounds),
+        ("large.bin", 8, wrk_rounds),
+        ("small.bin", 1000, wrk_rounds),
     ] {
         let sg_url = sg.url(&format!("/o/www/{name}"));
         let nginx_url = format!("http://127.0.0.1:{}/{name}", proxy.port);
@@ -364,11 +364,7 @@ async fn main() {
             &Load {
                 secs,
                 connections,
-                rounds: if name == "small.bin" && connections < 1000 {
-                    p99_rounds
-                } else {
-                    wrk_rounds
-                },
+                rounds: round_count,
                 client_cpu: None,
                 rate: None,
             },
@@ -401,16 +397,14 @@ async fn main() {
     // nginx, the same rounds. How far apart two equal servers' medians land
     // is how much the 16-connection p99 verdict can tell. Printed.
     let twin = Nginx::start_proxy_cache(&dir.path().join("proxy-twin"), origin.port);
-    let (a_url, b_url) = (
-        format!("http://127.0.0.1:{}/small.bin", proxy.port),
-        format!("http://127.0.0.1:{}/small.bin", twin.port),
-    );
+    let proxy_small = format!("http://127.0.0.1:{}/small.bin", proxy.port);
+    let twin_small = format!("http://127.0.0.1:{}/small.bin", twin.port);
     for _ in 0..2 {
-        drain(&client, &b_url).await; // MISS, then HIT
+        drain(&client, &twin_small).await; // MISS, then HIT
     }
     let twin_rounds = alternate(
-        (&a_url, proxy.pid()),
-        (&b_url, twin.pid()),
+        (&proxy_small, proxy.pid()),
+        (&twin_small, twin.pid()),
         &Load {
             secs,
             connections: 16,
@@ -443,14 +437,7 @@ async fn main() {
         client_cpu: None,
         rate: None,
     };
-    let one_rounds = alternate(
-        (&one_url, one.pid()),
-        (
-            &format!("http://127.0.0.1:{}/small.bin", proxy.port),
-            proxy.pid(),
-        ),
-        &load,
-    );
+    let one_rounds = alternate((&one_url, one.pid()), (&proxy_small, proxy.pid()), &load);
     // And as if wrk ran on another host: seedgate (one connection thread)
     // and nginx (one worker) on core 0, wrk on core 1.
     let apart = (std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2).then(|| {
